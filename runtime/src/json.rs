@@ -1,0 +1,72 @@
+//! Small helpers to write JSON text straight into a `String`, for the hot paths that render a
+//! log line or an EMF document without building a `serde_json::Value` tree first.
+
+use std::fmt::Write;
+
+/// Appends `text` as a JSON string literal (quotes included).
+pub(crate) fn push_str(buf: &mut String, text: &str) {
+    buf.push('"');
+    let mut start = 0;
+    for (i, byte) in text.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        buf.push_str(&text[start..i]);
+        if escape.is_empty() {
+            let _ = write!(buf, "\\u{byte:04x}");
+        } else {
+            buf.push_str(escape);
+        }
+        start = i + 1;
+    }
+    buf.push_str(&text[start..]);
+    buf.push('"');
+}
+
+/// Appends `"key":` (with a leading comma unless the object was just opened).
+pub(crate) fn push_key(buf: &mut String, key: &str) {
+    if !buf.ends_with('{') {
+        buf.push(',');
+    }
+    push_str(buf, key);
+    buf.push(':');
+}
+
+/// Appends a finite `f64` as a JSON number; integers are written without a fraction.
+pub(crate) fn push_f64(buf: &mut String, value: f64) {
+    debug_assert!(value.is_finite());
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        let _ = write!(buf, "{}", value as i64);
+    } else {
+        let _ = write!(buf, "{value}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_like_serde_json() {
+        for text in ["plain", "quote\" back\\slash", "line\nbreak\ttab\r", "\u{1}\u{1f}", "é ✓"] {
+            let mut buf = String::new();
+            push_str(&mut buf, text);
+            assert_eq!(buf, serde_json::to_string(text).unwrap());
+        }
+    }
+
+    #[test]
+    fn numbers_round_trip() {
+        for value in [0.0, 1.0, -3.0, 0.25, 1e20, 123456.789, -1e-7] {
+            let mut buf = String::new();
+            push_f64(&mut buf, value);
+            assert_eq!(buf.parse::<f64>().unwrap(), value);
+        }
+    }
+}

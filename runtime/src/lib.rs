@@ -1,0 +1,218 @@
+//! # keel-runtime
+//!
+//! Keel wraps an AWS Lambda handler written for [`lambda_runtime`] with the layers on-call and
+//! release engineering need, as [tower] middleware:
+//!
+//! - [`logging`]: one JSON line per log event with the Lambda context (`function_request_id`,
+//!   `cold_start`, `xray_trace_id`, `correlation_id`, …), DEBUG lines buffered until an error,
+//!   per-invocation debug sampling, redaction of sensitive fields;
+//! - [`metrics`]: every `metrics::counter!/gauge!/histogram!` call of an invocation written as
+//!   CloudWatch Embedded Metric Format when it ends, valid by construction, from a
+//!   [catalogue](metrics::catalog) that dashboards and alarms are generated from.
+//!
+//! ```no_run
+//! use keel_runtime::{Keel, LambdaEvent};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Booking { resource_id: String }
+//!
+//! async fn handler(event: LambdaEvent<Booking>) -> Result<String, keel_runtime::BoxError> {
+//!     tracing::info!(resource_id = %event.payload.resource_id, "booking received");
+//!     metrics::counter!("BookingsSeen").increment(1);
+//!     Ok("ok".into())
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), keel_runtime::BoxError> {
+//!     Keel::from_env("booking-api").await?.run(keel_runtime::service_fn(handler)).await
+//! }
+//! ```
+//!
+//! Layers run in this order, outermost first: logging (the invocation span) → metrics (flushed
+//! after every invocation) → the typed handler (the event is deserialized inside Keel, so a bad
+//! event is logged and answered with a clear `Keel.InvalidEvent` error). Each layer can also be
+//! used alone: see [`logging::LoggingLayer`] and [`metrics::MetricsLayer`].
+
+#![warn(missing_docs)]
+
+mod config;
+mod function;
+pub mod handler;
+mod json;
+pub mod logging;
+pub mod metrics;
+pub mod output;
+
+use std::fmt;
+
+use lambda_runtime::{IntoFunctionResponse, Runtime};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio_stream::Stream;
+use tower::{Layer, Service};
+use tracing_subscriber::layer::SubscriberExt;
+
+pub use config::ConfigError;
+pub use function::FunctionInfo;
+pub use handler::{BoxError, InvocationError};
+pub use lambda_runtime::{service_fn, Context, LambdaEvent};
+
+use handler::TypedHandler;
+use logging::{CorrelationId, LogConfig, LoggingLayer, LoggingService, StructuredLogLayer};
+use metrics::{MetricsConfig, MetricsLayer, MetricsService};
+use output::Output;
+
+/// A handler wrapped in every Keel layer, as [`Keel::service`] builds it.
+pub type KeelService<H, T> = LoggingService<MetricsService<TypedHandler<H, T>>>;
+
+/// The Keel builder: configuration for every layer, read from `KEEL_*` variables and adjusted
+/// with its methods, then [`Keel::run`] to serve invocations.
+#[derive(Clone, Debug)]
+pub struct Keel {
+    log: LogConfig,
+    logging: LoggingLayer,
+    metrics: MetricsConfig,
+}
+
+impl Keel {
+    /// Reads the configuration for `service` from the environment.
+    ///
+    /// Besides the variables of [`LogConfig`] and [`MetricsConfig`]:
+    /// `KEEL_CORRELATION_ID_HEADER` (a header name) or `KEEL_CORRELATION_ID_POINTER` (a JSON
+    /// pointer) says where the correlation id is; `KEEL_LOG_EVENT=true` logs each event at DEBUG.
+    pub async fn from_env(service: impl Into<String>) -> Result<Self, ConfigError> {
+        let service = service.into();
+        let log = LogConfig::from_env(service.clone())?;
+        let metrics = MetricsConfig::from_env(service)?;
+        let mut logging = LoggingLayer::new();
+        if let Some(header) = function::var("KEEL_CORRELATION_ID_HEADER") {
+            logging = logging.correlation_id(CorrelationId::Header(header));
+        } else if let Some(pointer) = function::var("KEEL_CORRELATION_ID_POINTER") {
+            logging = logging.correlation_id(CorrelationId::Pointer(pointer));
+        }
+        let log_event = config::parse_var("KEEL_LOG_EVENT", "true or false", |v| v.parse::<bool>().ok())?;
+        if log_event == Some(true) {
+            logging = logging.log_event(log.redactor().clone());
+        }
+        Ok(Self { log, logging, metrics })
+    }
+
+    /// Where each invocation's `correlation_id` comes from.
+    pub fn correlation_id(mut self, source: CorrelationId) -> Self {
+        self.logging = self.logging.correlation_id(source);
+        self
+    }
+
+    /// Logs each incoming event at DEBUG, redacted: it is then among the buffered lines written
+    /// when an invocation fails.
+    pub fn log_events(mut self) -> Self {
+        self.logging = self.logging.log_event(self.log.redactor().clone());
+        self
+    }
+
+    /// Adjusts the log configuration.
+    pub fn logs(mut self, adjust: impl FnOnce(LogConfig) -> LogConfig) -> Self {
+        self.log = adjust(self.log);
+        self
+    }
+
+    /// Adjusts the metrics configuration.
+    pub fn metrics(mut self, adjust: impl FnOnce(MetricsConfig) -> MetricsConfig) -> Self {
+        self.metrics = adjust(self.metrics);
+        self
+    }
+
+    /// Sends log lines and EMF documents to `output` (standard output by default).
+    pub fn output(mut self, output: Output) -> Self {
+        self.log = self.log.output(output.clone());
+        self.metrics = self.metrics.output(output);
+        self
+    }
+
+    /// The `tracing-subscriber` layer that writes the logs; [`Keel::run`] installs it.
+    pub fn log_layer(&self) -> StructuredLogLayer {
+        StructuredLogLayer::new(self.log.clone())
+    }
+
+    /// The metrics layer; [`Keel::run`] installs its recorder.
+    pub fn metrics_layer(&self) -> MetricsLayer {
+        MetricsLayer::new(self.metrics.clone())
+    }
+
+    /// `handler` wrapped in every layer, without installing anything global (for tests).
+    pub fn service<H, T>(&self, handler: H) -> KeelService<H, T>
+    where
+        H: Service<LambdaEvent<T>>,
+        T: DeserializeOwned,
+    {
+        self.wrap(&self.metrics_layer(), handler)
+    }
+
+    fn wrap<H, T>(&self, metrics: &MetricsLayer, handler: H) -> KeelService<H, T> {
+        self.logging.layer(metrics.layer(TypedHandler::new(handler)))
+    }
+
+    /// Installs the log subscriber and the metrics recorder for the whole process. Returns an
+    /// error naming what was installed already, if anything was.
+    pub fn init(&self) -> Result<MetricsLayer, InitError> {
+        let subscriber = tracing_subscriber::registry().with(self.log_layer());
+        let logs = tracing::subscriber::set_global_default(subscriber).is_ok();
+        let metrics = self.metrics_layer();
+        let recorder = metrics.install_recorder().is_ok();
+        if logs && recorder {
+            Ok(metrics)
+        } else {
+            Err(InitError { logs, recorder })
+        }
+    }
+
+    /// Serves invocations from the Lambda Runtime API with `handler` wrapped in every layer,
+    /// concurrently when `AWS_LAMBDA_MAX_CONCURRENCY` asks for it.
+    ///
+    /// # Panics
+    ///
+    /// Like `lambda_runtime`, when the variables Lambda sets (`AWS_LAMBDA_RUNTIME_API`,
+    /// `AWS_LAMBDA_FUNCTION_NAME`, …) are missing.
+    pub async fn run<H, T, R, B, S, D, E>(self, handler: H) -> Result<(), BoxError>
+    where
+        H: Service<LambdaEvent<T>, Response = R> + Clone + Send + 'static,
+        H::Future: Send + 'static,
+        H::Error: Into<BoxError> + 'static,
+        T: DeserializeOwned + Send + 'static,
+        R: IntoFunctionResponse<B, S> + Send + 'static,
+        B: Serialize + Send + 'static,
+        S: Stream<Item = Result<D, E>> + Unpin + Send + 'static,
+        D: Into<bytes::Bytes> + Send + 'static,
+        E: Into<BoxError> + Send + fmt::Debug + 'static,
+    {
+        let metrics = match self.init() {
+            Ok(metrics) => metrics,
+            Err(error) => {
+                eprintln!("keel: {error}");
+                self.metrics_layer()
+            }
+        };
+        let service: KeelService<H, T> = self.wrap(&metrics, handler);
+        Runtime::new(service).run_concurrent().await
+    }
+}
+
+/// Something global was installed before [`Keel::init`].
+#[derive(Debug, thiserror::Error)]
+pub struct InitError {
+    logs: bool,
+    recorder: bool,
+}
+
+impl fmt::Display for InitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut taken = Vec::new();
+        if !self.logs {
+            taken.push("a global tracing subscriber");
+        }
+        if !self.recorder {
+            taken.push("a global metrics recorder");
+        }
+        write!(f, "{} was installed already; Keel kept it", taken.join(" and "))
+    }
+}

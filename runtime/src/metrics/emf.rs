@@ -1,0 +1,375 @@
+//! Rendering of CloudWatch Embedded Metric Format documents that are valid by construction.
+//!
+//! CloudWatch drops an invalid EMF document silently, so every limit of the specification is
+//! enforced here before a line is written: a document holds at most 100 metrics and 100 values
+//! per metric (more are split across documents), a dimension set at most 30 dimensions, names
+//! and values stay within their lengths, units are CloudWatch's, values are finite. Whatever
+//! cannot be made valid is returned as a [`Rejection`] for the caller to report, never written.
+
+use std::fmt::Write as _;
+
+use super::unit::{Resolution, Unit};
+use crate::json;
+use crate::output::Output;
+
+/// Metric definitions per document.
+pub const MAX_METRICS_PER_DOCUMENT: usize = 100;
+/// Values per metric per document.
+pub const MAX_VALUES_PER_METRIC: usize = 100;
+/// Dimensions per dimension set.
+pub const MAX_DIMENSIONS: usize = 30;
+/// Characters in a namespace, metric name or dimension name.
+pub const MAX_NAME_LEN: usize = 255;
+/// Characters in a dimension value.
+pub const MAX_DIMENSION_VALUE_LEN: usize = 1024;
+/// Bytes in one document: CloudWatch Logs' historical event limit, the safe bound everywhere.
+pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+/// Largest magnitude CloudWatch accepts for a value (2^360).
+pub const MAX_MAGNITUDE: f64 = 2.348_542_582_773_833e108;
+
+/// Root members Keel writes besides dimensions and metrics.
+pub(crate) const RESERVED_MEMBERS: [&str; 2] = ["_aws", "function_request_id"];
+
+/// One metric of an invocation, ready to be written.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Metric {
+    pub name: String,
+    pub unit: Unit,
+    pub resolution: Resolution,
+    pub values: Vec<f64>,
+}
+
+/// Something that could not be written as valid EMF.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// The metric (or dimension) concerned.
+    pub metric: String,
+    /// Why it was not written.
+    pub reason: String,
+}
+
+impl Rejection {
+    fn new(metric: &str, reason: impl Into<String>) -> Self {
+        Self {
+            metric: metric.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Why `name` cannot be a namespace, metric name or dimension name, if it cannot.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() {
+        return Err("the name is empty".into());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!("the name has {} characters (at most {MAX_NAME_LEN})", name.len()));
+    }
+    if let Some(c) = name.chars().find(|c| !c.is_ascii() || c.is_ascii_control()) {
+        return Err(format!("the name holds {c:?}: only printable ASCII is allowed"));
+    }
+    if name.starts_with(':') {
+        return Err("the name starts with ':'".into());
+    }
+    Ok(())
+}
+
+/// Why `namespace` cannot be an EMF namespace, if it cannot.
+pub fn check_namespace(namespace: &str) -> Result<(), String> {
+    check_name(namespace)?;
+    if let Some(c) = namespace
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || ".-_/#: ".contains(*c)))
+    {
+        return Err(format!("the namespace holds {c:?}: use letters, digits and . - _ / # : space"));
+    }
+    if namespace.starts_with("AWS/") {
+        return Err("namespaces starting with AWS/ are reserved".into());
+    }
+    Ok(())
+}
+
+fn check_dimension_value(value: &str) -> Result<(), String> {
+    if value.trim().is_empty() {
+        return Err("the value is empty".into());
+    }
+    if value.chars().count() > MAX_DIMENSION_VALUE_LEN {
+        return Err(format!("the value is longer than {MAX_DIMENSION_VALUE_LEN} characters"));
+    }
+    Ok(())
+}
+
+/// Checks a dimension set (without `service`, which the writer adds first).
+pub(crate) fn check_dimensions(dimensions: &[(&str, &str)]) -> Result<(), String> {
+    if dimensions.len() + 1 > MAX_DIMENSIONS {
+        return Err(format!(
+            "{} dimensions with `service` (at most {MAX_DIMENSIONS})",
+            dimensions.len() + 1
+        ));
+    }
+    for (i, (name, value)) in dimensions.iter().enumerate() {
+        check_name(name).map_err(|e| format!("dimension {name:?}: {e}"))?;
+        check_dimension_value(value).map_err(|e| format!("dimension {name:?}: {e}"))?;
+        if *name == "service" || RESERVED_MEMBERS.contains(name) {
+            return Err(format!("dimension {name:?} is reserved"));
+        }
+        if dimensions[..i].iter().any(|(other, _)| other == name) {
+            return Err(format!("dimension {name:?} is given twice"));
+        }
+    }
+    Ok(())
+}
+
+/// Writes EMF documents for one namespace and service.
+#[derive(Clone, Debug)]
+pub(crate) struct EmfWriter {
+    pub namespace: String,
+    pub service: String,
+    pub output: Output,
+}
+
+impl EmfWriter {
+    /// Writes `metrics` under one dimension set (`service` first, then `dimensions`), splitting
+    /// them across as many documents as the limits need. Returns what it could not write.
+    pub fn write(
+        &self,
+        dimensions: &[(&str, &str)],
+        metrics: Vec<Metric>,
+        request_id: Option<&str>,
+        timestamp_ms: u128,
+    ) -> Vec<Rejection> {
+        let mut rejections = Vec::new();
+        if let Err(reason) = check_dimensions(dimensions) {
+            rejections.extend(metrics.iter().map(|m| Rejection::new(&m.name, reason.clone())));
+            return rejections;
+        }
+        let metrics = self.valid_metrics(dimensions, metrics, &mut rejections);
+        let chunks = metrics
+            .iter()
+            .map(|m| m.values.len().div_ceil(MAX_VALUES_PER_METRIC))
+            .max()
+            .unwrap_or(0);
+        let prefix = self.document_prefix(dimensions, request_id, timestamp_ms);
+        for chunk in 0..chunks {
+            let in_chunk: Vec<(&Metric, &[f64])> = metrics
+                .iter()
+                .filter_map(|m| m.values.chunks(MAX_VALUES_PER_METRIC).nth(chunk).map(|v| (m, v)))
+                .collect();
+            for batch in in_chunk.chunks(MAX_METRICS_PER_DOCUMENT) {
+                self.write_batch(&prefix, dimensions, batch);
+            }
+        }
+        rejections
+    }
+
+    fn valid_metrics(
+        &self,
+        dimensions: &[(&str, &str)],
+        metrics: Vec<Metric>,
+        rejections: &mut Vec<Rejection>,
+    ) -> Vec<Metric> {
+        let mut valid: Vec<Metric> = Vec::with_capacity(metrics.len());
+        for mut metric in metrics {
+            if let Err(reason) = check_name(&metric.name) {
+                rejections.push(Rejection::new(&metric.name, format!("invalid metric name: {reason}")));
+                continue;
+            }
+            let collides = metric.name == "service"
+                || RESERVED_MEMBERS.contains(&metric.name.as_str())
+                || dimensions.iter().any(|(name, _)| *name == metric.name)
+                || valid.iter().any(|m| m.name == metric.name);
+            if collides {
+                rejections.push(Rejection::new(
+                    &metric.name,
+                    "the name is already used by a dimension, another metric or a reserved member",
+                ));
+                continue;
+            }
+            let before = metric.values.len();
+            metric.values.retain(|v| v.is_finite() && v.abs() <= MAX_MAGNITUDE);
+            if metric.values.len() < before {
+                rejections.push(Rejection::new(
+                    &metric.name,
+                    format!(
+                        "{} value(s) dropped: not finite or beyond ±2^360",
+                        before - metric.values.len()
+                    ),
+                ));
+            }
+            if !metric.values.is_empty() {
+                valid.push(metric);
+            }
+        }
+        valid
+    }
+
+    /// `"service":"…",<dimensions>,"function_request_id":"…"` — shared by every document.
+    fn document_prefix(&self, dimensions: &[(&str, &str)], request_id: Option<&str>, timestamp_ms: u128) -> Prefix {
+        let mut head = String::with_capacity(128);
+        head.push_str("{\"_aws\":{\"Timestamp\":");
+        let _ = write!(head, "{timestamp_ms}");
+        head.push_str(",\"CloudWatchMetrics\":[{\"Namespace\":");
+        json::push_str(&mut head, &self.namespace);
+        head.push_str(",\"Dimensions\":[[\"service\"");
+        for (name, _) in dimensions {
+            head.push(',');
+            json::push_str(&mut head, name);
+        }
+        head.push_str("]],\"Metrics\":[");
+
+        let mut members = String::with_capacity(128);
+        members.push('{');
+        json::push_key(&mut members, "service");
+        json::push_str(&mut members, &self.service);
+        for (name, value) in dimensions {
+            json::push_key(&mut members, name);
+            json::push_str(&mut members, value);
+        }
+        if let Some(id) = request_id {
+            json::push_key(&mut members, "function_request_id");
+            json::push_str(&mut members, id);
+        }
+        members.remove(0);
+        Prefix { head, members }
+    }
+
+    fn write_batch(&self, prefix: &Prefix, dimensions: &[(&str, &str)], batch: &[(&Metric, &[f64])]) {
+        let document = render(prefix, batch);
+        if document.len() <= MAX_DOCUMENT_BYTES || batch.len() == 1 {
+            self.output.write_line(&document);
+        } else {
+            let (first, second) = batch.split_at(batch.len() / 2);
+            self.write_batch(prefix, dimensions, first);
+            self.write_batch(prefix, dimensions, second);
+        }
+    }
+}
+
+struct Prefix {
+    head: String,
+    members: String,
+}
+
+fn render(prefix: &Prefix, batch: &[(&Metric, &[f64])]) -> String {
+    let mut doc = String::with_capacity(prefix.head.len() + prefix.members.len() + batch.len() * 64);
+    doc.push_str(&prefix.head);
+    for (i, (metric, _)) in batch.iter().enumerate() {
+        if i > 0 {
+            doc.push(',');
+        }
+        doc.push_str("{\"Name\":");
+        json::push_str(&mut doc, &metric.name);
+        doc.push_str(",\"Unit\":\"");
+        doc.push_str(metric.unit.as_str());
+        doc.push('"');
+        if metric.resolution == Resolution::High {
+            doc.push_str(",\"StorageResolution\":1");
+        }
+        doc.push('}');
+    }
+    doc.push_str("]}]},");
+    doc.push_str(&prefix.members);
+    for (metric, values) in batch {
+        json::push_key(&mut doc, &metric.name);
+        if let [single] = values {
+            json::push_f64(&mut doc, *single);
+        } else {
+            doc.push('[');
+            for (i, value) in values.iter().enumerate() {
+                if i > 0 {
+                    doc.push(',');
+                }
+                json::push_f64(&mut doc, *value);
+            }
+            doc.push(']');
+        }
+    }
+    doc.push('}');
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn writer() -> (EmfWriter, crate::output::CapturedLines) {
+        let (output, lines) = Output::memory();
+        let writer = EmfWriter {
+            namespace: "Keel".into(),
+            service: "svc".into(),
+            output,
+        };
+        (writer, lines)
+    }
+
+    fn metric(name: &str, values: Vec<f64>) -> Metric {
+        Metric {
+            name: name.into(),
+            unit: Unit::Count,
+            resolution: Resolution::Standard,
+            values,
+        }
+    }
+
+    #[test]
+    fn splits_values_and_metrics() {
+        let (writer, lines) = writer();
+        let mut metrics: Vec<Metric> = (0..150).map(|i| metric(&format!("m{i}"), vec![1.0])).collect();
+        metrics.push(metric("big", (0..250).map(f64::from).collect()));
+        let rejections = writer.write(&[("route", "/b")], metrics, Some("req-1"), 1);
+        assert!(rejections.is_empty());
+        let docs: Vec<Value> = lines.lines().iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+        // chunk 0: 151 metrics -> 2 documents; chunks 1 and 2 hold only `big`.
+        assert_eq!(docs.len(), 4);
+        let total: usize = docs
+            .iter()
+            .map(|d| d["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap().len())
+            .sum();
+        assert_eq!(total, 153);
+        let big_values: usize = docs
+            .iter()
+            .filter_map(|d| d.get("big"))
+            .map(|v| v.as_array().map_or(1, Vec::len))
+            .sum();
+        assert_eq!(big_values, 250);
+        assert!(docs.iter().all(|d| d["function_request_id"] == "req-1" && d["route"] == "/b"));
+    }
+
+    #[test]
+    fn rejects_what_cannot_be_valid() {
+        let (writer, lines) = writer();
+        let metrics = vec![
+            metric("", vec![1.0]),
+            metric("route", vec![1.0]),
+            metric("nan", vec![f64::NAN, 2.0]),
+            metric("inf", vec![f64::INFINITY]),
+            metric("ok", vec![3.0]),
+        ];
+        let rejections = writer.write(&[("route", "/b")], metrics, None, 1);
+        let rejected: Vec<&str> = rejections.iter().map(|r| r.metric.as_str()).collect();
+        assert_eq!(rejected, vec!["", "route", "nan", "inf"]);
+        let doc: Value = serde_json::from_str(&lines.lines()[0]).unwrap();
+        assert_eq!(doc["nan"], 2);
+        assert_eq!(doc["ok"], 3);
+        assert!(doc.get("inf").is_none());
+    }
+
+    #[test]
+    fn too_many_dimensions_write_nothing() {
+        let (writer, lines) = writer();
+        let names: Vec<String> = (0..30).map(|i| format!("d{i}")).collect();
+        let dims: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+        let rejections = writer.write(&dims, vec![metric("m", vec![1.0])], None, 1);
+        assert_eq!(rejections.len(), 1);
+        assert!(lines.lines().is_empty());
+    }
+
+    #[test]
+    fn namespaces_are_checked() {
+        assert!(check_namespace("Keel/Bookings").is_ok());
+        assert!(check_namespace("AWS/Lambda").is_err());
+        assert!(check_namespace("bad{ns}").is_err());
+        assert!(check_namespace(" ").is_err());
+    }
+}
