@@ -234,8 +234,8 @@ where
         let result = std::task::ready!(this.inner.poll(cx));
         *this.finished = true;
         if let Err(error) = &result {
-            let chain: Vec<Value> = error.source_chain().map(Value::String).collect();
-            if chain.is_empty() {
+            let chain = Value::Array(error.source_chain().map(Value::String).collect());
+            if chain.as_array().is_some_and(Vec::is_empty) {
                 tracing::error!(
                     "error.type" = error.error_type(),
                     "error.message" = %error,
@@ -245,7 +245,7 @@ where
                 tracing::error!(
                     "error.type" = error.error_type(),
                     "error.message" = %error,
-                    "error.source_chain" = %Value::Array(chain),
+                    "error.source_chain" = %chain,
                     "invocation failed"
                 );
             }
