@@ -75,6 +75,17 @@ pub struct Keel {
 }
 
 impl Keel {
+    /// Defaults for `service`, ignoring `KEEL_*` variables (the function's own details still come
+    /// from the Lambda environment).
+    pub fn new(service: impl Into<String>) -> Self {
+        let service = service.into();
+        Self {
+            log: LogConfig::new(service.clone()),
+            logging: LoggingLayer::new(),
+            metrics: MetricsConfig::new(service),
+        }
+    }
+
     /// Reads the configuration for `service` from the environment.
     ///
     /// Besides the variables of [`LogConfig`] and [`MetricsConfig`]:

@@ -254,5 +254,3 @@ where
     }
 }
 
-#[cfg(test)]
-mod tests;

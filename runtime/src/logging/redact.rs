@@ -60,12 +60,18 @@ impl Redactor {
         self.fields.is_empty()
     }
 
-    /// Masks every sensitive field of `value`, at any depth.
+    /// Masks every sensitive field of `value`, at any depth — also inside string values that
+    /// hold JSON documents, such as the `body` of an API Gateway event.
     pub fn redact(&self, value: &mut Value) {
         if self.is_empty() {
             return;
         }
         match value {
+            Value::String(text) => {
+                if let Some(inner) = self.redact_json_text(text) {
+                    *text = inner.to_string();
+                }
+            }
             Value::Object(map) => {
                 for (key, child) in map.iter_mut() {
                     if self.is_sensitive(key) {
@@ -80,7 +86,7 @@ impl Redactor {
         }
     }
 
-    /// If `text` is a JSON object or array, returns it redacted (compact JSON); otherwise `None`.
+    /// If `text` is a JSON object or array, returns it redacted; otherwise `None`.
     pub fn redact_json_text(&self, text: &str) -> Option<Value> {
         let trimmed = text.trim_start();
         if !(trimmed.starts_with('{') || trimmed.starts_with('[')) {
@@ -103,6 +109,14 @@ mod tests {
         let mut value = json!([{"EMAIL": "x", "nested": {"deeper": [{"phone": {"n": 1}}]}}, "email"]);
         redactor.redact(&mut value);
         assert_eq!(value, json!([{"EMAIL": "***", "nested": {"deeper": [{"phone": "***"}]}}, "email"]));
+    }
+
+    #[test]
+    fn masks_inside_json_held_in_strings() {
+        let redactor = Redactor::default();
+        let mut event = json!({"body": "{\"email\":\"a@b.c\",\"seats\":2}", "note": "email me"});
+        redactor.redact(&mut event);
+        assert_eq!(event, json!({"body": "{\"email\":\"***\",\"seats\":2}", "note": "email me"}));
     }
 
     #[test]

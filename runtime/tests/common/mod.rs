@@ -1,0 +1,98 @@
+//! Shared helpers: a Keel stack writing to memory, invoked in-process.
+
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use keel_runtime::output::{CapturedLines, Output};
+use keel_runtime::{Context, FunctionInfo, InvocationError, Keel, LambdaEvent};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tower::{Service, ServiceExt};
+use tracing_subscriber::layer::SubscriberExt;
+
+/// The process-wide metrics recorder, installed once; what it writes outside invocations.
+pub fn outside_invocations() -> &'static CapturedLines {
+    static OUTSIDE: OnceLock<CapturedLines> = OnceLock::new();
+    OUTSIDE.get_or_init(|| {
+        let (output, lines) = Output::memory();
+        let _ = Keel::new("outside").output(output).metrics_layer().install_recorder();
+        lines
+    })
+}
+
+/// A Keel stack for service `svc` of function `fn` (version 7, 256 MB) writing to memory.
+pub fn keel() -> (Keel, CapturedLines) {
+    outside_invocations();
+    let (output, lines) = Output::memory();
+    let function = FunctionInfo {
+        name: "fn".into(),
+        version: "7".into(),
+        memory_size: 256,
+    };
+    let keel = Keel::new("svc")
+        .output(output)
+        .logs(|l| l.function(function.clone()))
+        .metrics(|m| m.function(function));
+    (keel, lines)
+}
+
+/// An event with request id `request_id`.
+pub fn event(request_id: &str, payload: Value) -> LambdaEvent<Value> {
+    let mut context = Context::default();
+    context.request_id = request_id.to_owned();
+    context.xray_trace_id = Some(format!("Root=1-{request_id}"));
+    LambdaEvent::new(payload, context)
+}
+
+/// Runs `events` one after another through `handler` wrapped by `keel`, with Keel's log
+/// subscriber installed for this thread.
+pub fn invoke<H, T>(keel: &Keel, handler: H, events: Vec<LambdaEvent<Value>>) -> Vec<Result<H::Response, InvocationError>>
+where
+    H: Service<LambdaEvent<T>>,
+    H::Error: Into<keel_runtime::BoxError> + 'static,
+    T: DeserializeOwned,
+{
+    let subscriber = tracing_subscriber::registry().with(keel.log_layer());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        runtime.block_on(async {
+            let mut service = keel.service(handler);
+            let mut results = Vec::new();
+            for event in events {
+                let ready = service.ready().await.expect("Keel services are always ready");
+                results.push(ready.call(event).await);
+            }
+            results
+        })
+    })
+}
+
+/// The captured lines that are log records (not EMF), parsed.
+pub fn logs(lines: &CapturedLines) -> Vec<Value> {
+    parsed(lines).into_iter().filter(|v| v.get("_aws").is_none()).collect()
+}
+
+/// The captured EMF documents, each validated against the specification.
+pub fn emf(lines: &CapturedLines) -> Vec<Value> {
+    lines
+        .lines()
+        .iter()
+        .filter(|l| keel_tests::emf_spec::is_emf(l))
+        .map(|l| keel_tests::emf_spec::validate_line(l).unwrap_or_else(|e| panic!("invalid EMF {l}: {e:?}")))
+        .collect()
+}
+
+/// Every captured line, parsed as JSON.
+pub fn parsed(lines: &CapturedLines) -> Vec<Value> {
+    lines
+        .lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// Log records of one invocation.
+pub fn of_request<'a>(logs: &'a [Value], request_id: &str) -> Vec<&'a Value> {
+    logs.iter().filter(|l| l["function_request_id"] == request_id).collect()
+}

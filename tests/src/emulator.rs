@@ -1,0 +1,118 @@
+//! [`Emulator`]: the cargo-lambda Lambda emulator, and [`FunctionProcess`]es served by it.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::process::{port_open, Process};
+use crate::{free_port, http_agent, tool, wait_until, workspace_root, HarnessError};
+
+/// The function name the emulator serves in `--only-lambda-apis` mode.
+pub const FUNCTION_NAME: &str = "_";
+
+/// A running `cargo-lambda lambda watch --only-lambda-apis`; stopped when dropped.
+pub struct Emulator {
+    process: Process,
+    port: u16,
+}
+
+/// The answer to one invocation.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// HTTP status of the invoke call: 200 for a response, 500 for a function error.
+    pub status: u16,
+    /// The response (or error) document.
+    pub body: serde_json::Value,
+}
+
+impl Emulator {
+    /// Starts the emulator on a free port and waits until it listens.
+    pub fn start() -> Result<Self, HarnessError> {
+        let port = free_port();
+        let mut command = Command::new(tool("cargo-lambda")?);
+        command
+            .args(["lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1", "-P", &port.to_string()])
+            .current_dir(workspace_root());
+        let mut process = Process::spawn("cargo-lambda emulator", command)?;
+        process.wait_ready(Duration::from_secs(60), || port_open(port))?;
+        Ok(Self { process, port })
+    }
+
+    /// The emulator's process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// The value of `AWS_LAMBDA_RUNTIME_API` for function processes.
+    pub fn runtime_api(&self) -> String {
+        format!("http://127.0.0.1:{}/.rt", self.port)
+    }
+
+    /// Invokes the function with `payload` (any text; Lambda payloads are JSON) and waits up to
+    /// 30 s for the answer.
+    pub fn invoke(&self, payload: &str) -> Result<Invocation, HarnessError> {
+        let url = format!("http://127.0.0.1:{}/2015-03-31/functions/{FUNCTION_NAME}/invocations", self.port);
+        let http_error = |reason: String| HarnessError::Http {
+            url: url.clone(),
+            reason,
+        };
+        let mut response = http_agent(Duration::from_secs(30))
+            .post(&url)
+            .send(payload)
+            .map_err(|e| http_error(e.to_string()))?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| http_error(e.to_string()))?;
+        let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        Ok(Invocation { status, body })
+    }
+
+    /// Starts `binary` as the function, with the Lambda variables and `env` set.
+    pub fn start_function(&self, binary: &Path, env: &[(String, String)]) -> Result<FunctionProcess, HarnessError> {
+        let mut command = Command::new(binary);
+        command
+            .env("AWS_LAMBDA_RUNTIME_API", self.runtime_api())
+            .env("AWS_LAMBDA_FUNCTION_NAME", FUNCTION_NAME)
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env("AWS_REGION", "us-east-1")
+            .envs(env.iter().map(|(k, v)| (k, v)));
+        let name = binary.file_name().map_or("function".into(), |n| n.to_string_lossy().into_owned());
+        let process = Process::spawn(&name, command)?;
+        Ok(FunctionProcess { process })
+    }
+}
+
+/// A function binary polling the emulator; its stdout is what Lambda sends to CloudWatch Logs.
+pub struct FunctionProcess {
+    process: Process,
+}
+
+impl FunctionProcess {
+    /// Every stdout line so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.process.stdout_lines()
+    }
+
+    /// Everything printed so far, for failure messages.
+    pub fn output(&self) -> String {
+        self.process.output()
+    }
+
+    /// Waits up to `timeout` until stdout holds a line satisfying `predicate`.
+    pub fn wait_for_line(&self, timeout: Duration, predicate: impl Fn(&str) -> bool) -> bool {
+        wait_until(timeout, || self.stdout_lines().iter().any(|l| predicate(l)))
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// Stops it (SIGTERM, then SIGKILL).
+    pub fn stop(&mut self) {
+        self.process.stop(Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,147 @@
+//! Keel's test harness: real local stand-ins for the AWS parts Keel talks to.
+//!
+//! - [`Moto`]: a moto server (DynamoDB, SNS, SQS, CloudWatch) on a free 127.0.0.1 port, with
+//!   SDK clients pointed at it and helpers that create uniquely named tables, topics and queues;
+//! - [`Emulator`]: the cargo-lambda Lambda emulator (Runtime and Extensions APIs) on a free port;
+//! - [`FunctionProcess`]: a function binary running against the emulator, its stdout captured.
+//!
+//! Every process is started in its own process group, asked to stop when its guard is dropped
+//! (also when a test fails) and killed by PID if it does not, and dies with the test process.
+//! The tools come from the project virtualenv that `scripts/install-tools.sh` fills
+//! (`.venv`, or `$KEEL_VENV`).
+//!
+//! [`emf_spec`] validates EMF documents against the CloudWatch specification.
+
+pub mod emf_spec;
+mod emulator;
+mod moto;
+mod process;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use emulator::{Emulator, FunctionProcess, Invocation};
+pub use moto::Moto;
+pub use process::Process;
+
+/// What can go wrong while setting up the stand-ins.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// A tool is not installed.
+    #[error("{0} not found: run scripts/install-tools.sh")]
+    MissingTool(PathBuf),
+    /// A process could not be started.
+    #[error("could not start {name}: {source}")]
+    Spawn {
+        /// What was started.
+        name: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// A process did not answer in time.
+    #[error("{name} did not answer within {waited:?}; its output:\n{output}")]
+    NotReady {
+        /// What was waited for.
+        name: String,
+        /// How long.
+        waited: Duration,
+        /// What it printed.
+        output: String,
+    },
+    /// Building a binary failed.
+    #[error("cargo build of {0} failed")]
+    Build(String),
+    /// An HTTP exchange with a stand-in failed.
+    #[error("HTTP request to {url} failed: {reason}")]
+    Http {
+        /// Where.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The workspace root (where `Cargo.toml` and `.venv` are).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The virtualenv holding moto and cargo-lambda.
+pub fn venv() -> PathBuf {
+    std::env::var_os("KEEL_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv"))
+}
+
+fn tool(name: &str) -> Result<PathBuf, HarnessError> {
+    let path = venv().join("bin").join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(HarnessError::MissingTool(path))
+    }
+}
+
+/// A name no other test of this run uses: `prefix-<pid>-<n>`.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the caller binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("the loopback interface has free ports")
+}
+
+/// Builds the binary `name` of the workspace (debug profile, the test's own target directory)
+/// and returns its path.
+pub fn build_binary(name: &str) -> Result<PathBuf, HarnessError> {
+    let profile_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))
+        .ok_or_else(|| HarnessError::Build(name.to_owned()))?;
+    let target_dir = profile_dir.parent().ok_or_else(|| HarnessError::Build(name.to_owned()))?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "--bin", name, "--target-dir"])
+        .arg(target_dir)
+        .current_dir(workspace_root())
+        .status()
+        .map_err(|source| HarnessError::Spawn {
+            name: format!("cargo build --bin {name}"),
+            source,
+        })?;
+    if !status.success() {
+        return Err(HarnessError::Build(name.to_owned()));
+    }
+    Ok(profile_dir.join(name))
+}
+
+/// Polls `ready` every 50 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if ready() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub(crate) fn http_agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .build()
+        .into()
+}

@@ -1,0 +1,162 @@
+//! [`Moto`]: a moto server on 127.0.0.1 and SDK clients pointed at it.
+
+use std::process::Command;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+};
+
+use crate::process::{port_open, Process};
+use crate::{free_port, http_agent, tool, unique_name, HarnessError};
+
+const REGION: &str = "us-east-1";
+
+/// A running moto server; stopped when dropped.
+pub struct Moto {
+    process: Process,
+    endpoint: String,
+}
+
+impl Moto {
+    /// Starts `moto_server` on a free port and waits until it answers.
+    pub fn start() -> Result<Self, HarnessError> {
+        let port = free_port();
+        let mut command = Command::new(tool("moto_server")?);
+        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        let mut process = Process::spawn("moto_server", command)?;
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let probe = format!("{endpoint}/moto-api/data.json");
+        let agent = http_agent(Duration::from_secs(2));
+        process.wait_ready(Duration::from_secs(60), || {
+            port_open(port) && agent.get(&probe).call().is_ok_and(|r| r.status() == 200)
+        })?;
+        Ok(Self { process, endpoint })
+    }
+
+    /// `http://127.0.0.1:<port>`, for `AWS_ENDPOINT_URL`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// The environment a function process needs to reach this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_REGION", REGION),
+            ("AWS_DEFAULT_REGION", REGION),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    /// Clears every resource (`POST /moto-api/reset`).
+    pub fn reset(&self) -> Result<(), HarnessError> {
+        let url = format!("{}/moto-api/reset", self.endpoint);
+        http_agent(Duration::from_secs(10))
+            .post(&url)
+            .send_empty()
+            .map(drop)
+            .map_err(|e| HarnessError::Http {
+                url,
+                reason: e.to_string(),
+            })
+    }
+
+    fn credentials() -> Credentials {
+        Credentials::new("testing", "testing", None, None, "keel-tests")
+    }
+
+    /// A DynamoDB client for this server.
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .credentials_provider(Self::credentials())
+            .endpoint_url(&self.endpoint)
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(config)
+    }
+
+    /// An SNS client for this server.
+    pub fn sns(&self) -> aws_sdk_sns::Client {
+        let config = aws_sdk_sns::Config::builder()
+            .behavior_version(aws_sdk_sns::config::BehaviorVersion::latest())
+            .region(aws_sdk_sns::config::Region::new(REGION))
+            .credentials_provider(Self::credentials())
+            .endpoint_url(&self.endpoint)
+            .build();
+        aws_sdk_sns::Client::from_conf(config)
+    }
+
+    /// An SQS client for this server.
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        let config = aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new(REGION))
+            .credentials_provider(Self::credentials())
+            .endpoint_url(&self.endpoint)
+            .build();
+        aws_sdk_sqs::Client::from_conf(config)
+    }
+
+    /// Creates a uniquely named table with string key `id` (on-demand billing) and, when
+    /// `ttl_attribute` is given, TTL on that attribute. Returns its name.
+    pub async fn create_table(&self, prefix: &str, ttl_attribute: Option<&str>) -> Result<String, aws_sdk_dynamodb::Error> {
+        let name = unique_name(prefix);
+        let client = self.dynamodb();
+        client
+            .create_table()
+            .table_name(&name)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("id")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("id")
+                    .key_type(KeyType::Hash)
+                    .build()?,
+            )
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await?;
+        if let Some(attribute) = ttl_attribute {
+            client
+                .update_time_to_live()
+                .table_name(&name)
+                .time_to_live_specification(
+                    TimeToLiveSpecification::builder()
+                        .attribute_name(attribute)
+                        .enabled(true)
+                        .build()?,
+                )
+                .send()
+                .await?;
+        }
+        Ok(name)
+    }
+
+    /// Creates a uniquely named SNS topic; returns its ARN.
+    pub async fn create_topic(&self, prefix: &str) -> Result<String, aws_sdk_sns::Error> {
+        let output = self.sns().create_topic().name(unique_name(prefix)).send().await?;
+        Ok(output.topic_arn.unwrap_or_default())
+    }
+
+    /// Creates a uniquely named SQS queue; returns its URL.
+    pub async fn create_queue(&self, prefix: &str) -> Result<String, aws_sdk_sqs::Error> {
+        let output = self.sqs().create_queue().queue_name(unique_name(prefix)).send().await?;
+        Ok(output.queue_url.unwrap_or_default())
+    }
+}
