@@ -1,0 +1,144 @@
+//! End to end: the booking-api binary, wrapped by Keel, served by the Lambda emulator.
+//! Its stdout is what Lambda would send to CloudWatch Logs; every line is checked.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use keel_tests::{build_binary, emf_spec, Emulator};
+use serde_json::{json, Value};
+
+const SECRETS: [&str; 3] = ["guest@example.com", "4111111111111111", "+44 20 7946 0000"];
+
+fn booking_event(correlation_id: &str, body: Value) -> String {
+    json!({
+        "version": "2.0",
+        "routeKey": "POST /bookings",
+        "rawPath": "/bookings",
+        "headers": {"content-type": "application/json", "x-correlation-id": correlation_id},
+        "requestContext": {"http": {"method": "POST", "path": "/bookings"}},
+        "body": body.to_string(),
+        "isBase64Encoded": false
+    })
+    .to_string()
+}
+
+fn booking(resource: &str) -> Value {
+    json!({
+        "resource_id": resource,
+        "customer_id": "cust-7",
+        "start": "2026-12-01T10:00:00Z",
+        "end": "2026-12-01T11:00:00Z",
+        "seats": 2,
+        "email": SECRETS[0],
+        "card_number": SECRETS[1]
+    })
+}
+
+#[test]
+fn booking_api_logs_and_metrics_under_the_lambda_emulator() {
+    let binary = build_binary("booking-api").expect("booking-api builds");
+    let emulator = Emulator::start().expect("emulator starts");
+    let env: Vec<(String, String)> = [
+        ("KEEL_LOG_EVENT", "true"),
+        ("KEEL_CORRELATION_ID_HEADER", "X-Correlation-Id"),
+        ("AWS_LAMBDA_LOG_LEVEL", "INFO"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let function = emulator.start_function(&binary, &env).expect("function starts");
+
+    // 1, 2 and 4 succeed (4 is a refused request: a 400 answer, not a failed invocation);
+    // 3 is an event that is not an API Gateway request: the invocation fails.
+    let failing_event = json!({
+        "headers": {"x-correlation-id": "inv-3"},
+        "queryStringParameters": {"email": SECRETS[0]},
+        "stageVariables": {"payload": format!("{{\"phone\":\"{}\"}}", SECRETS[2])},
+        "body": 5
+    })
+    .to_string();
+    let invalid_booking = json!({"resource_id": "", "customer_id": "c", "start": "a", "end": "b"});
+    let payloads = [
+        booking_event("inv-1", booking("room-1")),
+        booking_event("inv-2", booking("room-2")),
+        failing_event,
+        booking_event("inv-4", invalid_booking),
+    ];
+    let answers: Vec<_> = payloads
+        .iter()
+        .map(|p| emulator.invoke(p).unwrap_or_else(|e| panic!("{e}\n{}", function.output())))
+        .collect();
+    assert_eq!(answers[0].status, 200, "{:?}", answers[0]);
+    assert_eq!(answers[0].body["statusCode"], 201);
+    assert_eq!(answers[1].body["statusCode"], 201);
+    assert_eq!(answers[2].status, 500);
+    assert_eq!(answers[2].body["errorType"], "Keel.InvalidEvent");
+    assert_eq!(answers[3].body["statusCode"], 400);
+
+    // Lines are written before the answer is posted; allow the pipe reader to catch up.
+    assert!(
+        function.wait_for_line(Duration::from_secs(10), |l| l.contains("\"inv-4\"")),
+        "{}",
+        function.output()
+    );
+    let lines = function.stdout_lines();
+    let all = lines.join("\n");
+    for secret in SECRETS {
+        assert!(!all.contains(secret), "{secret} leaked:\n{all}");
+    }
+
+    let parsed: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}")))
+        .collect();
+    let (documents, logs): (Vec<&Value>, Vec<&Value>) = parsed.iter().partition(|v| v.get("_aws").is_some());
+    for line in lines.iter().filter(|l| emf_spec::is_emf(l)) {
+        emf_spec::validate_line(line).unwrap_or_else(|e| panic!("invalid EMF {line}: {e:?}"));
+    }
+
+    // Each invocation's lines carry one request id of their own; cold_start is true once.
+    let mut request_ids = Vec::new();
+    for (n, correlation_id) in ["inv-1", "inv-2", "inv-3", "inv-4"].iter().enumerate() {
+        let own: Vec<&&Value> = logs.iter().filter(|l| l["correlation_id"] == *correlation_id).collect();
+        assert!(!own.is_empty(), "no line for {correlation_id}:\n{all}");
+        let ids: HashSet<&str> = own.iter().map(|l| l["function_request_id"].as_str().unwrap()).collect();
+        assert_eq!(ids.len(), 1, "{correlation_id}: {ids:?}");
+        let request_id = ids.into_iter().next().unwrap();
+        assert!(!request_id.is_empty());
+        request_ids.push(request_id.to_owned());
+        assert!(own.iter().all(|l| l["cold_start"] == (n == 0)), "{correlation_id}");
+        assert!(own.iter().all(|l| l["service"] == "booking-api" && l["function_name"] == "_"));
+        let debug = own.iter().filter(|l| l["level"] == "DEBUG").count();
+        if *correlation_id == "inv-3" {
+            assert!(debug > 0, "the failing invocation's DEBUG lines were not written:\n{all}");
+        } else {
+            assert_eq!(debug, 0, "{correlation_id} wrote DEBUG lines:\n{all}");
+        }
+    }
+    assert_eq!(request_ids.iter().collect::<HashSet<_>>().len(), 4);
+
+    let failure = logs
+        .iter()
+        .find(|l| l["correlation_id"] == "inv-3" && l["message"] == "invocation failed")
+        .expect("failure logged");
+    assert_eq!(failure["error.type"], "Keel.InvalidEvent");
+    let logged_event = logs
+        .iter()
+        .find(|l| l["correlation_id"] == "inv-3" && l["message"] == "incoming event")
+        .expect("the failing event is among the buffered lines");
+    assert_eq!(logged_event["event"]["queryStringParameters"]["email"], "***");
+    assert_eq!(logged_event["event"]["stageVariables"]["payload"], "{\"phone\":\"***\"}");
+
+    // Metrics: ColdStart once (own document), BookingCreated for the two accepted bookings,
+    // each document tied to its invocation.
+    let cold: Vec<&&Value> = documents.iter().filter(|d| d.get("ColdStart").is_some()).collect();
+    assert_eq!(cold.len(), 1);
+    assert_eq!(cold[0]["function_name"], "_");
+    assert_eq!(cold[0]["function_request_id"], request_ids[0].as_str());
+    let created: Vec<&str> = documents
+        .iter()
+        .filter(|d| d["BookingCreated"] == 1)
+        .map(|d| d["function_request_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(created, vec![request_ids[0].as_str(), request_ids[1].as_str()]);
+}
