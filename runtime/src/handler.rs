@@ -1,10 +1,11 @@
 //! The bridge between Keel's layers and a user's typed handler.
 //!
-//! Keel's layers see every invocation as `LambdaEvent<serde_json::Value>`, so an event that does
-//! not match the handler's payload type is still logged, counted and answered with a clear error
-//! instead of being rejected by the runtime before any layer runs. [`TypedHandler`] deserializes
-//! the payload (reporting the JSON path that failed) and turns the handler's error into an
-//! [`InvocationError`] with a stable `error_type`.
+//! Keel's layers see every invocation as `LambdaEvent<RawEvent>`: the event's JSON text, checked
+//! but not parsed into a tree. An event that does not match the handler's payload type still
+//! reaches every layer, so it is logged, counted and answered with a clear error instead of being
+//! rejected by the runtime first; and the payload is parsed once, straight into the handler's
+//! type. [`TypedHandler`] does that parsing (reporting the JSON path that failed) and turns the
+//! handler's error into an [`InvocationError`] with a stable `error_type`.
 
 use std::borrow::Cow;
 use std::error::Error as StdError;
@@ -17,11 +18,14 @@ use std::task::{Context, Poll};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use pin_project_lite::pin_project;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use tower::Service;
 
 /// A boxed error, as `lambda_runtime` uses.
 pub type BoxError = lambda_runtime::Error;
+
+/// An event as Keel's layers carry it: valid JSON text, parsed only where needed.
+pub type RawEvent = Box<RawValue>;
 
 /// The error type every Keel layer sees: a stable `error_type` and the error that caused it.
 ///
@@ -134,7 +138,7 @@ pub struct InvalidEvent {
     pub message: String,
 }
 
-/// Adapts a handler of `LambdaEvent<T>` to the `LambdaEvent<Value>` that Keel's layers carry.
+/// Adapts a handler of `LambdaEvent<T>` to the `LambdaEvent<RawEvent>` that Keel's layers carry.
 ///
 /// ```
 /// use keel_runtime::{handler::TypedHandler, InvocationError};
@@ -148,7 +152,8 @@ pub struct InvalidEvent {
 /// let mut handler = TypedHandler::new(service_fn(|e: LambdaEvent<Booking>| async move {
 ///     Ok::<_, lambda_runtime::Error>(e.payload.seats)
 /// }));
-/// let bad = LambdaEvent::new(serde_json::json!({"seats": "two"}), Default::default());
+/// let raw = serde_json::value::to_raw_value(&serde_json::json!({"seats": "two"})).unwrap();
+/// let bad = LambdaEvent::new(raw, Default::default());
 /// let error: InvocationError = handler.ready().await.unwrap().call(bad).await.unwrap_err();
 /// assert_eq!(error.error_type(), "Keel.InvalidEvent");
 /// # }
@@ -174,7 +179,7 @@ impl<H: Clone, T> Clone for TypedHandler<H, T> {
     }
 }
 
-impl<H, T> Service<LambdaEvent<Value>> for TypedHandler<H, T>
+impl<H, T> Service<LambdaEvent<RawEvent>> for TypedHandler<H, T>
 where
     H: Service<LambdaEvent<T>>,
     H::Error: Into<BoxError> + 'static,
@@ -188,26 +193,35 @@ where
         self.inner.poll_ready(cx).map_err(InvocationError::from_handler)
     }
 
-    fn call(&mut self, event: LambdaEvent<Value>) -> Self::Future {
+    fn call(&mut self, event: LambdaEvent<RawEvent>) -> Self::Future {
         let (payload, context) = event.into_parts();
-        match serde_path_to_error::deserialize::<_, T>(payload) {
+        match parse::<T>(payload.get()) {
             Ok(payload) => TypedFuture {
                 handler: Some(self.inner.call(LambdaEvent::new(payload, context))),
                 rejected: None,
             },
-            Err(error) => {
-                let invalid = InvalidEvent {
-                    expected: std::any::type_name::<T>(),
-                    path: error.path().to_string(),
-                    message: error.into_inner().to_string(),
-                };
-                TypedFuture {
-                    handler: None,
-                    rejected: Some(InvocationError::new(INVALID_EVENT, invalid)),
-                }
-            }
+            Err(invalid) => TypedFuture {
+                handler: None,
+                rejected: Some(InvocationError::new(INVALID_EVENT, invalid)),
+            },
         }
     }
+}
+
+/// Parses `json` as `T`; only when that fails is it parsed again, tracking the path, to say where.
+fn parse<T: DeserializeOwned>(json: &str) -> Result<T, InvalidEvent> {
+    serde_json::from_str(json).map_err(|_| {
+        let tracked = serde_path_to_error::deserialize::<_, T>(&mut serde_json::Deserializer::from_str(json));
+        let (path, message) = match tracked {
+            Err(error) => (error.path().to_string(), error.into_inner().to_string()),
+            Ok(_) => (".".to_owned(), "the event could not be read".to_owned()),
+        };
+        InvalidEvent {
+            expected: std::any::type_name::<T>(),
+            path,
+            message,
+        }
+    })
 }
 
 pin_project! {

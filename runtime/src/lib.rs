@@ -54,7 +54,7 @@ use tracing_subscriber::layer::SubscriberExt;
 
 pub use config::ConfigError;
 pub use function::FunctionInfo;
-pub use handler::{BoxError, InvocationError};
+pub use handler::{BoxError, InvocationError, RawEvent};
 pub use lambda_runtime::{service_fn, Context, LambdaEvent};
 
 use handler::TypedHandler;
@@ -103,7 +103,7 @@ impl Keel {
         }
         let log_event = config::parse_var("KEEL_LOG_EVENT", "true or false", |v| v.parse::<bool>().ok())?;
         if log_event == Some(true) {
-            logging = logging.log_event(log.redactor().clone());
+            logging = logging.log_event();
         }
         Ok(Self { log, logging, metrics })
     }
@@ -117,7 +117,7 @@ impl Keel {
     /// Logs each incoming event at DEBUG, redacted: it is then among the buffered lines written
     /// when an invocation fails.
     pub fn log_events(mut self) -> Self {
-        self.logging = self.logging.log_event(self.log.redactor().clone());
+        self.logging = self.logging.log_event();
         self
     }
 

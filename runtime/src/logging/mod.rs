@@ -33,7 +33,7 @@ pub use config::{LogConfig, LogFormat, DEFAULT_DEBUG_BUFFER};
 pub use redact::{Redactor, MASK};
 pub use subscriber::StructuredLogLayer;
 
-use crate::handler::InvocationError;
+use crate::handler::{InvocationError, RawEvent};
 
 /// Name of the span that [`LoggingService`] opens around each invocation.
 pub const INVOCATION_SPAN: &str = "lambda_invocation";
@@ -50,38 +50,55 @@ pub enum CorrelationId {
 }
 
 impl CorrelationId {
-    /// Finds the id in `event`; `Err` says why it is not there.
-    pub fn find<'e>(&self, event: &'e Value) -> Result<&'e Value, String> {
-        if !event.is_object() {
-            return Err(format!("the event is a JSON {}, not an object", json_kind(event)));
-        }
-        match self {
-            CorrelationId::Header(name) => event
-                .get("headers")
-                .and_then(Value::as_object)
-                .and_then(|headers| {
-                    headers
-                        .iter()
-                        .find(|(key, _)| key.eq_ignore_ascii_case(name))
-                        .map(|(_, value)| value)
-                })
-                .ok_or_else(|| format!("the event has no header `{name}`")),
-            CorrelationId::Pointer(pointer) => event
-                .pointer(pointer)
-                .ok_or_else(|| format!("the event has nothing at `{pointer}`")),
-        }
+    /// Finds the id in the JSON text of an event; `Err` says why it is not there.
+    pub fn find(&self, event: &str) -> Result<String, String> {
+        let found = match self {
+            CorrelationId::Header(name) => {
+                #[derive(serde::Deserialize)]
+                struct WithHeaders {
+                    #[serde(default)]
+                    headers: Option<serde_json::Map<String, Value>>,
+                }
+                let headers = serde_json::from_str::<WithHeaders>(event)
+                    .map_err(|_| not_an_object(event))?
+                    .headers
+                    .unwrap_or_default();
+                headers
+                    .into_iter()
+                    .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                    .map(|(_, value)| value)
+                    .ok_or_else(|| format!("the event has no header `{name}`"))?
+            }
+            CorrelationId::Pointer(pointer) => {
+                let mut event: Value = serde_json::from_str(event).map_err(|e| e.to_string())?;
+                if !event.is_object() {
+                    return Err(not_an_object(&event.to_string()));
+                }
+                event
+                    .pointer_mut(pointer)
+                    .map(Value::take)
+                    .ok_or_else(|| format!("the event has nothing at `{pointer}`"))?
+            }
+        };
+        Ok(match found {
+            Value::String(id) => id,
+            other => other.to_string(),
+        })
     }
 }
 
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
+/// Says what kind of JSON value `event` is, for an event that is not an object.
+fn not_an_object(event: &str) -> String {
+    let kind = match serde_json::from_str::<Value>(event) {
+        Ok(Value::Null) => "null",
+        Ok(Value::Bool(_)) => "boolean",
+        Ok(Value::Number(_)) => "number",
+        Ok(Value::String(_)) => "string",
+        Ok(Value::Array(_)) => "array",
+        Ok(Value::Object(_)) => "object with malformed headers",
+        Err(_) => "text that is not valid JSON",
+    };
+    format!("the event is a JSON {kind}, not an object")
 }
 
 /// Tower layer that runs each invocation inside its logging span; see the [module docs](self).
@@ -100,7 +117,6 @@ pub struct LoggingLayer {
 struct Settings {
     correlation_id: Option<CorrelationId>,
     log_event: bool,
-    redactor: Redactor,
     /// Set by the first invocation through any service of this layer: one layer serves one
     /// process, so that invocation is the cold start.
     warm: Arc<AtomicBool>,
@@ -118,11 +134,10 @@ impl LoggingLayer {
         self
     }
 
-    /// Logs every incoming event at DEBUG (redacted with `redactor`), so that it is among the
-    /// buffered lines written when the invocation fails.
-    pub fn log_event(mut self, redactor: Redactor) -> Self {
+    /// Logs every incoming event at DEBUG (redacted by the log layer like any JSON field), so
+    /// that it is among the buffered lines written when the invocation fails.
+    pub fn log_event(mut self) -> Self {
         self.settings.log_event = true;
-        self.settings.redactor = redactor;
         self
     }
 }
@@ -145,9 +160,9 @@ pub struct LoggingService<S> {
     settings: Arc<Settings>,
 }
 
-impl<S> Service<LambdaEvent<Value>> for LoggingService<S>
+impl<S> Service<LambdaEvent<RawEvent>> for LoggingService<S>
 where
-    S: Service<LambdaEvent<Value>, Error = InvocationError>,
+    S: Service<LambdaEvent<RawEvent>, Error = InvocationError>,
 {
     type Response = S::Response;
     type Error = InvocationError;
@@ -157,7 +172,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, event: LambdaEvent<Value>) -> Self::Future {
+    fn call(&mut self, event: LambdaEvent<RawEvent>) -> Self::Future {
         let cold_start = !self.settings.warm.swap(true, Ordering::Relaxed);
         let context = &event.context;
         let span = tracing::info_span!(
@@ -173,20 +188,17 @@ where
         {
             let _entered = span.enter();
             if let Some(source) = &self.settings.correlation_id {
-                match source.find(&event.payload) {
-                    Ok(Value::String(id)) => {
+                match source.find(event.payload.get()) {
+                    Ok(id) => {
                         span.record("correlation_id", id.as_str());
-                    }
-                    Ok(other) => {
-                        span.record("correlation_id", other.to_string().as_str());
                     }
                     Err(reason) => tracing::warn!("no correlation id for this invocation: {reason}"),
                 }
             }
             if self.settings.log_event && tracing::enabled!(tracing::Level::DEBUG) {
-                let mut event_json = event.payload.clone();
-                self.settings.redactor.redact(&mut event_json);
-                tracing::debug!(event = %event_json, "incoming event");
+                // The event is valid JSON (the runtime checked it): the log layer parses and
+                // redacts it like any JSON field.
+                tracing::debug!(event = event.payload.get(), "incoming event");
             }
         }
         let inner = self.inner.call(event);

@@ -36,7 +36,6 @@ use std::task::{Context, Poll};
 
 use lambda_runtime::LambdaEvent;
 use pin_project_lite::pin_project;
-use serde_json::Value;
 use tokio::task::futures::TaskLocalFuture;
 use tower::{Layer, Service};
 
@@ -195,9 +194,9 @@ pub struct MetricsService<S> {
     shared: Arc<Shared>,
 }
 
-impl<S> Service<LambdaEvent<Value>> for MetricsService<S>
+impl<S, P> Service<LambdaEvent<P>> for MetricsService<S>
 where
-    S: Service<LambdaEvent<Value>>,
+    S: Service<LambdaEvent<P>>,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -207,7 +206,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, event: LambdaEvent<Value>) -> Self::Future {
+    fn call(&mut self, event: LambdaEvent<P>) -> Self::Future {
         let collector = Arc::new(Collector::default());
         if !self.shared.warm.swap(true, Ordering::Relaxed) {
             collector.increment(&self.shared.cold_start_key, 1);

@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use keel_runtime::output::{CapturedLines, Output};
-use keel_runtime::{Context, FunctionInfo, InvocationError, Keel, LambdaEvent};
+use keel_runtime::{Context, FunctionInfo, InvocationError, Keel, LambdaEvent, RawEvent};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tower::{Service, ServiceExt};
@@ -38,16 +38,16 @@ pub fn keel() -> (Keel, CapturedLines) {
 }
 
 /// An event with request id `request_id`.
-pub fn event(request_id: &str, payload: Value) -> LambdaEvent<Value> {
+pub fn event(request_id: &str, payload: Value) -> LambdaEvent<RawEvent> {
     let mut context = Context::default();
     context.request_id = request_id.to_owned();
     context.xray_trace_id = Some(format!("Root=1-{request_id}"));
-    LambdaEvent::new(payload, context)
+    LambdaEvent::new(serde_json::value::to_raw_value(&payload).expect("serializable"), context)
 }
 
 /// Runs `events` one after another through `handler` wrapped by `keel`, with Keel's log
 /// subscriber installed for this thread.
-pub fn invoke<H, T>(keel: &Keel, handler: H, events: Vec<LambdaEvent<Value>>) -> Vec<Result<H::Response, InvocationError>>
+pub fn invoke<H, T>(keel: &Keel, handler: H, events: Vec<LambdaEvent<RawEvent>>) -> Vec<Result<H::Response, InvocationError>>
 where
     H: Service<LambdaEvent<T>>,
     H::Error: Into<keel_runtime::BoxError> + 'static,
