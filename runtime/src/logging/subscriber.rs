@@ -12,7 +12,7 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Record};
 use tracing::{Event, Id, Level, Metadata, Subscriber};
 use tracing_subscriber::layer::Context;
-use tracing_subscriber::registry::{LookupSpan, SpanRef};
+use tracing_subscriber::registry::LookupSpan;
 
 use super::config::{LogConfig, LogFormat};
 use super::redact::{Redactor, MASK};
@@ -60,38 +60,91 @@ impl StructuredLogLayer {
         }
     }
 
-    fn render(&self, level: Level, message: &str, context: &[(Cow<'static, str>, String)]) -> String {
-        let timestamp = humantime::format_rfc3339_millis(SystemTime::now());
-        match self.config.format {
-            LogFormat::Json => {
-                let mut line = String::with_capacity(256 + self.process_fields.len());
-                line.push_str("{\"timestamp\":\"");
-                let _ = write!(line, "{timestamp}");
-                line.push_str("\",\"level\":\"");
-                line.push_str(level.as_str());
-                line.push_str("\",\"message\":");
-                json::push_str(&mut line, message);
-                line.push(',');
-                line.push_str(&self.process_fields);
-                for (key, value) in context {
-                    json::push_key(&mut line, key);
-                    line.push_str(value);
+    /// Renders one line: the event's own fields, then those of the spans around it (innermost
+    /// first; a key already written is not written again).
+    fn render<S>(
+        &self,
+        level: Level,
+        message: &str,
+        event_fields: &[(Cow<'static, str>, String)],
+        ctx: &Context<'_, S>,
+        event: &Event<'_>,
+    ) -> String
+    where
+        S: Subscriber + for<'lookup> LookupSpan<'lookup>,
+    {
+        let mut line = Line::begin(self, level, message);
+        for (key, value) in event_fields {
+            line.field(key, value);
+        }
+        let mut written = event_fields.len();
+        let mut keys: Vec<Cow<'static, str>> = event_fields.iter().map(|(k, _)| k.clone()).collect();
+        for span in ctx.event_scope(event).into_iter().flatten() {
+            let extensions = span.extensions();
+            let Some(fields) = extensions.get::<SpanFields>() else { continue };
+            for (key, value) in &fields.0 {
+                if !keys[..written].contains(key) {
+                    line.field(key, value);
+                    keys.push(key.clone());
                 }
-                line.push('}');
-                line
+            }
+            written = keys.len();
+        }
+        line.finish()
+    }
+}
+
+/// A log line being written, in the configured format.
+struct Line {
+    text: String,
+    format: LogFormat,
+}
+
+impl Line {
+    fn begin(layer: &StructuredLogLayer, level: Level, message: &str) -> Self {
+        let timestamp = humantime::format_rfc3339_millis(SystemTime::now());
+        let format = layer.config.format;
+        let mut text = String::with_capacity(320 + layer.process_fields.len());
+        match format {
+            LogFormat::Json => {
+                text.push_str("{\"timestamp\":\"");
+                let _ = write!(text, "{timestamp}");
+                text.push_str("\",\"level\":\"");
+                text.push_str(level.as_str());
+                text.push_str("\",\"message\":");
+                json::push_str(&mut text, message);
+                text.push(',');
+                text.push_str(&layer.process_fields);
             }
             LogFormat::Text => {
-                let mut line = format!("{timestamp} {:<5} {message}", level.as_str());
-                for (key, value) in context {
-                    let _ = write!(line, " {key}=");
-                    match serde_json::from_str::<String>(value) {
-                        Ok(text) => line.push_str(&text),
-                        Err(_) => line.push_str(value),
-                    }
-                }
-                line
+                let _ = write!(text, "{timestamp} {:<5} {message}", level.as_str());
             }
         }
+        Self { text, format }
+    }
+
+    /// Adds a field whose value is already rendered as JSON.
+    fn field(&mut self, key: &str, value: &str) {
+        match self.format {
+            LogFormat::Json => {
+                json::push_key(&mut self.text, key);
+                self.text.push_str(value);
+            }
+            LogFormat::Text => {
+                let _ = write!(self.text, " {key}=");
+                match serde_json::from_str::<String>(value) {
+                    Ok(text) => self.text.push_str(&text),
+                    Err(_) => self.text.push_str(value),
+                }
+            }
+        }
+    }
+
+    fn finish(mut self) -> String {
+        if self.format == LogFormat::Json {
+            self.text.push('}');
+        }
+        self.text
     }
 }
 
@@ -257,13 +310,13 @@ where
         let invocation = ctx
             .event_scope(event)
             .and_then(|mut scope| scope.find(|span| is_invocation_span(span.metadata())));
-        let (sampled, failing) = invocation
+        let (sampled, failing, evicted) = invocation
             .as_ref()
             .and_then(|span| {
                 let extensions = span.extensions();
-                extensions.get::<InvocationLog>().map(|log| (log.sampled, log.failing))
+                extensions.get::<InvocationLog>().map(|log| (log.sampled, log.failing, log.evicted))
             })
-            .unwrap_or((false, false));
+            .unwrap_or((false, false, 0));
 
         let max_level = if sampled || failing { self.config.level.max(Level::DEBUG) } else { self.config.level };
         let write_now = level <= max_level;
@@ -275,11 +328,15 @@ where
         let mut visitor = FieldVisitor::new(&self.config.redactor);
         event.record(&mut visitor);
         let message = visitor.message.take().unwrap_or_default();
-        let mut context = span_context(&ctx, event, &visitor.fields);
-        context.append(&mut visitor.fields);
-        let line = self.render(level, &message, &context);
-        // Rendered before taking the span's write lock below: it reads the same extensions.
-        let note_context = (level == Level::ERROR && invocation.is_some()).then(|| span_context(&ctx, event, &[]));
+        let line = self.render(level, &message, &visitor.fields, &ctx, event);
+        // Rendered before taking the span's write lock below: rendering reads the extensions.
+        let eviction_note = (level == Level::ERROR && evicted > 0).then(|| {
+            let note = format!(
+                "{evicted} earlier DEBUG lines of this invocation were evicted from the log buffer (capacity {})",
+                self.config.debug_buffer
+            );
+            self.render(Level::WARN, &note, &[], &ctx, event)
+        });
 
         let Some(span) = invocation else {
             self.config.output.write_line(&line);
@@ -300,15 +357,8 @@ where
         }
         if level == Level::ERROR {
             log.failing = true;
-            if log.evicted > 0 {
-                let note = format!(
-                    "{} earlier DEBUG lines of this invocation were evicted from the log buffer (capacity {})",
-                    log.evicted, self.config.debug_buffer
-                );
-                let note_context = note_context.unwrap_or_default();
-                self.config
-                    .output
-                    .write_line(&self.render(Level::WARN, &note, &note_context));
+            if let Some(note) = eviction_note {
+                self.config.output.write_line(&note);
                 log.evicted = 0;
             }
             for buffered in log.buffer.drain(..) {
@@ -316,41 +366,5 @@ where
             }
         }
         self.config.output.write_line(&line);
-    }
-}
-
-/// The fields of every span around `event`, innermost first, without the keys `event` sets itself.
-fn span_context<S>(
-    ctx: &Context<'_, S>,
-    event: &Event<'_>,
-    event_fields: &[(Cow<'static, str>, String)],
-) -> Vec<(Cow<'static, str>, String)>
-where
-    S: Subscriber + for<'lookup> LookupSpan<'lookup>,
-{
-    let mut context: Vec<(Cow<'static, str>, String)> = Vec::new();
-    let Some(scope) = ctx.event_scope(event) else {
-        return context;
-    };
-    for span in scope {
-        collect_span_fields(&span, event_fields, &mut context);
-    }
-    context
-}
-
-fn collect_span_fields<S>(
-    span: &SpanRef<'_, S>,
-    event_fields: &[(Cow<'static, str>, String)],
-    context: &mut Vec<(Cow<'static, str>, String)>,
-) where
-    S: for<'lookup> LookupSpan<'lookup>,
-{
-    let extensions = span.extensions();
-    let Some(fields) = extensions.get::<SpanFields>() else { return };
-    for (key, value) in &fields.0 {
-        let shadowed = event_fields.iter().chain(context.iter()).any(|(k, _)| k == key);
-        if !shadowed {
-            context.push((key.clone(), value.clone()));
-        }
     }
 }

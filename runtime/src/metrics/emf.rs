@@ -32,8 +32,8 @@ pub(crate) const RESERVED_MEMBERS: [&str; 2] = ["_aws", "function_request_id"];
 
 /// One metric of an invocation, ready to be written.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Metric {
-    pub name: String,
+pub(crate) struct Metric<'a> {
+    pub name: &'a str,
     pub unit: Unit,
     pub resolution: Resolution,
     pub values: Vec<f64>,
@@ -134,13 +134,13 @@ impl EmfWriter {
     pub fn write(
         &self,
         dimensions: &[(&str, &str)],
-        metrics: Vec<Metric>,
+        metrics: Vec<Metric<'_>>,
         request_id: Option<&str>,
         timestamp_ms: u128,
     ) -> Vec<Rejection> {
         let mut rejections = Vec::new();
         if let Err(reason) = check_dimensions(dimensions) {
-            rejections.extend(metrics.iter().map(|m| Rejection::new(&m.name, reason.clone())));
+            rejections.extend(metrics.iter().map(|m| Rejection::new(m.name, reason.clone())));
             return rejections;
         }
         let metrics = self.valid_metrics(dimensions, metrics, &mut rejections);
@@ -151,36 +151,36 @@ impl EmfWriter {
             .unwrap_or(0);
         let prefix = self.document_prefix(dimensions, request_id, timestamp_ms);
         for chunk in 0..chunks {
-            let in_chunk: Vec<(&Metric, &[f64])> = metrics
+            let in_chunk: Vec<(&Metric<'_>, &[f64])> = metrics
                 .iter()
                 .filter_map(|m| m.values.chunks(MAX_VALUES_PER_METRIC).nth(chunk).map(|v| (m, v)))
                 .collect();
             for batch in in_chunk.chunks(MAX_METRICS_PER_DOCUMENT) {
-                self.write_batch(&prefix, dimensions, batch);
+                self.write_batch(&prefix, batch);
             }
         }
         rejections
     }
 
-    fn valid_metrics(
+    fn valid_metrics<'a>(
         &self,
         dimensions: &[(&str, &str)],
-        metrics: Vec<Metric>,
+        metrics: Vec<Metric<'a>>,
         rejections: &mut Vec<Rejection>,
-    ) -> Vec<Metric> {
-        let mut valid: Vec<Metric> = Vec::with_capacity(metrics.len());
+    ) -> Vec<Metric<'a>> {
+        let mut valid: Vec<Metric<'a>> = Vec::with_capacity(metrics.len());
         for mut metric in metrics {
-            if let Err(reason) = check_name(&metric.name) {
-                rejections.push(Rejection::new(&metric.name, format!("invalid metric name: {reason}")));
+            if let Err(reason) = check_name(metric.name) {
+                rejections.push(Rejection::new(metric.name, format!("invalid metric name: {reason}")));
                 continue;
             }
             let collides = metric.name == "service"
-                || RESERVED_MEMBERS.contains(&metric.name.as_str())
+                || RESERVED_MEMBERS.contains(&metric.name)
                 || dimensions.iter().any(|(name, _)| *name == metric.name)
                 || valid.iter().any(|m| m.name == metric.name);
             if collides {
                 rejections.push(Rejection::new(
-                    &metric.name,
+                    metric.name,
                     "the name is already used by a dimension, another metric or a reserved member",
                 ));
                 continue;
@@ -189,7 +189,7 @@ impl EmfWriter {
             metric.values.retain(|v| v.is_finite() && v.abs() <= MAX_MAGNITUDE);
             if metric.values.len() < before {
                 rejections.push(Rejection::new(
-                    &metric.name,
+                    metric.name,
                     format!(
                         "{} value(s) dropped: not finite or beyond ±2^360",
                         before - metric.values.len()
@@ -233,14 +233,14 @@ impl EmfWriter {
         Prefix { head, members }
     }
 
-    fn write_batch(&self, prefix: &Prefix, dimensions: &[(&str, &str)], batch: &[(&Metric, &[f64])]) {
+    fn write_batch(&self, prefix: &Prefix, batch: &[(&Metric<'_>, &[f64])]) {
         let document = render(prefix, batch);
         if document.len() <= MAX_DOCUMENT_BYTES || batch.len() == 1 {
             self.output.write_line(&document);
         } else {
             let (first, second) = batch.split_at(batch.len() / 2);
-            self.write_batch(prefix, dimensions, first);
-            self.write_batch(prefix, dimensions, second);
+            self.write_batch(prefix, first);
+            self.write_batch(prefix, second);
         }
     }
 }
@@ -250,7 +250,7 @@ struct Prefix {
     members: String,
 }
 
-fn render(prefix: &Prefix, batch: &[(&Metric, &[f64])]) -> String {
+fn render(prefix: &Prefix, batch: &[(&Metric<'_>, &[f64])]) -> String {
     let mut doc = String::with_capacity(prefix.head.len() + prefix.members.len() + batch.len() * 64);
     doc.push_str(&prefix.head);
     for (i, (metric, _)) in batch.iter().enumerate() {
@@ -258,7 +258,7 @@ fn render(prefix: &Prefix, batch: &[(&Metric, &[f64])]) -> String {
             doc.push(',');
         }
         doc.push_str("{\"Name\":");
-        json::push_str(&mut doc, &metric.name);
+        json::push_str(&mut doc, metric.name);
         doc.push_str(",\"Unit\":\"");
         doc.push_str(metric.unit.as_str());
         doc.push('"');
@@ -270,7 +270,7 @@ fn render(prefix: &Prefix, batch: &[(&Metric, &[f64])]) -> String {
     doc.push_str("]}]},");
     doc.push_str(&prefix.members);
     for (metric, values) in batch {
-        json::push_key(&mut doc, &metric.name);
+        json::push_key(&mut doc, metric.name);
         if let [single] = values {
             json::push_f64(&mut doc, *single);
         } else {
@@ -303,9 +303,9 @@ mod tests {
         (writer, lines)
     }
 
-    fn metric(name: &str, values: Vec<f64>) -> Metric {
+    fn metric(name: &str, values: Vec<f64>) -> Metric<'_> {
         Metric {
-            name: name.into(),
+            name,
             unit: Unit::Count,
             resolution: Resolution::Standard,
             values,
@@ -315,7 +315,8 @@ mod tests {
     #[test]
     fn splits_values_and_metrics() {
         let (writer, lines) = writer();
-        let mut metrics: Vec<Metric> = (0..150).map(|i| metric(&format!("m{i}"), vec![1.0])).collect();
+        let names: Vec<String> = (0..150).map(|i| format!("m{i}")).collect();
+        let mut metrics: Vec<Metric<'_>> = names.iter().map(|name| metric(name, vec![1.0])).collect();
         metrics.push(metric("big", (0..250).map(f64::from).collect()));
         let rejections = writer.write(&[("route", "/b")], metrics, Some("req-1"), 1);
         assert!(rejections.is_empty());

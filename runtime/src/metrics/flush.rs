@@ -1,6 +1,5 @@
 //! Turning one invocation's collected values into EMF documents.
 
-use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use metrics::Key;
@@ -52,7 +51,8 @@ pub(crate) fn flush(flush: &Flush, mut entries: Vec<Entry>, request_id: Option<&
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or_default();
-    let mut groups: BTreeMap<Vec<(&str, &str)>, Vec<Metric>> = BTreeMap::new();
+    // One group per dimension set; an invocation has few, so a list beats a map.
+    let mut groups: Vec<(Vec<(&str, &str)>, Vec<Metric<'_>>)> = Vec::new();
     let mut rejections = Vec::new();
     for Entry { key, kind, values } in &mut entries {
         let key: &Key = key;
@@ -69,12 +69,16 @@ pub(crate) fn flush(flush: &Flush, mut entries: Vec<Entry>, request_id: Option<&
         };
         let mut labels: Vec<(&str, &str)> = key.labels().map(|l| (l.key(), l.value())).collect();
         labels.sort_unstable();
-        groups.entry(labels).or_default().push(Metric {
-            name: name.to_owned(),
+        let metric = Metric {
+            name,
             unit,
             resolution: flush.resolution(name),
             values: std::mem::take(values),
-        });
+        };
+        match groups.iter_mut().find(|(dimensions, _)| *dimensions == labels) {
+            Some((_, metrics)) => metrics.push(metric),
+            None => groups.push((labels, vec![metric])),
+        }
     }
     for (dimensions, metrics) in groups {
         rejections.extend(flush.writer.write(&dimensions, metrics, request_id, timestamp_ms));
