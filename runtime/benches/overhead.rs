@@ -68,7 +68,8 @@ async fn handler(event: LambdaEvent<Booking>) -> Result<u32, BoxError> {
     metrics::counter!("Seats").increment(u64::from(booking.seats));
     metrics::counter!("ByResource", "resource" => "room").increment(1);
     metrics::gauge!("Extras").set(booking.extras.len() as f64);
-    metrics::histogram!("PriceCents").record(booking.extras.iter().map(|e| e.price_cents as f64).sum::<f64>());
+    metrics::histogram!("PriceCents")
+        .record(booking.extras.iter().map(|e| e.price_cents as f64).sum::<f64>());
     tracing::info!(resource_id = %booking.resource_id, "booking priced");
     Ok(booking.seats)
 }
@@ -76,13 +77,16 @@ async fn handler(event: LambdaEvent<Booking>) -> Result<u32, BoxError> {
 fn context() -> Context {
     let mut context = Context::default();
     context.request_id = "8476a536-e9f4-11e8-9739-2dfe598c3fcd".into();
-    context.xray_trace_id = Some("Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700;Parent=9a9197af755a6419;Sampled=1".into());
+    context.xray_trace_id =
+        Some("Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700;Parent=9a9197af755a6419;Sampled=1".into());
     context
 }
 
 fn overhead(c: &mut Criterion) {
     let bytes = booking_json();
-    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
     let mut group = c.benchmark_group("invocation");
 
     let mut bare = service_fn(handler);
@@ -90,7 +94,11 @@ fn overhead(c: &mut Criterion) {
         metrics::with_local_recorder(&metrics::NoopRecorder, || {
             b.iter(|| {
                 let payload: Booking = serde_json::from_slice(black_box(&bytes)).expect("valid");
-                black_box(runtime.block_on(bare.call(LambdaEvent::new(payload, context()))).expect("ok"))
+                black_box(
+                    runtime
+                        .block_on(bare.call(LambdaEvent::new(payload, context())))
+                        .expect("ok"),
+                )
             })
         })
     });

@@ -30,5 +30,8 @@ impl FunctionInfo {
 
 /// Reads a variable that is set and not blank.
 pub(crate) fn var(name: &str) -> Option<String> {
-    env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    env::var(name)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
 }

@@ -267,7 +267,10 @@ mod tests {
         assert_eq!(InvocationError::from_handler(boxed).error_type(), "Error");
         let own = InvocationError::new("Booking.Conflict", "taken");
         let boxed: BoxError = Box::new(own);
-        assert_eq!(InvocationError::from_handler(boxed).error_type(), "Booking.Conflict");
+        assert_eq!(
+            InvocationError::from_handler(boxed).error_type(),
+            "Booking.Conflict"
+        );
     }
 
     #[test]

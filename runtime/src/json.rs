@@ -60,7 +60,13 @@ mod tests {
 
     #[test]
     fn escapes_like_serde_json() {
-        for text in ["plain", "quote\" back\\slash", "line\nbreak\ttab\r", "\u{1}\u{1f}", "é ✓"] {
+        for text in [
+            "plain",
+            "quote\" back\\slash",
+            "line\nbreak\ttab\r",
+            "\u{1}\u{1f}",
+            "é ✓",
+        ] {
             let mut buf = String::new();
             push_str(&mut buf, text);
             assert_eq!(buf, serde_json::to_string(text).unwrap());

@@ -105,7 +105,11 @@ impl Keel {
         if log_event == Some(true) {
             logging = logging.log_event();
         }
-        Ok(Self { log, logging, metrics })
+        Ok(Self {
+            log,
+            logging,
+            metrics,
+        })
     }
 
     /// Where each invocation's `correlation_id` comes from.

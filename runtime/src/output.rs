@@ -33,7 +33,9 @@ enum Target {
 impl Output {
     /// Standard output, as Lambda expects.
     pub fn stdout() -> Self {
-        Self { target: Target::Stdout }
+        Self {
+            target: Target::Stdout,
+        }
     }
 
     /// An in-memory output and the handle that reads what was written to it.

@@ -20,7 +20,11 @@ async fn chatty(event: LambdaEvent<Value>) -> Result<&'static str, BoxError> {
 #[test]
 fn every_line_carries_the_invocation_context() {
     let (keel, lines) = keel();
-    invoke(&keel, service_fn(chatty), vec![event("req-1", json!({})), event("req-2", json!({}))]);
+    invoke(
+        &keel,
+        service_fn(chatty),
+        vec![event("req-1", json!({})), event("req-2", json!({}))],
+    );
     let logs = logs(&lines);
     assert_eq!(logs.len(), 2, "{logs:#?}");
     for (line, request_id, cold) in [(&logs[0], "req-1", true), (&logs[1], "req-2", false)] {
@@ -46,12 +50,18 @@ fn debug_lines_are_written_only_for_a_failing_invocation() {
     let results = invoke(
         &keel,
         service_fn(chatty),
-        vec![event("ok", json!({})), event("bad", json!({"fail": true})), event("ok-2", json!({}))],
+        vec![
+            event("ok", json!({})),
+            event("bad", json!({"fail": true})),
+            event("ok-2", json!({})),
+        ],
     );
     assert!(results[0].is_ok() && results[1].is_err() && results[2].is_ok());
     let logs = logs(&lines);
     for request_id in ["ok", "ok-2"] {
-        assert!(of_request(&logs, request_id).iter().all(|l| l["level"] != "DEBUG"));
+        assert!(of_request(&logs, request_id)
+            .iter()
+            .all(|l| l["level"] != "DEBUG"));
     }
     let failing: Vec<(&str, &str)> = of_request(&logs, "bad")
         .iter()
@@ -86,10 +96,19 @@ fn a_full_buffer_keeps_the_newest_lines_and_says_how_many_were_evicted() {
     let logs = logs(&lines);
     let summary: Vec<String> = logs
         .iter()
-        .map(|l| format!("{} {}", l["level"].as_str().unwrap(), l.get("step").map_or(String::new(), Value::to_string)))
+        .map(|l| {
+            format!(
+                "{} {}",
+                l["level"].as_str().unwrap(),
+                l.get("step").map_or(String::new(), Value::to_string)
+            )
+        })
         .collect();
     assert_eq!(summary, vec!["WARN ", "DEBUG 4", "DEBUG 5", "ERROR "]);
-    assert!(logs[0]["message"].as_str().unwrap().starts_with("3 earlier DEBUG lines"));
+    assert!(logs[0]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("3 earlier DEBUG lines"));
     assert_eq!(logs[0]["function_request_id"], "r");
 }
 
@@ -120,24 +139,38 @@ fn sensitive_fields_never_reach_the_output() {
         tracing::info!(body = r#"{"phone":"+44 20 7946 0000"}"#, "raw body");
         Err::<(), BoxError>("declined".into())
     });
-    let event_payload = json!({"headers": {"x": "1"}, "body": "{\"email\":\"other@example.com\",\"seats\":1}"});
+    let event_payload =
+        json!({"headers": {"x": "1"}, "body": "{\"email\":\"other@example.com\",\"seats\":1}"});
     invoke(&keel, handler, vec![event("p", event_payload)]);
     let all = lines.lines().join("\n");
-    for secret in ["guest@example.com", "4111111111111111", "+44 20 7946 0000", "other@example.com"] {
+    for secret in [
+        "guest@example.com",
+        "4111111111111111",
+        "+44 20 7946 0000",
+        "other@example.com",
+    ] {
         assert!(!all.contains(secret), "{secret} leaked:\n{all}");
     }
     let logs = logs(&lines);
     assert_eq!(logs[0]["email"], "***");
-    assert_eq!(logs[1]["payload"]["guest"], json!({"card_number": "***", "name": "Ada"}));
+    assert_eq!(
+        logs[1]["payload"]["guest"],
+        json!({"card_number": "***", "name": "Ada"})
+    );
     assert_eq!(logs[2]["body"], json!({"phone": "***"}));
-    let logged_event = logs.iter().find(|l| l["message"] == "incoming event").expect("event logged");
+    let logged_event = logs
+        .iter()
+        .find(|l| l["message"] == "incoming event")
+        .expect("event logged");
     assert_eq!(logged_event["event"]["body"], "{\"email\":\"***\",\"seats\":1}");
 }
 
 #[test]
 fn correlation_ids_come_from_a_header_or_a_pointer() {
     let (keel, lines) = keel();
-    let by_header = keel.clone().correlation_id(CorrelationId::Header("X-Correlation-Id".into()));
+    let by_header = keel
+        .clone()
+        .correlation_id(CorrelationId::Header("X-Correlation-Id".into()));
     invoke(
         &by_header,
         service_fn(chatty),
@@ -148,11 +181,19 @@ fn correlation_ids_come_from_a_header_or_a_pointer() {
         ],
     );
     let by_pointer = keel.correlation_id(CorrelationId::Pointer("/detail/order".into()));
-    invoke(&by_pointer, service_fn(chatty), vec![event("p", json!({"detail": {"order": 1234}}))]);
+    invoke(
+        &by_pointer,
+        service_fn(chatty),
+        vec![event("p", json!({"detail": {"order": 1234}}))],
+    );
 
     let logs = logs(&lines);
-    assert!(of_request(&logs, "h").iter().all(|l| l["correlation_id"] == "corr-42"));
-    assert!(of_request(&logs, "p").iter().all(|l| l["correlation_id"] == "1234"));
+    assert!(of_request(&logs, "h")
+        .iter()
+        .all(|l| l["correlation_id"] == "corr-42"));
+    assert!(of_request(&logs, "p")
+        .iter()
+        .all(|l| l["correlation_id"] == "1234"));
     let warning = |id: &str| {
         of_request(&logs, id)
             .into_iter()
@@ -168,7 +209,9 @@ fn correlation_ids_come_from_a_header_or_a_pointer() {
         Some("no correlation id for this invocation: the event is a JSON string, not an object")
     );
     // The invocation still ran and answered.
-    assert!(of_request(&logs, "not-object").iter().any(|l| l["message"] == "booking priced"));
+    assert!(of_request(&logs, "not-object")
+        .iter()
+        .any(|l| l["message"] == "booking priced"));
 }
 
 #[derive(serde::Deserialize)]
@@ -210,7 +253,10 @@ fn a_panicking_handler_is_logged_with_its_buffered_lines() {
     }));
     assert!(caught.is_err());
     let logs = logs(&lines);
-    let messages: Vec<&str> = of_request(&logs, "boom").iter().map(|l| l["message"].as_str().unwrap()).collect();
+    let messages: Vec<&str> = of_request(&logs, "boom")
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
     assert_eq!(
         messages,
         vec![
@@ -219,7 +265,9 @@ fn a_panicking_handler_is_logged_with_its_buffered_lines() {
         ]
     );
     let documents = common::emf(&lines);
-    assert!(documents.iter().any(|d| d["BeforePanic"] == 1 && d["function_request_id"] == "boom"));
+    assert!(documents
+        .iter()
+        .any(|d| d["BeforePanic"] == 1 && d["function_request_id"] == "boom"));
 }
 
 #[test]
@@ -227,7 +275,11 @@ fn text_format_is_readable() {
     let (keel, lines) = keel();
     let keel = keel.logs(|l| l.format(LogFormat::Text));
     invoke(&keel, service_fn(chatty), vec![event("t", json!({}))]);
-    let text: Vec<String> = lines.lines().into_iter().filter(|l| !l.starts_with('{')).collect();
+    let text: Vec<String> = lines
+        .lines()
+        .into_iter()
+        .filter(|l| !l.starts_with('{'))
+        .collect();
     assert_eq!(text.len(), 1, "{text:?}");
     assert!(text[0].contains(" INFO  booking priced "), "{}", text[0]);
     assert!(text[0].contains("function_request_id=t"), "{}", text[0]);

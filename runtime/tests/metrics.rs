@@ -38,12 +38,22 @@ fn an_invocation_s_metrics_become_valid_documents_when_it_ends() {
         catalog::BOOKING_CREATED.increment(1);
         Ok::<_, BoxError>(())
     });
-    invoke(&keel, handler, vec![event("m1", json!({})), event("m2", json!({}))]);
+    invoke(
+        &keel,
+        handler,
+        vec![event("m1", json!({})), event("m2", json!({}))],
+    );
     let documents = emf(&lines);
-    let first: Vec<&Value> = documents.iter().filter(|d| d["function_request_id"] == "m1").collect();
+    let first: Vec<&Value> = documents
+        .iter()
+        .filter(|d| d["function_request_id"] == "m1")
+        .collect();
     assert_eq!(first.len(), 3, "{first:#?}");
 
-    let plain = first.iter().find(|d| dimensions(d) == json!([["service"]])).unwrap();
+    let plain = first
+        .iter()
+        .find(|d| dimensions(d) == json!([["service"]]))
+        .unwrap();
     assert_eq!(plain["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Keel");
     assert_eq!(plain["service"], "svc");
     assert_eq!(plain["Quotes"], 5);
@@ -58,7 +68,10 @@ fn an_invocation_s_metrics_become_valid_documents_when_it_ends() {
         .collect();
     assert_eq!(units, vec!["Count", "None", "None", "Count"]);
 
-    let by_route = first.iter().find(|d| dimensions(d) == json!([["service", "route"]])).unwrap();
+    let by_route = first
+        .iter()
+        .find(|d| dimensions(d) == json!([["service", "route"]]))
+        .unwrap();
     assert_eq!(by_route["route"], "/bookings");
     assert_eq!(by_route["Quotes"], 1);
 
@@ -67,7 +80,10 @@ fn an_invocation_s_metrics_become_valid_documents_when_it_ends() {
     assert_eq!(metric_names(cold), vec!["ColdStart"]);
     assert_eq!(cold["function_name"], "fn");
 
-    let second: Vec<&Value> = documents.iter().filter(|d| d["function_request_id"] == "m2").collect();
+    let second: Vec<&Value> = documents
+        .iter()
+        .filter(|d| d["function_request_id"] == "m2")
+        .collect();
     assert_eq!(second.len(), 2, "no ColdStart on the second invocation");
     assert!(second.iter().all(|d| d.get("ColdStart").is_none()));
 }
@@ -84,7 +100,11 @@ fn concurrent_invocations_never_mix_their_metrics() {
         metrics::gauge!("Id").set(id as f64);
         Ok::<_, BoxError>(())
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let subscriber = tracing_subscriber::registry().with(keel.log_layer());
     let _guard = tracing::subscriber::set_default(subscriber);
     runtime.block_on(async {
@@ -121,7 +141,9 @@ fn failing_invocations_still_write_their_metrics() {
         Err::<(), BoxError>("downstream failed".into())
     });
     invoke(&keel, handler, vec![event("f", json!({}))]);
-    assert!(emf(&lines).iter().any(|d| d["Attempts"] == 1 && d["function_request_id"] == "f"));
+    assert!(emf(&lines)
+        .iter()
+        .any(|d| d["Attempts"] == 1 && d["function_request_id"] == "f"));
 }
 
 #[test]
@@ -137,10 +159,17 @@ fn limits_split_large_invocations_across_documents() {
         Ok::<_, BoxError>(())
     });
     invoke(&keel, handler, vec![event("big", json!({}))]);
-    let documents: Vec<Value> = emf(&lines).into_iter().filter(|d| d.get("ColdStart").is_none()).collect();
+    let documents: Vec<Value> = emf(&lines)
+        .into_iter()
+        .filter(|d| d.get("ColdStart").is_none())
+        .collect();
     assert!(documents.iter().all(|d| metric_names(d).len() <= 100));
     let definitions: usize = documents.iter().map(|d| metric_names(d).len()).sum();
-    assert_eq!(definitions, 150 + 3, "LatencyMs is defined in each of its 3 chunks");
+    assert_eq!(
+        definitions,
+        150 + 3,
+        "LatencyMs is defined in each of its 3 chunks"
+    );
     let latency: Vec<f64> = documents
         .iter()
         .filter_map(|d| d["LatencyMs"].as_array())
@@ -161,7 +190,9 @@ fn metrics_that_cannot_be_valid_are_reported_and_left_out() {
         metrics::gauge!("Ratio").set(f64::NAN);
         metrics::histogram!("Mixed").record(f64::INFINITY);
         metrics::histogram!("Mixed").record(3.0);
-        let labels: Vec<metrics::Label> = (0..30).map(|i| metrics::Label::new(format!("d{i}"), "v")).collect();
+        let labels: Vec<metrics::Label> = (0..30)
+            .map(|i| metrics::Label::new(format!("d{i}"), "v"))
+            .collect();
         metrics::counter!("TooManyDimensions", labels).increment(1);
         metrics::counter!("Empty", "route" => "").increment(1);
         metrics::counter!("Fine").increment(1);
@@ -170,7 +201,10 @@ fn metrics_that_cannot_be_valid_are_reported_and_left_out() {
     invoke(&keel, handler, vec![event("v", json!({}))]);
     let documents = emf(&lines);
     let written: Vec<String> = documents.iter().flat_map(metric_names).collect();
-    assert!(written.contains(&"Fine".to_owned()) && written.contains(&"Mixed".to_owned()), "{written:?}");
+    assert!(
+        written.contains(&"Fine".to_owned()) && written.contains(&"Mixed".to_owned()),
+        "{written:?}"
+    );
     for absent in ["WaitNs", "", "Ratio", "TooManyDimensions", "Empty"] {
         assert!(!written.contains(&absent.to_owned()), "{absent} was written");
     }
@@ -178,7 +212,12 @@ fn metrics_that_cannot_be_valid_are_reported_and_left_out() {
     let warnings: Vec<(String, String)> = logs(&lines)
         .iter()
         .filter(|l| l["level"] == "WARN")
-        .map(|l| (l["metric"].as_str().unwrap().to_owned(), l["reason"].as_str().unwrap().to_owned()))
+        .map(|l| {
+            (
+                l["metric"].as_str().unwrap().to_owned(),
+                l["reason"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     let reported: Vec<&str> = warnings.iter().map(|(m, _)| m.as_str()).collect();
     for metric in ["WaitNs", "", "Ratio", "Mixed", "TooManyDimensions", "Empty"] {
@@ -198,9 +237,15 @@ fn high_resolution_metrics_are_marked() {
         Ok::<_, BoxError>(())
     });
     invoke(&keel, handler, vec![event("h", json!({}))]);
-    let document = emf(&lines).into_iter().find(|d| d.get("QuoteLatencyMs").is_some()).unwrap();
+    let document = emf(&lines)
+        .into_iter()
+        .find(|d| d.get("QuoteLatencyMs").is_some())
+        .unwrap();
     let definitions = &document["_aws"]["CloudWatchMetrics"][0]["Metrics"];
-    assert_eq!(definitions[0], json!({"Name": "QuoteLatencyMs", "Unit": "None", "StorageResolution": 1}));
+    assert_eq!(
+        definitions[0],
+        json!({"Name": "QuoteLatencyMs", "Unit": "None", "StorageResolution": 1})
+    );
     assert_eq!(definitions[1], json!({"Name": "Other", "Unit": "None"}));
 }
 

@@ -46,7 +46,10 @@ pub fn is_emf(line: &str) -> bool {
 /// Validates one log line as an EMF document; returns the parsed document or every violation.
 pub fn validate_line(line: &str) -> Result<Value, Vec<String>> {
     if line.len() > MAX_EVENT_BYTES {
-        return Err(vec![format!("document has {} bytes (at most {MAX_EVENT_BYTES})", line.len())]);
+        return Err(vec![format!(
+            "document has {} bytes (at most {MAX_EVENT_BYTES})",
+            line.len()
+        )]);
     }
     let document: Value = serde_json::from_str(line).map_err(|e| vec![format!("not JSON: {e}")])?;
     validate(&document)?;
@@ -91,7 +94,9 @@ fn check_name(what: &str, name: &Value, errors: &mut Vec<String>) -> Option<Stri
     match name.as_str() {
         Some(s) if !s.trim().is_empty() && s.chars().count() <= 255 => Some(s.to_owned()),
         _ => {
-            errors.push(format!("{what} must be a string of 1 to 255 characters, found {name}"));
+            errors.push(format!(
+                "{what} must be a string of 1 to 255 characters, found {name}"
+            ));
             None
         }
     }
@@ -110,8 +115,13 @@ fn validate_directive(root: &Map<String, Value>, directive: &Value, at: &str, er
     match directive.get("Namespace") {
         Some(ns) => {
             if let Some(ns) = check_name(&format!("{at}.Namespace"), ns, errors) {
-                if ns.chars().any(|c| !(c.is_ascii_alphanumeric() || ".-_/#: ".contains(c))) {
-                    errors.push(format!("{at}.Namespace {ns:?} holds characters CloudWatch refuses"));
+                if ns
+                    .chars()
+                    .any(|c| !(c.is_ascii_alphanumeric() || ".-_/#: ".contains(c)))
+                {
+                    errors.push(format!(
+                        "{at}.Namespace {ns:?} holds characters CloudWatch refuses"
+                    ));
                 }
             }
         }
@@ -125,10 +135,14 @@ fn validate_directive(root: &Map<String, Value>, directive: &Value, at: &str, er
                     continue;
                 };
                 if set.len() > 30 {
-                    errors.push(format!("{at}.Dimensions[{i}] has {} dimensions (at most 30)", set.len()));
+                    errors.push(format!(
+                        "{at}.Dimensions[{i}] has {} dimensions (at most 30)",
+                        set.len()
+                    ));
                 }
                 for reference in set {
-                    let Some(name) = check_name(&format!("{at}.Dimensions[{i}] entry"), reference, errors) else {
+                    let Some(name) = check_name(&format!("{at}.Dimensions[{i}] entry"), reference, errors)
+                    else {
                         continue;
                     };
                     match root.get(&name) {
@@ -141,14 +155,19 @@ fn validate_directive(root: &Map<String, Value>, directive: &Value, at: &str, er
                 }
             }
         }
-        _ => errors.push(format!("{at}.Dimensions must be a non-empty array of dimension sets")),
+        _ => errors.push(format!(
+            "{at}.Dimensions must be a non-empty array of dimension sets"
+        )),
     }
     let Some(metrics) = directive.get("Metrics").and_then(Value::as_array) else {
         errors.push(format!("{at}.Metrics is missing or not an array"));
         return;
     };
     if metrics.len() > 100 {
-        errors.push(format!("{at}.Metrics has {} definitions (at most 100)", metrics.len()));
+        errors.push(format!(
+            "{at}.Metrics has {} definitions (at most 100)",
+            metrics.len()
+        ));
     }
     let mut seen = Vec::new();
     for (i, metric) in metrics.iter().enumerate() {
@@ -169,10 +188,15 @@ fn validate_directive(root: &Map<String, Value>, directive: &Value, at: &str, er
         }
         if let Some(resolution) = metric.get("StorageResolution") {
             if !(resolution == 1 || resolution == 60) {
-                errors.push(format!("{here}.StorageResolution must be 1 or 60, found {resolution}"));
+                errors.push(format!(
+                    "{here}.StorageResolution must be 1 or 60, found {resolution}"
+                ));
             }
         }
-        let Some(name) = metric.get("Name").and_then(|n| check_name(&format!("{here}.Name"), n, errors)) else {
+        let Some(name) = metric
+            .get("Name")
+            .and_then(|n| check_name(&format!("{here}.Name"), n, errors))
+        else {
             continue;
         };
         if seen.contains(&name) {
@@ -188,7 +212,9 @@ fn validate_directive(root: &Map<String, Value>, directive: &Value, at: &str, er
                     errors.push(format!("metric {name:?} has a value that is not a number"));
                 }
             }
-            Some(other) => errors.push(format!("metric {name:?} must be a number or an array of numbers, found {other}")),
+            Some(other) => errors.push(format!(
+                "metric {name:?} must be a number or an array of numbers, found {other}"
+            )),
             None => errors.push(format!("metric {name:?} is not a member of the root")),
         }
         seen.push(name);
@@ -217,15 +243,26 @@ mod tests {
 
     #[test]
     fn catches_each_violation() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
-            ("seconds timestamp", Box::new(|d| d["_aws"]["Timestamp"] = json!(1_795_259_848u64))),
-            ("missing dimension", Box::new(|d| d.as_object_mut().unwrap().remove("service").map(drop).unwrap_or(()))),
-            ("missing metric", Box::new(|d| d.as_object_mut().unwrap().remove("Latency").map(drop).unwrap_or(()))),
-            ("bad unit", Box::new(|d| d["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Unit"] = json!("Nanoseconds"))),
-            ("bad resolution", Box::new(|d| d["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["StorageResolution"] = json!(5))),
-            ("string value", Box::new(|d| d["Latency"] = json!("fast"))),
-            ("101 values", Box::new(|d| d["Latency"] = json!(vec![1; 101]))),
-            ("numeric dimension", Box::new(|d| d["service"] = json!(3))),
+        type Breakage = fn(&mut Value);
+        let cases: [(&str, Breakage); 8] = [
+            ("seconds timestamp", |d| {
+                d["_aws"]["Timestamp"] = json!(1_795_259_848u64)
+            }),
+            ("missing dimension", |d| {
+                d.as_object_mut().unwrap().remove("service");
+            }),
+            ("missing metric", |d| {
+                d.as_object_mut().unwrap().remove("Latency");
+            }),
+            ("bad unit", |d| {
+                d["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Unit"] = json!("Nanoseconds")
+            }),
+            ("bad resolution", |d| {
+                d["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["StorageResolution"] = json!(5)
+            }),
+            ("string value", |d| d["Latency"] = json!("fast")),
+            ("101 values", |d| d["Latency"] = json!(vec![1; 101])),
+            ("numeric dimension", |d| d["service"] = json!(3)),
         ];
         for (what, break_it) in cases {
             let mut document = valid();

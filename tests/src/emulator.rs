@@ -31,7 +31,15 @@ impl Emulator {
         let port = free_port();
         let mut command = Command::new(tool("cargo-lambda")?);
         command
-            .args(["lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1", "-P", &port.to_string()])
+            .args([
+                "lambda",
+                "watch",
+                "--only-lambda-apis",
+                "-A",
+                "127.0.0.1",
+                "-P",
+                &port.to_string(),
+            ])
             .current_dir(workspace_root());
         let mut process = Process::spawn("cargo-lambda emulator", command)?;
         process.wait_ready(Duration::from_secs(60), || port_open(port))?;
@@ -48,10 +56,18 @@ impl Emulator {
         format!("http://127.0.0.1:{}/.rt", self.port)
     }
 
+    /// Where invocations are sent (the Lambda `Invoke` API).
+    pub fn invoke_url(&self) -> String {
+        format!(
+            "http://127.0.0.1:{}/2015-03-31/functions/{FUNCTION_NAME}/invocations",
+            self.port
+        )
+    }
+
     /// Invokes the function with `payload` (any text; Lambda payloads are JSON) and waits up to
     /// 30 s for the answer.
     pub fn invoke(&self, payload: &str) -> Result<Invocation, HarnessError> {
-        let url = format!("http://127.0.0.1:{}/2015-03-31/functions/{FUNCTION_NAME}/invocations", self.port);
+        let url = self.invoke_url();
         let http_error = |reason: String| HarnessError::Http {
             url: url.clone(),
             reason,
@@ -70,7 +86,11 @@ impl Emulator {
     }
 
     /// Starts `binary` as the function, with the Lambda variables and `env` set.
-    pub fn start_function(&self, binary: &Path, env: &[(String, String)]) -> Result<FunctionProcess, HarnessError> {
+    pub fn start_function(
+        &self,
+        binary: &Path,
+        env: &[(String, String)],
+    ) -> Result<FunctionProcess, HarnessError> {
         let mut command = Command::new(binary);
         command
             .env("AWS_LAMBDA_RUNTIME_API", self.runtime_api())
@@ -79,7 +99,9 @@ impl Emulator {
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
             .env("AWS_REGION", "us-east-1")
             .envs(env.iter().map(|(k, v)| (k, v)));
-        let name = binary.file_name().map_or("function".into(), |n| n.to_string_lossy().into_owned());
+        let name = binary
+            .file_name()
+            .map_or("function".into(), |n| n.to_string_lossy().into_owned());
         let process = Process::spawn(&name, command)?;
         Ok(FunctionProcess { process })
     }

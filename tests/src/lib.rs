@@ -89,7 +89,11 @@ fn tool(name: &str) -> Result<PathBuf, HarnessError> {
 pub fn unique_name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; the caller binds it next).
@@ -100,14 +104,21 @@ pub fn free_port() -> u16 {
         .expect("the loopback interface has free ports")
 }
 
-/// Builds the binary `name` of the workspace (debug profile, the test's own target directory)
+/// Builds the binary `name` of the workspace (debug profile, the caller's own target directory)
 /// and returns its path.
 pub fn build_binary(name: &str) -> Result<PathBuf, HarnessError> {
+    // Test executables live in <target>/<profile>/deps, binaries in <target>/<profile>.
     let profile_dir = std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))
+        .and_then(|exe| {
+            let dir = exe.parent()?;
+            let dir = if dir.ends_with("deps") { dir.parent()? } else { dir };
+            Some(dir.to_path_buf())
+        })
         .ok_or_else(|| HarnessError::Build(name.to_owned()))?;
-    let target_dir = profile_dir.parent().ok_or_else(|| HarnessError::Build(name.to_owned()))?;
+    let target_dir = profile_dir
+        .parent()
+        .ok_or_else(|| HarnessError::Build(name.to_owned()))?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = std::process::Command::new(cargo)
         .args(["build", "--quiet", "--bin", name, "--target-dir"])

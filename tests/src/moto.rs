@@ -111,7 +111,11 @@ impl Moto {
 
     /// Creates a uniquely named table with string key `id` (on-demand billing) and, when
     /// `ttl_attribute` is given, TTL on that attribute. Returns its name.
-    pub async fn create_table(&self, prefix: &str, ttl_attribute: Option<&str>) -> Result<String, aws_sdk_dynamodb::Error> {
+    pub async fn create_table(
+        &self,
+        prefix: &str,
+        ttl_attribute: Option<&str>,
+    ) -> Result<String, aws_sdk_dynamodb::Error> {
         let name = unique_name(prefix);
         let client = self.dynamodb();
         client
@@ -156,7 +160,12 @@ impl Moto {
 
     /// Creates a uniquely named SQS queue; returns its URL.
     pub async fn create_queue(&self, prefix: &str) -> Result<String, aws_sdk_sqs::Error> {
-        let output = self.sqs().create_queue().queue_name(unique_name(prefix)).send().await?;
+        let output = self
+            .sqs()
+            .create_queue()
+            .queue_name(unique_name(prefix))
+            .send()
+            .await?;
         Ok(output.queue_url.unwrap_or_default())
     }
 }

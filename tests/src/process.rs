@@ -77,7 +77,11 @@ impl Process {
 
     /// Waits until `ready` holds, failing with the process's output if it does not in `timeout`
     /// or if the process exits.
-    pub fn wait_ready(&mut self, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<(), HarnessError> {
+    pub fn wait_ready(
+        &mut self,
+        timeout: Duration,
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<(), HarnessError> {
         let mut exited = false;
         let ok = wait_until(timeout, || {
             exited = !self.is_running();

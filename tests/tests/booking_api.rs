@@ -66,7 +66,11 @@ fn booking_api_logs_and_metrics_under_the_lambda_emulator() {
     ];
     let answers: Vec<_> = payloads
         .iter()
-        .map(|p| emulator.invoke(p).unwrap_or_else(|e| panic!("{e}\n{}", function.output())))
+        .map(|p| {
+            emulator
+                .invoke(p)
+                .unwrap_or_else(|e| panic!("{e}\n{}", function.output()))
+        })
         .collect();
     assert_eq!(answers[0].status, 200, "{:?}", answers[0]);
     assert_eq!(answers[0].body["statusCode"], 201);
@@ -99,18 +103,32 @@ fn booking_api_logs_and_metrics_under_the_lambda_emulator() {
     // Each invocation's lines carry one request id of their own; cold_start is true once.
     let mut request_ids = Vec::new();
     for (n, correlation_id) in ["inv-1", "inv-2", "inv-3", "inv-4"].iter().enumerate() {
-        let own: Vec<&&Value> = logs.iter().filter(|l| l["correlation_id"] == *correlation_id).collect();
+        let own: Vec<&&Value> = logs
+            .iter()
+            .filter(|l| l["correlation_id"] == *correlation_id)
+            .collect();
         assert!(!own.is_empty(), "no line for {correlation_id}:\n{all}");
-        let ids: HashSet<&str> = own.iter().map(|l| l["function_request_id"].as_str().unwrap()).collect();
+        let ids: HashSet<&str> = own
+            .iter()
+            .map(|l| l["function_request_id"].as_str().unwrap())
+            .collect();
         assert_eq!(ids.len(), 1, "{correlation_id}: {ids:?}");
         let request_id = ids.into_iter().next().unwrap();
         assert!(!request_id.is_empty());
         request_ids.push(request_id.to_owned());
-        assert!(own.iter().all(|l| l["cold_start"] == (n == 0)), "{correlation_id}");
-        assert!(own.iter().all(|l| l["service"] == "booking-api" && l["function_name"] == "_"));
+        assert!(
+            own.iter().all(|l| l["cold_start"] == (n == 0)),
+            "{correlation_id}"
+        );
+        assert!(own
+            .iter()
+            .all(|l| l["service"] == "booking-api" && l["function_name"] == "_"));
         let debug = own.iter().filter(|l| l["level"] == "DEBUG").count();
         if *correlation_id == "inv-3" {
-            assert!(debug > 0, "the failing invocation's DEBUG lines were not written:\n{all}");
+            assert!(
+                debug > 0,
+                "the failing invocation's DEBUG lines were not written:\n{all}"
+            );
         } else {
             assert_eq!(debug, 0, "{correlation_id} wrote DEBUG lines:\n{all}");
         }
@@ -127,11 +145,17 @@ fn booking_api_logs_and_metrics_under_the_lambda_emulator() {
         .find(|l| l["correlation_id"] == "inv-3" && l["message"] == "incoming event")
         .expect("the failing event is among the buffered lines");
     assert_eq!(logged_event["event"]["queryStringParameters"]["email"], "***");
-    assert_eq!(logged_event["event"]["stageVariables"]["payload"], "{\"phone\":\"***\"}");
+    assert_eq!(
+        logged_event["event"]["stageVariables"]["payload"],
+        "{\"phone\":\"***\"}"
+    );
 
     // Metrics: ColdStart once (own document), BookingCreated for the two accepted bookings,
     // each document tied to its invocation.
-    let cold: Vec<&&Value> = documents.iter().filter(|d| d.get("ColdStart").is_some()).collect();
+    let cold: Vec<&&Value> = documents
+        .iter()
+        .filter(|d| d.get("ColdStart").is_some())
+        .collect();
     assert_eq!(cold.len(), 1);
     assert_eq!(cold[0]["function_name"], "_");
     assert_eq!(cold[0]["function_request_id"], request_ids[0].as_str());

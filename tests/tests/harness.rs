@@ -15,7 +15,10 @@ async fn moto_serves_dynamodb_sns_and_sqs_and_stops_with_its_guard() {
     let moto = Moto::start().expect("moto starts");
     assert!(moto.endpoint().starts_with("http://127.0.0.1:"));
 
-    let table = moto.create_table("keel-idempotency", Some("expiration")).await.unwrap();
+    let table = moto
+        .create_table("keel-idempotency", Some("expiration"))
+        .await
+        .unwrap();
     let ttl = moto
         .dynamodb()
         .describe_time_to_live()
@@ -51,7 +54,13 @@ async fn moto_serves_dynamodb_sns_and_sqs_and_stops_with_its_guard() {
         .send()
         .await
         .unwrap();
-    moto.sns().publish().topic_arn(&topic).message("hello").send().await.unwrap();
+    moto.sns()
+        .publish()
+        .topic_arn(&topic)
+        .message("hello")
+        .send()
+        .await
+        .unwrap();
     let received = moto
         .sqs()
         .receive_message()
@@ -60,7 +69,11 @@ async fn moto_serves_dynamodb_sns_and_sqs_and_stops_with_its_guard() {
         .send()
         .await
         .unwrap();
-    let bodies: Vec<String> = received.messages().iter().filter_map(|m| m.body.clone()).collect();
+    let bodies: Vec<String> = received
+        .messages()
+        .iter()
+        .filter_map(|m| m.body.clone())
+        .collect();
     assert_eq!(bodies, vec!["hello".to_owned()]);
 
     moto.reset().unwrap();
@@ -69,7 +82,10 @@ async fn moto_serves_dynamodb_sns_and_sqs_and_stops_with_its_guard() {
 
     let pid = moto.pid();
     drop(moto);
-    assert!(wait_until(Duration::from_secs(5), || !process_exists(pid)), "moto {pid} still runs");
+    assert!(
+        wait_until(Duration::from_secs(5), || !process_exists(pid)),
+        "moto {pid} still runs"
+    );
 }
 
 #[test]
@@ -78,5 +94,8 @@ fn the_emulator_starts_and_stops_by_pid() {
     assert!(emulator.runtime_api().starts_with("http://127.0.0.1:"));
     let pid = emulator.pid();
     drop(emulator);
-    assert!(wait_until(Duration::from_secs(5), || !process_exists(pid)), "emulator {pid} still runs");
+    assert!(
+        wait_until(Duration::from_secs(5), || !process_exists(pid)),
+        "emulator {pid} still runs"
+    );
 }

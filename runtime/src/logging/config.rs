@@ -65,7 +65,11 @@ impl LogConfig {
         }
         let level = match parse_var("KEEL_LOG_LEVEL", "TRACE, DEBUG, INFO, WARN or ERROR", parse_level)? {
             Some(level) => Some(level),
-            None => parse_var("AWS_LAMBDA_LOG_LEVEL", "TRACE, DEBUG, INFO, WARN, ERROR or FATAL", parse_level)?,
+            None => parse_var(
+                "AWS_LAMBDA_LOG_LEVEL",
+                "TRACE, DEBUG, INFO, WARN, ERROR or FATAL",
+                parse_level,
+            )?,
         };
         if let Some(level) = level {
             config.level = level;
@@ -78,7 +82,9 @@ impl LogConfig {
         if let Some(list) = var("KEEL_REDACT_FIELDS") {
             config.redactor = Redactor::from_list(&list);
         }
-        if let Some(size) = parse_var("KEEL_LOG_BUFFER_SIZE", "a whole number of lines", |v| v.parse().ok())? {
+        if let Some(size) = parse_var("KEEL_LOG_BUFFER_SIZE", "a whole number of lines", |v| {
+            v.parse().ok()
+        })? {
             config.debug_buffer = size;
         }
         if let Some(format) = parse_var("AWS_LAMBDA_LOG_FORMAT", "JSON or Text", |v| {

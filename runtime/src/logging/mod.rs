@@ -265,4 +265,3 @@ where
         Poll::Ready(result)
     }
 }
-

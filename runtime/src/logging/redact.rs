@@ -108,7 +108,10 @@ mod tests {
         let redactor = Redactor::from_list(" Email , phone,,");
         let mut value = json!([{"EMAIL": "x", "nested": {"deeper": [{"phone": {"n": 1}}]}}, "email"]);
         redactor.redact(&mut value);
-        assert_eq!(value, json!([{"EMAIL": "***", "nested": {"deeper": [{"phone": "***"}]}}, "email"]));
+        assert_eq!(
+            value,
+            json!([{"EMAIL": "***", "nested": {"deeper": [{"phone": "***"}]}}, "email"])
+        );
     }
 
     #[test]
@@ -116,7 +119,10 @@ mod tests {
         let redactor = Redactor::default();
         let mut event = json!({"body": "{\"email\":\"a@b.c\",\"seats\":2}", "note": "email me"});
         redactor.redact(&mut event);
-        assert_eq!(event, json!({"body": "{\"email\":\"***\",\"seats\":2}", "note": "email me"}));
+        assert_eq!(
+            event,
+            json!({"body": "{\"email\":\"***\",\"seats\":2}", "note": "email me"})
+        );
     }
 
     #[test]

@@ -52,7 +52,11 @@ impl StructuredLogLayer {
         let _ = write!(process_fields, "{}", config.function.memory_size);
         process_fields.remove(0);
         let wants_debug = config.debug_buffer > 0 || config.sample_rate > 0.0;
-        let interest = if wants_debug { config.level.max(Level::DEBUG) } else { config.level };
+        let interest = if wants_debug {
+            config.level.max(Level::DEBUG)
+        } else {
+            config.level
+        };
         Self {
             config,
             process_fields,
@@ -60,8 +64,9 @@ impl StructuredLogLayer {
         }
     }
 
-    /// Renders one line: the event's own fields, then those of the spans around it (innermost
-    /// first; a key already written is not written again).
+    /// Renders one line: the fields of the spans around the event (outermost first, so the
+    /// invocation's context leads), then the event's own. A key is written once: the event's
+    /// value wins over a span's, an outer span's over an inner one's.
     fn render<S>(
         &self,
         level: Level,
@@ -74,21 +79,26 @@ impl StructuredLogLayer {
         S: Subscriber + for<'lookup> LookupSpan<'lookup>,
     {
         let mut line = Line::begin(self, level, message);
-        for (key, value) in event_fields {
-            line.field(key, value);
-        }
-        let mut written = event_fields.len();
-        let mut keys: Vec<Cow<'static, str>> = event_fields.iter().map(|(k, _)| k.clone()).collect();
-        for span in ctx.event_scope(event).into_iter().flatten() {
+        let mut written: Vec<Cow<'static, str>> = Vec::new();
+        for span in ctx
+            .event_scope(event)
+            .into_iter()
+            .flat_map(|scope| scope.from_root())
+        {
             let extensions = span.extensions();
-            let Some(fields) = extensions.get::<SpanFields>() else { continue };
+            let Some(fields) = extensions.get::<SpanFields>() else {
+                continue;
+            };
             for (key, value) in &fields.0 {
-                if !keys[..written].contains(key) {
+                let taken = event_fields.iter().any(|(k, _)| k == key) || written.contains(key);
+                if !taken {
                     line.field(key, value);
-                    keys.push(key.clone());
+                    written.push(key.clone());
                 }
             }
-            written = keys.len();
+        }
+        for (key, value) in event_fields {
+            line.field(key, value);
         }
         line.finish()
     }
@@ -245,7 +255,8 @@ impl Visit for FieldVisitor<'_> {
             .collect();
         if !chain.is_empty() {
             let key = format!("{}.source_chain", field.name());
-            self.fields.push((Cow::Owned(key), Value::Array(chain).to_string()));
+            self.fields
+                .push((Cow::Owned(key), Value::Array(chain).to_string()));
         }
     }
 }
@@ -314,13 +325,20 @@ where
             .as_ref()
             .and_then(|span| {
                 let extensions = span.extensions();
-                extensions.get::<InvocationLog>().map(|log| (log.sampled, log.failing, log.evicted))
+                extensions
+                    .get::<InvocationLog>()
+                    .map(|log| (log.sampled, log.failing, log.evicted))
             })
             .unwrap_or((false, false, 0));
 
-        let max_level = if sampled || failing { self.config.level.max(Level::DEBUG) } else { self.config.level };
+        let max_level = if sampled || failing {
+            self.config.level.max(Level::DEBUG)
+        } else {
+            self.config.level
+        };
         let write_now = level <= max_level;
-        let buffer_it = !write_now && level == Level::DEBUG && invocation.is_some() && self.config.debug_buffer > 0;
+        let buffer_it =
+            !write_now && level == Level::DEBUG && invocation.is_some() && self.config.debug_buffer > 0;
         if !write_now && !buffer_it {
             return;
         }

@@ -136,7 +136,11 @@ mod tests {
             assert_eq!(def.dimensions.first(), Some(&"service"), "{}", def.name);
             assert!(def.dimensions.len() <= 30, "{}", def.name);
             assert!(!def.description.is_empty(), "{}", def.name);
-            assert!(ALL[i + 1..].iter().all(|other| other.name != def.name), "{} twice", def.name);
+            assert!(
+                ALL[i + 1..].iter().all(|other| other.name != def.name),
+                "{} twice",
+                def.name
+            );
         }
     }
 }

@@ -63,7 +63,10 @@ pub fn check_name(name: &str) -> Result<(), String> {
         return Err("the name is empty".into());
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(format!("the name has {} characters (at most {MAX_NAME_LEN})", name.len()));
+        return Err(format!(
+            "the name has {} characters (at most {MAX_NAME_LEN})",
+            name.len()
+        ));
     }
     if let Some(c) = name.chars().find(|c| !c.is_ascii() || c.is_ascii_control()) {
         return Err(format!("the name holds {c:?}: only printable ASCII is allowed"));
@@ -81,7 +84,9 @@ pub fn check_namespace(namespace: &str) -> Result<(), String> {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || ".-_/#: ".contains(*c)))
     {
-        return Err(format!("the namespace holds {c:?}: use letters, digits and . - _ / # : space"));
+        return Err(format!(
+            "the namespace holds {c:?}: use letters, digits and . - _ / # : space"
+        ));
     }
     if namespace.starts_with("AWS/") {
         return Err("namespaces starting with AWS/ are reserved".into());
@@ -94,7 +99,9 @@ fn check_dimension_value(value: &str) -> Result<(), String> {
         return Err("the value is empty".into());
     }
     if value.chars().count() > MAX_DIMENSION_VALUE_LEN {
-        return Err(format!("the value is longer than {MAX_DIMENSION_VALUE_LEN} characters"));
+        return Err(format!(
+            "the value is longer than {MAX_DIMENSION_VALUE_LEN} characters"
+        ));
     }
     Ok(())
 }
@@ -171,7 +178,10 @@ impl EmfWriter {
         let mut valid: Vec<Metric<'a>> = Vec::with_capacity(metrics.len());
         for mut metric in metrics {
             if let Err(reason) = check_name(metric.name) {
-                rejections.push(Rejection::new(metric.name, format!("invalid metric name: {reason}")));
+                rejections.push(Rejection::new(
+                    metric.name,
+                    format!("invalid metric name: {reason}"),
+                ));
                 continue;
             }
             let collides = metric.name == "service"
@@ -186,7 +196,9 @@ impl EmfWriter {
                 continue;
             }
             let before = metric.values.len();
-            metric.values.retain(|v| v.is_finite() && v.abs() <= MAX_MAGNITUDE);
+            metric
+                .values
+                .retain(|v| v.is_finite() && v.abs() <= MAX_MAGNITUDE);
             if metric.values.len() < before {
                 rejections.push(Rejection::new(
                     metric.name,
@@ -204,7 +216,12 @@ impl EmfWriter {
     }
 
     /// `"service":"…",<dimensions>,"function_request_id":"…"` — shared by every document.
-    fn document_prefix(&self, dimensions: &[(&str, &str)], request_id: Option<&str>, timestamp_ms: u128) -> Prefix {
+    fn document_prefix(
+        &self,
+        dimensions: &[(&str, &str)],
+        request_id: Option<&str>,
+        timestamp_ms: u128,
+    ) -> Prefix {
         let mut head = String::with_capacity(128);
         head.push_str("{\"_aws\":{\"Timestamp\":");
         let _ = write!(head, "{timestamp_ms}");
@@ -320,12 +337,21 @@ mod tests {
         metrics.push(metric("big", (0..250).map(f64::from).collect()));
         let rejections = writer.write(&[("route", "/b")], metrics, Some("req-1"), 1);
         assert!(rejections.is_empty());
-        let docs: Vec<Value> = lines.lines().iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let docs: Vec<Value> = lines
+            .lines()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         // chunk 0: 151 metrics -> 2 documents; chunks 1 and 2 hold only `big`.
         assert_eq!(docs.len(), 4);
         let total: usize = docs
             .iter()
-            .map(|d| d["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap().len())
+            .map(|d| {
+                d["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                    .as_array()
+                    .unwrap()
+                    .len()
+            })
             .sum();
         assert_eq!(total, 153);
         let big_values: usize = docs
@@ -334,7 +360,9 @@ mod tests {
             .map(|v| v.as_array().map_or(1, Vec::len))
             .sum();
         assert_eq!(big_values, 250);
-        assert!(docs.iter().all(|d| d["function_request_id"] == "req-1" && d["route"] == "/b"));
+        assert!(docs
+            .iter()
+            .all(|d| d["function_request_id"] == "req-1" && d["route"] == "/b"));
     }
 
     #[test]

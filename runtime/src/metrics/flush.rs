@@ -9,6 +9,9 @@ use super::emf::{EmfWriter, Metric, Rejection};
 use super::recorder::{described_unit, Entry};
 use super::unit::{Resolution, Unit};
 
+/// A dimension set as (name, value) pairs, sorted by name, without `service`.
+type Dimensions<'a> = Vec<(&'a str, &'a str)>;
+
 /// Everything needed to write an invocation's metrics.
 #[derive(Debug)]
 pub(crate) struct Flush {
@@ -52,7 +55,7 @@ pub(crate) fn flush(flush: &Flush, mut entries: Vec<Entry>, request_id: Option<&
         .map(|d| d.as_millis())
         .unwrap_or_default();
     // One group per dimension set; an invocation has few, so a list beats a map.
-    let mut groups: Vec<(Vec<(&str, &str)>, Vec<Metric<'_>>)> = Vec::new();
+    let mut groups: Vec<(Dimensions<'_>, Vec<Metric<'_>>)> = Vec::new();
     let mut rejections = Vec::new();
     for Entry { key, kind, values } in &mut entries {
         let key: &Key = key;
@@ -67,7 +70,7 @@ pub(crate) fn flush(flush: &Flush, mut entries: Vec<Entry>, request_id: Option<&
                 continue;
             }
         };
-        let mut labels: Vec<(&str, &str)> = key.labels().map(|l| (l.key(), l.value())).collect();
+        let mut labels: Dimensions<'_> = key.labels().map(|l| (l.key(), l.value())).collect();
         labels.sort_unstable();
         let metric = Metric {
             name,

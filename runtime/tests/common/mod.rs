@@ -16,7 +16,10 @@ pub fn outside_invocations() -> &'static CapturedLines {
     static OUTSIDE: OnceLock<CapturedLines> = OnceLock::new();
     OUTSIDE.get_or_init(|| {
         let (output, lines) = Output::memory();
-        let _ = Keel::new("outside").output(output).metrics_layer().install_recorder();
+        let _ = Keel::new("outside")
+            .output(output)
+            .metrics_layer()
+            .install_recorder();
         lines
     })
 }
@@ -42,19 +45,29 @@ pub fn event(request_id: &str, payload: Value) -> LambdaEvent<RawEvent> {
     let mut context = Context::default();
     context.request_id = request_id.to_owned();
     context.xray_trace_id = Some(format!("Root=1-{request_id}"));
-    LambdaEvent::new(serde_json::value::to_raw_value(&payload).expect("serializable"), context)
+    LambdaEvent::new(
+        serde_json::value::to_raw_value(&payload).expect("serializable"),
+        context,
+    )
 }
 
 /// Runs `events` one after another through `handler` wrapped by `keel`, with Keel's log
 /// subscriber installed for this thread.
-pub fn invoke<H, T>(keel: &Keel, handler: H, events: Vec<LambdaEvent<RawEvent>>) -> Vec<Result<H::Response, InvocationError>>
+pub fn invoke<H, T>(
+    keel: &Keel,
+    handler: H,
+    events: Vec<LambdaEvent<RawEvent>>,
+) -> Vec<Result<H::Response, InvocationError>>
 where
     H: Service<LambdaEvent<T>>,
     H::Error: Into<keel_runtime::BoxError> + 'static,
     T: DeserializeOwned,
 {
     let subscriber = tracing_subscriber::registry().with(keel.log_layer());
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     tracing::subscriber::with_default(subscriber, || {
         runtime.block_on(async {
             let mut service = keel.service(handler);
@@ -70,7 +83,10 @@ where
 
 /// The captured lines that are log records (not EMF), parsed.
 pub fn logs(lines: &CapturedLines) -> Vec<Value> {
-    parsed(lines).into_iter().filter(|v| v.get("_aws").is_none()).collect()
+    parsed(lines)
+        .into_iter()
+        .filter(|v| v.get("_aws").is_none())
+        .collect()
 }
 
 /// The captured EMF documents, each validated against the specification.
@@ -94,5 +110,7 @@ pub fn parsed(lines: &CapturedLines) -> Vec<Value> {
 
 /// Log records of one invocation.
 pub fn of_request<'a>(logs: &'a [Value], request_id: &str) -> Vec<&'a Value> {
-    logs.iter().filter(|l| l["function_request_id"] == request_id).collect()
+    logs.iter()
+        .filter(|l| l["function_request_id"] == request_id)
+        .collect()
 }
