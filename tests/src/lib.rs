@@ -12,6 +12,8 @@
 //!
 //! [`emf_spec`] validates EMF documents against the CloudWatch specification.
 
+#![warn(missing_docs)]
+
 pub mod emf_spec;
 mod emulator;
 mod moto;

@@ -1,0 +1,79 @@
+//! Configuration from `KEEL_*` variables: defaults, overrides, and clear errors for bad values.
+//! One test, so that nothing else in this process reads the environment while it changes.
+
+use keel_runtime::{ConfigError, Keel};
+
+const VARIABLES: [&str; 8] = [
+    "KEEL_SERVICE",
+    "KEEL_NAMESPACE",
+    "KEEL_LOG_LEVEL",
+    "AWS_LAMBDA_LOG_LEVEL",
+    "KEEL_LOG_SAMPLE_RATE",
+    "KEEL_LOG_BUFFER_SIZE",
+    "AWS_LAMBDA_LOG_FORMAT",
+    "KEEL_LOG_EVENT",
+];
+
+fn from_env() -> Result<Keel, ConfigError> {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    runtime.block_on(Keel::from_env("booking-api"))
+}
+
+fn invalid_variable(result: Result<Keel, ConfigError>) -> &'static str {
+    match result {
+        Err(ConfigError::InvalidVariable { variable, .. }) => variable,
+        other => panic!("expected an invalid variable, got {other:?}"),
+    }
+}
+
+#[test]
+fn variables_are_read_and_bad_values_named() {
+    for name in VARIABLES {
+        std::env::remove_var(name);
+    }
+    assert!(from_env().is_ok(), "defaults need no variable");
+
+    std::env::set_var("KEEL_SERVICE", "bookings");
+    std::env::set_var("KEEL_LOG_LEVEL", "debug");
+    std::env::set_var("KEEL_LOG_SAMPLE_RATE", "0.25");
+    std::env::set_var("AWS_LAMBDA_LOG_FORMAT", "Text");
+    std::env::set_var("KEEL_NAMESPACE", "Keel/Bookings");
+    let keel = from_env().expect("valid values");
+    let debug = format!("{keel:?}");
+    for expected in [
+        "service: \"bookings\"",
+        "level: Level(Debug)",
+        "sample_rate: 0.25",
+        "format: Text",
+    ] {
+        assert!(debug.contains(expected), "{expected} not in {debug}");
+    }
+
+    let bad = [
+        ("KEEL_LOG_LEVEL", "LOUD"),
+        ("KEEL_LOG_SAMPLE_RATE", "1.5"),
+        ("KEEL_LOG_SAMPLE_RATE", "often"),
+        ("KEEL_LOG_BUFFER_SIZE", "-1"),
+        ("AWS_LAMBDA_LOG_FORMAT", "xml"),
+        ("KEEL_NAMESPACE", "AWS/Lambda"),
+        ("KEEL_LOG_EVENT", "yes please"),
+    ];
+    for (name, value) in bad {
+        let previous = std::env::var(name).ok();
+        std::env::set_var(name, value);
+        assert_eq!(invalid_variable(from_env()), name, "{name}={value}");
+        let message = from_env().unwrap_err().to_string();
+        assert!(
+            message.starts_with(&format!("{name}=\"{value}\" is not valid: expected")),
+            "{message}"
+        );
+        match previous {
+            Some(previous) => std::env::set_var(name, previous),
+            None => std::env::remove_var(name),
+        }
+    }
+
+    std::env::remove_var("KEEL_LOG_LEVEL");
+    std::env::set_var("AWS_LAMBDA_LOG_LEVEL", "FATAL");
+    assert!(format!("{:?}", from_env().unwrap()).contains("level: Level(Error)"));
+}
