@@ -35,3 +35,13 @@ pub(crate) fn var(name: &str) -> Option<String> {
         .map(|v| v.trim().to_owned())
         .filter(|v| !v.is_empty())
 }
+
+/// The service name: `KEEL_SERVICE`, else `given`, else the function's name.
+pub(crate) fn service_name(given: String, function: &FunctionInfo) -> String {
+    let service = var("KEEL_SERVICE").unwrap_or(given);
+    if service.is_empty() {
+        function.name.clone()
+    } else {
+        service
+    }
+}

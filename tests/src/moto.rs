@@ -4,6 +4,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_types::sdk_config::SharedCredentialsProvider;
+use aws_types::SdkConfig;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
 };
@@ -72,41 +74,30 @@ impl Moto {
             })
     }
 
-    fn credentials() -> Credentials {
-        Credentials::new("testing", "testing", None, None, "keel-tests")
+    /// The shared SDK configuration for this server: region, test credentials, endpoint.
+    pub fn sdk_config(&self) -> SdkConfig {
+        let credentials = Credentials::new("testing", "testing", None, None, "keel-tests");
+        SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .credentials_provider(SharedCredentialsProvider::new(credentials))
+            .endpoint_url(&self.endpoint)
+            .build()
     }
 
     /// A DynamoDB client for this server.
     pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
-        let config = aws_sdk_dynamodb::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(REGION))
-            .credentials_provider(Self::credentials())
-            .endpoint_url(&self.endpoint)
-            .build();
-        aws_sdk_dynamodb::Client::from_conf(config)
+        aws_sdk_dynamodb::Client::new(&self.sdk_config())
     }
 
     /// An SNS client for this server.
     pub fn sns(&self) -> aws_sdk_sns::Client {
-        let config = aws_sdk_sns::Config::builder()
-            .behavior_version(aws_sdk_sns::config::BehaviorVersion::latest())
-            .region(aws_sdk_sns::config::Region::new(REGION))
-            .credentials_provider(Self::credentials())
-            .endpoint_url(&self.endpoint)
-            .build();
-        aws_sdk_sns::Client::from_conf(config)
+        aws_sdk_sns::Client::new(&self.sdk_config())
     }
 
     /// An SQS client for this server.
     pub fn sqs(&self) -> aws_sdk_sqs::Client {
-        let config = aws_sdk_sqs::Config::builder()
-            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-            .region(aws_sdk_sqs::config::Region::new(REGION))
-            .credentials_provider(Self::credentials())
-            .endpoint_url(&self.endpoint)
-            .build();
-        aws_sdk_sqs::Client::from_conf(config)
+        aws_sdk_sqs::Client::new(&self.sdk_config())
     }
 
     /// Creates a uniquely named table with string key `id` (on-demand billing) and, when

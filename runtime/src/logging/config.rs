@@ -4,7 +4,7 @@ use tracing::Level;
 
 use super::redact::Redactor;
 use crate::config::{parse_var, ConfigError};
-use crate::function::{var, FunctionInfo};
+use crate::function::{service_name, var, FunctionInfo};
 use crate::output::Output;
 
 /// Line format, from `AWS_LAMBDA_LOG_FORMAT`.
@@ -59,10 +59,8 @@ impl LogConfig {
 
     /// Defaults overridden by the variables in the table above.
     pub fn from_env(service: impl Into<String>) -> Result<Self, ConfigError> {
-        let mut config = Self::new(var("KEEL_SERVICE").unwrap_or_else(|| service.into()));
-        if config.service.is_empty() {
-            config.service = config.function.name.clone();
-        }
+        let mut config = Self::new(service);
+        config.service = service_name(config.service, &config.function);
         let level = match parse_var("KEEL_LOG_LEVEL", "TRACE, DEBUG, INFO, WARN or ERROR", parse_level)? {
             Some(level) => Some(level),
             None => parse_var(

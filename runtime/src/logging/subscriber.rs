@@ -32,7 +32,7 @@ use crate::json;
 #[derive(Debug)]
 pub struct StructuredLogLayer {
     config: LogConfig,
-    /// `,"service":"…","function_name":"…",…` rendered once: these never change in a process.
+    /// `"service":"…","function_name":"…",…` rendered once: these never change in a process.
     process_fields: String,
     /// Most verbose level that reaches this layer at all (DEBUG when buffering or sampling).
     interest: Level,
@@ -356,7 +356,7 @@ where
             self.render(Level::WARN, &note, &[], &ctx, event)
         });
 
-        let Some(span) = invocation else {
+        let Some(span) = invocation.filter(|_| buffer_it || level == Level::ERROR) else {
             self.config.output.write_line(&line);
             return;
         };

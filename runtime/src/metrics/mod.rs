@@ -43,7 +43,7 @@ pub use recorder::EmfRecorder;
 pub use unit::{Resolution, Unit};
 
 use crate::config::{parse_var, ConfigError};
-use crate::function::{var, FunctionInfo};
+use crate::function::{service_name, FunctionInfo};
 use crate::output::Output;
 use flush::{flush, Flush};
 use recorder::Collector;
@@ -80,10 +80,8 @@ impl MetricsConfig {
 
     /// Defaults overridden by `KEEL_SERVICE` and `KEEL_NAMESPACE`.
     pub fn from_env(service: impl Into<String>) -> Result<Self, ConfigError> {
-        let mut config = Self::new(var("KEEL_SERVICE").unwrap_or_else(|| service.into()));
-        if config.service.is_empty() {
-            config.service = config.function.name.clone();
-        }
+        let mut config = Self::new(service);
+        config.service = service_name(config.service, &config.function);
         if let Some(namespace) = parse_var(
             "KEEL_NAMESPACE",
             "1-255 characters of letters, digits and . - _ / # : space, not starting with AWS/",
