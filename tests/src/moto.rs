@@ -4,11 +4,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
-use aws_types::sdk_config::SharedCredentialsProvider;
-use aws_types::SdkConfig;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
 };
+use aws_types::sdk_config::SharedCredentialsProvider;
+use aws_types::SdkConfig;
 
 use crate::process::{port_open, Process};
 use crate::{free_port, http_agent, tool, unique_name, HarnessError};

@@ -95,8 +95,12 @@ impl Collector {
     }
 }
 
-/// The recorder to install as the `metrics` facade's global recorder; see the [module docs](self).
+/// The recorder to install as the `metrics` facade's global recorder.
 ///
+/// Each invocation running behind a [`MetricsLayer`](super::MetricsLayer) collects its own values
+/// (a tokio task-local holds its collector), so concurrent invocations never mix. A value
+/// recorded outside any invocation — during init, or in a task spawned without the invocation's
+/// scope — is written at once as a document of its own.
 /// [`MetricsLayer::install_recorder`](super::MetricsLayer::install_recorder) installs it.
 #[derive(Clone, Debug)]
 pub struct EmfRecorder {
