@@ -28,16 +28,22 @@
 //! }
 //! ```
 //!
+//! - [`idempotency`]: each request runs at most once per key, with records in DynamoDB (or in
+//!   memory), duplicates answered with the stored response.
+//!
 //! Layers run in this order, outermost first: logging (the invocation span) → metrics (flushed
-//! after every invocation) → the typed handler (the event is deserialized inside Keel, so a bad
-//! event is logged and answered with a clear `Keel.InvalidEvent` error). Each layer can also be
-//! used alone: see [`logging::LoggingLayer`] and [`metrics::MetricsLayer`].
+//! after every invocation) → idempotency (a replayed duplicate never reaches the handler) → the
+//! typed handler (the event is deserialized inside Keel, so a bad event is logged and answered
+//! with a clear `Keel.InvalidEvent` error). Each layer can also be used alone: see
+//! [`logging::LoggingLayer`], [`metrics::MetricsLayer`] and [`idempotency::IdempotencyLayer`].
+//! Response types serialize and deserialize (`serde`), so that they can be stored and replayed.
 
 #![warn(missing_docs)]
 
 mod config;
 mod function;
 pub mod handler;
+pub mod idempotency;
 mod json;
 pub mod logging;
 pub mod metrics;
@@ -58,12 +64,13 @@ pub use handler::{BoxError, InvocationError, RawEvent};
 pub use lambda_runtime::{service_fn, Context, LambdaEvent};
 
 use handler::TypedHandler;
+use idempotency::{Idempotency, IdempotencyLayer, IdempotencyService};
 use logging::{CorrelationId, LogConfig, LoggingLayer, LoggingService, StructuredLogLayer};
 use metrics::{MetricsConfig, MetricsLayer, MetricsService};
 use output::Output;
 
 /// A handler wrapped in every Keel layer, as [`Keel::service`] builds it.
-pub type KeelService<H, T> = LoggingService<MetricsService<TypedHandler<H, T>>>;
+pub type KeelService<H, T> = LoggingService<MetricsService<IdempotencyService<TypedHandler<H, T>>>>;
 
 /// The Keel builder: configuration for every layer, read from `KEEL_*` variables and adjusted
 /// with its methods, then [`Keel::run`] to serve invocations.
@@ -72,6 +79,7 @@ pub struct Keel {
     log: LogConfig,
     logging: LoggingLayer,
     metrics: MetricsConfig,
+    idempotency: IdempotencyLayer,
 }
 
 impl Keel {
@@ -83,6 +91,7 @@ impl Keel {
             log: LogConfig::new(service.clone()),
             logging: LoggingLayer::new(),
             metrics: MetricsConfig::new(service),
+            idempotency: IdempotencyLayer::disabled(),
         }
     }
 
@@ -91,6 +100,8 @@ impl Keel {
     /// Besides the variables of [`LogConfig`] and [`MetricsConfig`]:
     /// `KEEL_CORRELATION_ID_HEADER` (a header name) or `KEEL_CORRELATION_ID_POINTER` (a JSON
     /// pointer) says where the correlation id is; `KEEL_LOG_EVENT=true` logs each event at DEBUG.
+    /// Idempotency is turned on in code, with [`Keel::idempotency`] (its settings can come from
+    /// [`Idempotency::from_env`]).
     pub async fn from_env(service: impl Into<String>) -> Result<Self, ConfigError> {
         let service = service.into();
         let log = LogConfig::from_env(service.clone())?;
@@ -109,7 +120,14 @@ impl Keel {
             log,
             logging,
             metrics,
+            idempotency: IdempotencyLayer::disabled(),
         })
+    }
+
+    /// Runs each request at most once per idempotency key (see [`idempotency`]).
+    pub fn idempotency(mut self, idempotency: Idempotency) -> Self {
+        self.idempotency = IdempotencyLayer::new(idempotency);
+        self
     }
 
     /// Where each invocation's `correlation_id` comes from.
@@ -155,16 +173,13 @@ impl Keel {
     }
 
     /// `handler` wrapped in every layer, without installing anything global (for tests).
-    pub fn service<H, T>(&self, handler: H) -> KeelService<H, T>
-    where
-        H: Service<LambdaEvent<T>>,
-        T: DeserializeOwned,
-    {
+    pub fn service<H, T>(&self, handler: H) -> KeelService<H, T> {
         self.wrap(&self.metrics_layer(), handler)
     }
 
     fn wrap<H, T>(&self, metrics: &MetricsLayer, handler: H) -> KeelService<H, T> {
-        self.logging.layer(metrics.layer(TypedHandler::new(handler)))
+        let typed = TypedHandler::new(handler);
+        self.logging.layer(metrics.layer(self.idempotency.layer(typed)))
     }
 
     /// Installs the log subscriber and the metrics recorder for the whole process. Returns an
@@ -194,7 +209,7 @@ impl Keel {
         H::Future: Send + 'static,
         H::Error: Into<BoxError> + 'static,
         T: DeserializeOwned + Send + 'static,
-        R: IntoFunctionResponse<B, S> + Send + 'static,
+        R: IntoFunctionResponse<B, S> + Serialize + DeserializeOwned + Send + 'static,
         B: Serialize + Send + 'static,
         S: Stream<Item = Result<D, E>> + Unpin + Send + 'static,
         D: Into<bytes::Bytes> + Send + 'static,

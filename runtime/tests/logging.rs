@@ -7,14 +7,14 @@ use keel_runtime::logging::{CorrelationId, LogFormat};
 use keel_runtime::{service_fn, BoxError, LambdaEvent};
 use serde_json::{json, Value};
 
-async fn chatty(event: LambdaEvent<Value>) -> Result<&'static str, BoxError> {
+async fn chatty(event: LambdaEvent<Value>) -> Result<String, BoxError> {
     tracing::debug!(step = 1, "loading");
     tracing::debug!(step = 2, "pricing");
     tracing::info!(seats = 2, "booking priced");
     if event.payload["fail"] == true {
         return Err("pricing service unavailable".into());
     }
-    Ok("ok")
+    Ok("ok".into())
 }
 
 #[test]

@@ -1,9 +1,14 @@
 //! [`Moto`]: a moto server on 127.0.0.1 and SDK clients pointed at it.
 
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{
+    BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents,
+};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
 };
@@ -90,6 +95,15 @@ impl Moto {
         aws_sdk_dynamodb::Client::new(&self.sdk_config())
     }
 
+    /// A DynamoDB client for this server and the counter of the requests it sends.
+    pub fn dynamodb_counted(&self) -> (aws_sdk_dynamodb::Client, CountRequests) {
+        let requests = CountRequests::default();
+        let config = aws_sdk_dynamodb::config::Builder::from(&self.sdk_config())
+            .interceptor(requests.clone())
+            .build();
+        (aws_sdk_dynamodb::Client::from_conf(config), requests)
+    }
+
     /// An SNS client for this server.
     pub fn sns(&self) -> aws_sdk_sns::Client {
         aws_sdk_sns::Client::new(&self.sdk_config())
@@ -158,5 +172,32 @@ impl Moto {
             .send()
             .await?;
         Ok(output.queue_url.unwrap_or_default())
+    }
+}
+
+/// An SDK interceptor that counts the HTTP requests a client sends (retries included).
+#[derive(Clone, Debug, Default)]
+pub struct CountRequests(Arc<AtomicU64>);
+
+impl CountRequests {
+    /// Requests sent so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Intercept for CountRequests {
+    fn name(&self) -> &'static str {
+        "CountRequests"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _config: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 }

@@ -10,11 +10,19 @@ use serde_json::{json, Value};
 const SECRETS: [&str; 3] = ["guest@example.com", "4111111111111111", "+44 20 7946 0000"];
 
 fn booking_event(correlation_id: &str, body: Value) -> String {
+    keyed_booking_event(correlation_id, &format!("key-{correlation_id}"), body)
+}
+
+fn keyed_booking_event(correlation_id: &str, idempotency_key: &str, body: Value) -> String {
     json!({
         "version": "2.0",
         "routeKey": "POST /bookings",
         "rawPath": "/bookings",
-        "headers": {"content-type": "application/json", "x-correlation-id": correlation_id},
+        "headers": {
+            "content-type": "application/json",
+            "x-correlation-id": correlation_id,
+            "idempotency-key": idempotency_key
+        },
         "requestContext": {"http": {"method": "POST", "path": "/bookings"}},
         "body": body.to_string(),
         "isBase64Encoded": false
@@ -51,7 +59,7 @@ fn booking_api_logs_and_metrics_under_the_lambda_emulator() {
     // 1, 2 and 4 succeed (4 is a refused request: a 400 answer, not a failed invocation);
     // 3 is an event that is not an API Gateway request: the invocation fails.
     let failing_event = json!({
-        "headers": {"x-correlation-id": "inv-3"},
+        "headers": {"x-correlation-id": "inv-3", "idempotency-key": "key-inv-3"},
         "queryStringParameters": {"email": SECRETS[0]},
         "stageVariables": {"payload": format!("{{\"phone\":\"{}\"}}", SECRETS[2])},
         "body": 5
@@ -165,4 +173,89 @@ fn booking_api_logs_and_metrics_under_the_lambda_emulator() {
         .map(|d| d["function_request_id"].as_str().unwrap())
         .collect();
     assert_eq!(created, vec![request_ids[0].as_str(), request_ids[1].as_str()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn booking_api_books_once_per_idempotency_key_with_records_in_dynamodb() {
+    let moto = keel_tests::Moto::start().expect("moto starts");
+    let table = moto
+        .create_table(
+            "booking-idempotency",
+            Some(keel_runtime::idempotency::TABLE.ttl_attribute),
+        )
+        .await
+        .unwrap();
+    let binary = build_binary("booking-api").expect("booking-api builds");
+    let emulator = Emulator::start().expect("emulator starts");
+    let mut env = moto.env();
+    env.push(("KEEL_IDEMPOTENCY_TABLE".into(), table.clone()));
+    let function = emulator.start_function(&binary, &env).expect("function starts");
+
+    let invoke = |payload: String| {
+        let emulator = &emulator;
+        let function = &function;
+        emulator
+            .invoke(&payload)
+            .unwrap_or_else(|e| panic!("{e}\n{}", function.output()))
+    };
+    let first = invoke(keyed_booking_event("d-1", "order-77", booking("room-9")));
+    let retry = invoke(keyed_booking_event("d-2", "order-77", booking("room-9")));
+    let misuse = invoke(keyed_booking_event("d-3", "order-77", booking("room-10")));
+    let unkeyed = invoke(
+        json!({
+            "routeKey": "POST /bookings", "rawPath": "/bookings", "headers": {},
+            "requestContext": {"http": {"method": "POST"}}, "body": booking("room-9").to_string()
+        })
+        .to_string(),
+    );
+
+    assert_eq!(
+        first.body["statusCode"],
+        201,
+        "{:?}\n{}",
+        first,
+        function.output()
+    );
+    assert_eq!(retry.body["statusCode"], 201);
+    assert_eq!(
+        retry.body["body"], first.body["body"],
+        "the retry gets the same booking"
+    );
+    assert_eq!(retry.body["headers"]["idempotent-replayed"], "true");
+    assert_eq!(misuse.body["statusCode"], 422);
+    assert_eq!(unkeyed.body["statusCode"], 400);
+
+    // One booking was made, and its record is in DynamoDB with both time units right.
+    assert!(function.wait_for_line(Duration::from_secs(10), |l| l
+        .contains("\"IdempotencyKeyReused\":1")));
+    let count = |metric: &str| {
+        function
+            .stdout_lines()
+            .iter()
+            .filter(|l| l.contains(&format!("\"{metric}\":1")))
+            .count()
+    };
+    assert_eq!(count("BookingCreated"), 1, "{}", function.output());
+    assert_eq!(count("IdempotencyReplay"), 1, "{}", function.output());
+    let items = moto.dynamodb().scan().table_name(&table).send().await.unwrap();
+    let items = items.items();
+    assert_eq!(items.len(), 1);
+    let number = |name: &str| -> u64 { items[0][name].as_n().unwrap().parse().unwrap() };
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(items[0]["status"].as_s().unwrap(), "COMPLETED");
+    assert!(
+        (now_s + 3500..now_s + 3700).contains(&number("expiration")),
+        "expiration is in seconds"
+    );
+    assert!(
+        number("in_progress_expiration") > now_s * 1000,
+        "in_progress_expiration is in milliseconds"
+    );
+    assert!(
+        items[0]["id"].as_s().unwrap().starts_with("_#"),
+        "prefixed with the function name"
+    );
 }

@@ -2,11 +2,15 @@
 //!
 //! `POST /bookings` with `{"resource_id", "customer_id", "start", "end", "seats"}` answers
 //! `201 {"booking_id", "status": "REQUESTED"}`; an invalid request answers `400 {code, message}`.
-//! Keel wraps the handler: structured logs, EMF metrics (`BookingCreated`).
+//! Keel wraps the handler: structured logs, EMF metrics (`BookingCreated`), and idempotency on
+//! the `Idempotency-Key` header — a retried request gets the first answer back, marked
+//! `Idempotent-Replayed: true`, and never books twice. Records go to `KEEL_IDEMPOTENCY_TABLE`
+//! (DynamoDB) when it is set, else stay in memory.
 
 mod booking;
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use keel_runtime::idempotency::Idempotency;
 use keel_runtime::{service_fn, BoxError, Keel, LambdaEvent};
 
 async fn handle(event: LambdaEvent<ApiGatewayV2httpRequest>) -> Result<ApiGatewayV2httpResponse, BoxError> {
@@ -15,5 +19,13 @@ async fn handle(event: LambdaEvent<ApiGatewayV2httpRequest>) -> Result<ApiGatewa
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    Keel::from_env("booking-api").await?.run(service_fn(handle)).await
+    let idempotency = Idempotency::from_env()
+        .await?
+        .key_from_header("Idempotency-Key")
+        .local_cache(1024);
+    Keel::from_env("booking-api")
+        .await?
+        .idempotency(idempotency)
+        .run(service_fn(handle))
+        .await
 }

@@ -118,8 +118,59 @@ pub static BOOKING_CREATED: MetricDef = MetricDef {
     emitter: Emitter::Function,
 };
 
+/// A duplicate answered with the stored response (the handler did not run).
+pub static IDEMPOTENCY_REPLAY: MetricDef = MetricDef {
+    name: "IdempotencyReplay",
+    unit: Unit::Count,
+    kind: Kind::Counter,
+    dimensions: &["service"],
+    resolution: Resolution::Standard,
+    description: "Duplicate requests answered with the stored response",
+    emitter: Emitter::Runtime,
+};
+
+/// A duplicate that arrived while the first request was still running.
+pub static IDEMPOTENCY_IN_PROGRESS_CONFLICT: MetricDef = MetricDef {
+    name: "IdempotencyInProgressConflict",
+    unit: Unit::Count,
+    kind: Kind::Counter,
+    dimensions: &["service"],
+    resolution: Resolution::Standard,
+    description: "Duplicate requests refused because the first one was still running",
+    emitter: Emitter::Runtime,
+};
+
+/// An idempotency key reused with a different payload.
+pub static IDEMPOTENCY_KEY_REUSED: MetricDef = MetricDef {
+    name: "IdempotencyKeyReused",
+    unit: Unit::Count,
+    kind: Kind::Counter,
+    dimensions: &["service"],
+    resolution: Resolution::Standard,
+    description: "Requests refused because their idempotency key was used with another payload",
+    emitter: Emitter::Runtime,
+};
+
+/// A failed operation of the idempotency store.
+pub static IDEMPOTENCY_STORE_ERROR: MetricDef = MetricDef {
+    name: "IdempotencyStoreError",
+    unit: Unit::Count,
+    kind: Kind::Counter,
+    dimensions: &["service"],
+    resolution: Resolution::Standard,
+    description: "Idempotency store operations that failed (throttled, unreachable, refused)",
+    emitter: Emitter::Runtime,
+};
+
 /// Every catalogue entry.
-pub static ALL: &[&MetricDef] = &[&COLD_START, &BOOKING_CREATED];
+pub static ALL: &[&MetricDef] = &[
+    &COLD_START,
+    &BOOKING_CREATED,
+    &IDEMPOTENCY_REPLAY,
+    &IDEMPOTENCY_IN_PROGRESS_CONFLICT,
+    &IDEMPOTENCY_KEY_REUSED,
+    &IDEMPOTENCY_STORE_ERROR,
+];
 
 /// The entry named `name`.
 pub fn find(name: &str) -> Option<&'static MetricDef> {

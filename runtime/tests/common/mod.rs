@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use keel_runtime::output::{CapturedLines, Output};
 use keel_runtime::{Context, FunctionInfo, InvocationError, Keel, LambdaEvent, RawEvent};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 use tower::{Service, ServiceExt};
 use tracing_subscriber::layer::SubscriberExt;
@@ -59,9 +60,11 @@ pub fn invoke<H, T>(
     events: Vec<LambdaEvent<RawEvent>>,
 ) -> Vec<Result<H::Response, InvocationError>>
 where
-    H: Service<LambdaEvent<T>>,
+    H: Service<LambdaEvent<T>> + Clone + Send + 'static,
+    H::Future: Send + 'static,
     H::Error: Into<keel_runtime::BoxError> + 'static,
-    T: DeserializeOwned,
+    H::Response: Serialize + DeserializeOwned + Send + 'static,
+    T: DeserializeOwned + 'static,
 {
     let subscriber = tracing_subscriber::registry().with(keel.log_layer());
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -1,24 +1,29 @@
-//! Runs Keel's main job locally: the booking API, wrapped by Keel, served by the Lambda emulator.
+//! Runs Keel's main job locally: the booking API, wrapped by Keel, served by the Lambda emulator,
+//! with its idempotency records in DynamoDB (a moto server).
 //!
-//! It builds `booking-api`, starts the cargo-lambda emulator on a free 127.0.0.1 port, starts the
-//! function against it, sends a few booking requests (accepted, refused, malformed) and prints
-//! each answer with the log lines and EMF documents the function wrote for it — what Lambda
-//! would send to CloudWatch Logs. With `--serve` it then keeps running for your own requests
-//! until interrupted.
+//! It builds `booking-api`, starts a moto server and creates the idempotency table, starts the
+//! cargo-lambda emulator on a free 127.0.0.1 port and the function against it, sends a few
+//! booking requests (accepted, retried, refused, malformed) and prints each answer with the log
+//! lines and EMF documents the function wrote for it — what Lambda would send to CloudWatch
+//! Logs. With `--serve` it then keeps running for your own requests until interrupted.
 //!
 //! `scripts/local.sh` installs the tools and runs this.
 
 use std::time::Duration;
 
-use keel_tests::{build_binary, Emulator, FunctionProcess, HarnessError};
+use keel_tests::{build_binary, Emulator, FunctionProcess, HarnessError, Moto};
 use serde_json::{json, Value};
 
-fn api_event(correlation_id: &str, method: &str, path: &str, body: Option<Value>) -> String {
+fn api_event(correlation_id: &str, key: &str, method: &str, path: &str, body: Option<Value>) -> String {
     json!({
         "version": "2.0",
         "routeKey": format!("{method} {path}"),
         "rawPath": path,
-        "headers": {"content-type": "application/json", "x-correlation-id": correlation_id},
+        "headers": {
+            "content-type": "application/json",
+            "x-correlation-id": correlation_id,
+            "idempotency-key": key
+        },
         "requestContext": {"http": {"method": method, "path": path}},
         "body": body.map(|b| b.to_string()),
         "isBase64Encoded": false
@@ -35,17 +40,50 @@ fn samples() -> Vec<(&'static str, String)> {
     };
     vec![
         (
-            "a booking request",
-            api_event("demo-1", "POST", "/bookings", Some(booking("room-1", "ada@example.com"))),
+            "a booking request (Idempotency-Key: order-1)",
+            api_event(
+                "demo-1",
+                "order-1",
+                "POST",
+                "/bookings",
+                Some(booking("room-1", "ada@example.com")),
+            ),
+        ),
+        (
+            "the same request retried (replayed from DynamoDB: same booking, not booked twice)",
+            api_event(
+                "demo-1b",
+                "order-1",
+                "POST",
+                "/bookings",
+                Some(booking("room-1", "ada@example.com")),
+            ),
         ),
         (
             "another booking request",
-            api_event("demo-2", "POST", "/bookings", Some(booking("room-2", "alan@example.com"))),
+            api_event(
+                "demo-2",
+                "order-2",
+                "POST",
+                "/bookings",
+                Some(booking("room-2", "alan@example.com")),
+            ),
+        ),
+        (
+            "the key order-1 reused for another booking (refused, 422)",
+            api_event(
+                "demo-2b",
+                "order-1",
+                "POST",
+                "/bookings",
+                Some(booking("room-3", "ada@example.com")),
+            ),
         ),
         (
             "a refused request (end before start)",
             api_event(
                 "demo-3",
+                "order-3",
                 "POST",
                 "/bookings",
                 Some(json!({"resource_id": "room-1", "customer_id": "c", "start": "b", "end": "a"})),
@@ -53,8 +91,12 @@ fn samples() -> Vec<(&'static str, String)> {
         ),
         (
             "an event that is not an API Gateway request (the invocation fails)",
-            json!({"headers": {"x-correlation-id": "demo-4"}, "body": 5, "guest": {"email": "eve@example.com"}})
-                .to_string(),
+            json!({
+                "headers": {"x-correlation-id": "demo-4", "idempotency-key": "order-4"},
+                "body": 5,
+                "guest": {"email": "eve@example.com"}
+            })
+            .to_string(),
         ),
     ]
 }
@@ -71,17 +113,37 @@ fn main() -> Result<(), HarnessError> {
     let serve = std::env::args().any(|a| a == "--serve");
     eprintln!("keel-local: building booking-api …");
     let binary = build_binary("booking-api")?;
+    let moto = Moto::start()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| HarnessError::Spawn {
+            name: "tokio runtime".into(),
+            source,
+        })?;
+    let table = runtime
+        // Key `id`, TTL on `expiration`: the idempotency table of DESIGN.md.
+        .block_on(moto.create_table("booking-idempotency", Some("expiration")))
+        .map_err(|e| HarnessError::Http {
+            url: moto.endpoint().to_owned(),
+            reason: e.to_string(),
+        })?;
     let emulator = Emulator::start()?;
-    let env: Vec<(String, String)> = [
-        ("KEEL_CORRELATION_ID_HEADER", "x-correlation-id"),
-        ("KEEL_LOG_EVENT", "true"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    let mut env = moto.env();
+    env.extend(
+        [
+            ("KEEL_CORRELATION_ID_HEADER", "x-correlation-id"),
+            ("KEEL_LOG_EVENT", "true"),
+            ("KEEL_IDEMPOTENCY_TABLE", table.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
     let function = emulator.start_function(&binary, &env)?;
     eprintln!(
-        "keel-local: emulator pid {}, booking-api pid {}, Runtime API {}",
+        "keel-local: moto pid {} at {}, emulator pid {}, booking-api pid {}, Runtime API {}",
+        moto.pid(),
+        moto.endpoint(),
         emulator.pid(),
         function.pid(),
         emulator.runtime_api()

@@ -1,0 +1,563 @@
+//! Idempotency: exactly-once effects for retried requests, with records in DynamoDB.
+//!
+//! Clients, API Gateway and SQS all retry. Behind an [`IdempotencyLayer`], the first request
+//! with a key runs the handler and stores its response; a retry with the same key and payload
+//! gets that response replayed (the handler does not run again), one with the same key and a
+//! different payload gets [`IdempotencyError::KeyReused`], and one that arrives while the first
+//! still runs gets [`IdempotencyError::InProgress`] (or waits for it, if configured).
+//!
+//! The record life cycle is DESIGN.md's "Idempotency record":
+//! - acquire: a conditional write that succeeds only if no live record holds the key (a
+//!   completed record until `expiration`, in **seconds**; an in-progress one until its owner's
+//!   deadline, `in_progress_expiration`, in **milliseconds**); a duplicate gets the existing
+//!   record back from the same request, so it costs one round trip;
+//! - success: the record becomes `COMPLETED` with the response, on condition that this
+//!   invocation still owns it;
+//! - handler failure: the record is deleted, on the same condition, so a retry runs again;
+//! - crash or timeout: the record stays `INPROGRESS` until the deadline, then a retry takes it
+//!   over and runs the handler once more.
+//!
+//! A local LRU of completed records ([`Idempotency::local_cache`]) answers hot duplicates
+//! without the store. For HTTP events (API Gateway, ALB, function URLs) errors are HTTP
+//! responses with a JSON body `{code, message}` — missing key 400, in progress 409 with
+//! `Retry-After`, key reused 422, store failure 503 — and replays carry
+//! `Idempotent-Replayed: true`.
+//!
+//! ```no_run
+//! use keel_runtime::idempotency::Idempotency;
+//!
+//! # async fn example(client: aws_sdk_dynamodb::Client) {
+//! let idempotency = Idempotency::dynamodb(client, "booking-idempotency")
+//!     .key_from_header("Idempotency-Key")
+//!     .local_cache(1_000);
+//! # }
+//! ```
+
+mod dynamodb;
+mod key;
+mod layer;
+mod memory;
+mod store;
+
+use std::future::Future;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use lru::LruCache;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+pub use dynamodb::{DynamoDbStore, TableDefinition, TABLE};
+pub use key::{canonical, sha256_hex, KeySource, PayloadSource, RequestKey};
+pub use layer::{IdempotencyLayer, IdempotencyService, REPLAYED_HEADER};
+pub use memory::MemoryStore;
+pub use store::{Acquire, IdempotencyStore, Now, Record, Status, StoreError};
+
+use crate::config::{parse_var, ConfigError};
+use crate::function::{var, FunctionInfo};
+use crate::metrics::catalog;
+
+/// Default time a completed response is replayed (`KEEL_IDEMPOTENCY_TTL_SECONDS`).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+/// Default lifetime of an in-progress record when the invocation's deadline is unknown.
+pub const DEFAULT_FALLBACK_TIMEOUT: Duration = Duration::from_secs(900);
+/// Largest response stored with its record: DynamoDB items hold at most 400 KB, and the rest of
+/// the record needs a little room.
+pub const MAX_STORED_RESPONSE_BYTES: usize = 390 * 1024;
+
+/// Why a request was not run or replayed.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IdempotencyError {
+    /// The event has no idempotency key (and requests without one are refused).
+    #[error("no idempotency key: {0}")]
+    MissingKey(String),
+    /// Another invocation is running the request with this key.
+    #[error("a request with this idempotency key is still in progress; retry after {}s", retry_after.as_secs())]
+    InProgress {
+        /// When the running invocation's deadline passes, at the latest.
+        retry_after: Duration,
+    },
+    /// The key was used before with a different payload.
+    #[error("this idempotency key was already used with a different payload")]
+    KeyReused,
+    /// The request ran, but its response was too large to store, so it cannot be replayed.
+    #[error(
+        "this request was already processed, but its response was too large to keep and cannot be replayed"
+    )]
+    ResponseNotStored,
+    /// The stored response cannot be read back as the handler's response type.
+    #[error("the stored response cannot be replayed: {0}")]
+    CorruptResponse(String),
+    /// The store failed and requests fail closed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl IdempotencyError {
+    /// The stable `error_type` reported to Lambda and in logs.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            IdempotencyError::MissingKey(_) => "Keel.Idempotency.MissingKey",
+            IdempotencyError::InProgress { .. } => "Keel.Idempotency.InProgress",
+            IdempotencyError::KeyReused => "Keel.Idempotency.KeyReused",
+            IdempotencyError::ResponseNotStored => "Keel.Idempotency.ResponseNotStored",
+            IdempotencyError::CorruptResponse(_) => "Keel.Idempotency.CorruptResponse",
+            IdempotencyError::Store(_) => "Keel.Idempotency.StoreUnavailable",
+        }
+    }
+
+    /// The HTTP status and the `code` of the JSON body for HTTP events.
+    pub fn http_status(&self) -> (u16, &'static str) {
+        match self {
+            IdempotencyError::MissingKey(_) => (400, "IdempotencyKeyMissing"),
+            IdempotencyError::InProgress { .. } => (409, "IdempotencyKeyInProgress"),
+            IdempotencyError::KeyReused => (422, "IdempotencyKeyReused"),
+            IdempotencyError::ResponseNotStored => (409, "IdempotentResponseUnavailable"),
+            IdempotencyError::CorruptResponse(_) => (500, "IdempotentResponseCorrupt"),
+            IdempotencyError::Store(_) => (503, "IdempotencyStoreUnavailable"),
+        }
+    }
+}
+
+/// What a request without a key gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MissingKey {
+    /// [`IdempotencyError::MissingKey`] (HTTP 400). The default.
+    #[default]
+    Reject,
+    /// The handler runs without idempotency, and a WARN line says so.
+    PassThrough,
+}
+
+/// What happens when the store fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StoreFailure {
+    /// The handler does not run; [`IdempotencyError::Store`] (HTTP 503). The default.
+    #[default]
+    FailClosed,
+    /// The handler runs without idempotency; a WARN line and `IdempotencyStoreError` say so.
+    FailOpen,
+}
+
+/// What a request gets while another invocation runs the same key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WhileInProgress {
+    /// [`IdempotencyError::InProgress`] (HTTP 409 with `Retry-After`) at once. The default.
+    #[default]
+    Reject,
+    /// Poll the record with backoff, within the invocation's remaining time, and replay the
+    /// response once it is stored (or run, if the other invocation gave up).
+    Wait,
+}
+
+/// A completed response kept in the local cache.
+#[derive(Clone, Debug)]
+struct Cached {
+    validation: String,
+    data: String,
+    expiration: u64,
+}
+
+/// Idempotency settings and the store; build one, then hand it to [`IdempotencyLayer`] or to
+/// `Keel::idempotency`, or call [`Idempotency::once`] for units of work inside a handler.
+#[derive(Debug)]
+pub struct Idempotency {
+    store: Arc<dyn IdempotencyStore>,
+    cache: Option<Mutex<LruCache<String, Cached>>>,
+    key: KeySource,
+    payload: PayloadSource,
+    prefix: String,
+    ttl: Duration,
+    missing_key: MissingKey,
+    store_failure: StoreFailure,
+    while_in_progress: WhileInProgress,
+    fallback_timeout: Duration,
+    max_response_bytes: usize,
+}
+
+/// What [`Idempotency::begin`] decided.
+pub(crate) enum Begin {
+    /// This invocation owns the key: run, then complete or release.
+    Run(Lease),
+    /// Replay this stored response.
+    Replay(String),
+    /// Run without idempotency (the store failed and requests fail open).
+    Unguarded,
+}
+
+/// Ownership of an acquired record.
+pub(crate) struct Lease {
+    id: String,
+    owner: String,
+    validation: String,
+}
+
+impl Idempotency {
+    /// Records in `store`; key: the whole request; prefix: the function's name.
+    pub fn with_store(store: impl IdempotencyStore + 'static) -> Self {
+        let function = FunctionInfo::from_env().name;
+        Self {
+            store: Arc::new(store),
+            cache: None,
+            key: KeySource::Request,
+            payload: PayloadSource::Request,
+            prefix: if function.is_empty() {
+                "keel".to_owned()
+            } else {
+                function
+            },
+            ttl: DEFAULT_TTL,
+            missing_key: MissingKey::Reject,
+            store_failure: StoreFailure::FailClosed,
+            while_in_progress: WhileInProgress::Reject,
+            fallback_timeout: DEFAULT_FALLBACK_TIMEOUT,
+            max_response_bytes: MAX_STORED_RESPONSE_BYTES,
+        }
+    }
+
+    /// Records in process memory ([`MemoryStore`]).
+    pub fn memory() -> Self {
+        Self::with_store(MemoryStore::new())
+    }
+
+    /// Records in the DynamoDB table `table` ([`DynamoDbStore`]).
+    pub fn dynamodb(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        Self::with_store(DynamoDbStore::new(client, table))
+    }
+
+    /// From the environment: records in the DynamoDB table `KEEL_IDEMPOTENCY_TABLE` (unset: in
+    /// memory), replayed for `KEEL_IDEMPOTENCY_TTL_SECONDS`, keyed by the header
+    /// `KEEL_IDEMPOTENCY_KEY_HEADER` or the pointer `KEEL_IDEMPOTENCY_KEY_POINTER` (unset: the
+    /// whole request). Builder methods called afterwards override these.
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let ttl = parse_var(
+            "KEEL_IDEMPOTENCY_TTL_SECONDS",
+            "a whole number of seconds above 0",
+            |v| v.parse::<u64>().ok().filter(|s| *s > 0),
+        )?;
+        let mut idempotency = match var("KEEL_IDEMPOTENCY_TABLE") {
+            Some(table) => Self::with_store(DynamoDbStore::from_env(table).await),
+            None => Self::memory(),
+        };
+        if let Some(header) = var("KEEL_IDEMPOTENCY_KEY_HEADER") {
+            idempotency = idempotency.key_from_header(header);
+        } else if let Some(pointer) = var("KEEL_IDEMPOTENCY_KEY_POINTER") {
+            idempotency = idempotency.key_from_pointer(pointer);
+        }
+        if let Some(seconds) = ttl {
+            idempotency = idempotency.ttl(Duration::from_secs(seconds));
+        }
+        Ok(idempotency)
+    }
+
+    /// The key is this header of an HTTP event (e.g. `Idempotency-Key`).
+    pub fn key_from_header(mut self, name: impl Into<String>) -> Self {
+        self.key = KeySource::Header(name.into());
+        self
+    }
+
+    /// The key is the value at this JSON pointer of the event.
+    pub fn key_from_pointer(mut self, pointer: impl Into<String>) -> Self {
+        self.key = KeySource::Pointer(pointer.into());
+        self
+    }
+
+    /// The key is the whole request (an HTTP event's body, or the whole event).
+    pub fn key_from_request(mut self) -> Self {
+        self.key = KeySource::Request;
+        self
+    }
+
+    /// Replays require the value at this JSON pointer to be the same (default: the request).
+    pub fn validate_pointer(mut self, pointer: impl Into<String>) -> Self {
+        self.payload = PayloadSource::Pointer(pointer.into());
+        self
+    }
+
+    /// The record id prefix (default: the function's name).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long a completed response is replayed (default one hour).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Requests without a key run without idempotency (logged) instead of being refused.
+    pub fn pass_through_without_key(mut self) -> Self {
+        self.missing_key = MissingKey::PassThrough;
+        self
+    }
+
+    /// When the store fails, run the handler anyway (logged and counted).
+    pub fn fail_open(mut self) -> Self {
+        self.store_failure = StoreFailure::FailOpen;
+        self
+    }
+
+    /// Wait for an in-progress duplicate instead of answering `InProgress` at once.
+    pub fn wait_while_in_progress(mut self) -> Self {
+        self.while_in_progress = WhileInProgress::Wait;
+        self
+    }
+
+    /// Keeps up to `capacity` completed responses in process memory (0 turns it off).
+    pub fn local_cache(mut self, capacity: usize) -> Self {
+        self.cache = NonZeroUsize::new(capacity).map(|c| Mutex::new(LruCache::new(c)));
+        self
+    }
+
+    /// How long an in-progress record lives when the invocation's deadline is unknown (the
+    /// Lambda emulator reports a deadline in the past).
+    pub fn fallback_timeout(mut self, timeout: Duration) -> Self {
+        self.fallback_timeout = timeout;
+        self
+    }
+
+    /// Largest response stored for replay (default [`MAX_STORED_RESPONSE_BYTES`]).
+    pub fn max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = bytes;
+        self
+    }
+
+    /// The record id and validation hash of an event.
+    pub fn request_key(&self, event: &serde_json::value::RawValue) -> Result<RequestKey, String> {
+        key::request_key(event, &self.key, &self.payload, &self.prefix)
+    }
+
+    /// The deadline an in-progress record holds: the invocation's, or, when that is unknown or
+    /// already past, now plus the fallback timeout.
+    fn in_progress_deadline(&self, deadline_ms: u64, now: Now) -> u64 {
+        if deadline_ms > now.millis() {
+            deadline_ms
+        } else {
+            now.millis() + self.fallback_timeout.as_millis() as u64
+        }
+    }
+
+    fn cached(&self, id: &str, now: Now) -> Option<Cached> {
+        let mut cache = self
+            .cache
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match cache.get(id) {
+            Some(hit) if hit.expiration >= now.seconds() => Some(hit.clone()),
+            Some(_) => {
+                cache.pop(id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn remember(&self, id: &str, cached: Cached) {
+        if let Some(cache) = &self.cache {
+            cache
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .put(id.to_owned(), cached);
+        }
+    }
+
+    /// Claims `key` for the invocation `owner` whose deadline is `deadline_ms`, or finds the
+    /// response to replay.
+    pub(crate) async fn begin(
+        &self,
+        key: &RequestKey,
+        owner: &str,
+        deadline_ms: u64,
+    ) -> Result<Begin, IdempotencyError> {
+        let mut now = Now::system();
+        if let Some(hit) = self.cached(&key.id, now) {
+            return replay(key, hit.validation, Some(hit.data)).map(Begin::Replay);
+        }
+        let deadline = self.in_progress_deadline(deadline_ms, now);
+        let mut backoff = Duration::from_millis(25);
+        loop {
+            let record = Record {
+                id: key.id.clone(),
+                status: Status::InProgress,
+                expiration: now.seconds() + self.ttl.as_secs(),
+                in_progress_expiration: deadline,
+                owner: owner.to_owned(),
+                validation: key.validation.clone(),
+                data: None,
+            };
+            let existing = match self.store.acquire(&record, now).await {
+                Ok(Acquire::Acquired) => {
+                    return Ok(Begin::Run(Lease {
+                        id: record.id,
+                        owner: record.owner,
+                        validation: record.validation,
+                    }))
+                }
+                Ok(Acquire::Exists(existing)) => existing,
+                Err(error) => return self.store_failed(error).map(|()| Begin::Unguarded),
+            };
+            if existing.status == Status::Completed {
+                let expiration = existing.expiration;
+                let data = replay(key, existing.validation, existing.data)?;
+                let cached = Cached {
+                    validation: key.validation.clone(),
+                    data: data.clone(),
+                    expiration,
+                };
+                self.remember(&key.id, cached);
+                return Ok(Begin::Replay(data));
+            }
+            if existing.validation != key.validation {
+                catalog::IDEMPOTENCY_KEY_REUSED.increment(1);
+                return Err(IdempotencyError::KeyReused);
+            }
+            let retry_after =
+                Duration::from_millis(existing.in_progress_expiration.saturating_sub(now.millis()))
+                    .max(Duration::from_secs(1));
+            // Wait only while this invocation has time left (with a margin to answer).
+            let budget_left = deadline.saturating_sub(now.millis() + 250);
+            if self.while_in_progress == WhileInProgress::Reject || budget_left < backoff.as_millis() as u64 {
+                catalog::IDEMPOTENCY_IN_PROGRESS_CONFLICT.increment(1);
+                return Err(IdempotencyError::InProgress { retry_after });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+            now = Now::system();
+            match self.store.get(&key.id).await {
+                Ok(Some(record)) if record.status == Status::Completed && record.is_live(now) => {
+                    return replay(key, record.validation, record.data).map(Begin::Replay);
+                }
+                Ok(_) => continue,
+                Err(error) => return self.store_failed(error).map(|()| Begin::Unguarded),
+            }
+        }
+    }
+
+    fn store_failed(&self, error: StoreError) -> Result<(), IdempotencyError> {
+        catalog::IDEMPOTENCY_STORE_ERROR.increment(1);
+        match self.store_failure {
+            StoreFailure::FailClosed => {
+                tracing::error!(error = %error, "idempotency store failed; the request is refused");
+                Err(IdempotencyError::Store(error))
+            }
+            StoreFailure::FailOpen => {
+                tracing::warn!(error = %error, "idempotency store failed; running without idempotency");
+                Ok(())
+            }
+        }
+    }
+
+    /// Stores the response of the request `lease` holds. A failure is logged and counted: the
+    /// response is still returned, and the record expires at the invocation's deadline.
+    pub(crate) async fn complete(&self, lease: Lease, response: &str) {
+        let data = if response.len() <= self.max_response_bytes {
+            Some(response)
+        } else {
+            tracing::warn!(
+                bytes = response.len(),
+                limit = self.max_response_bytes,
+                "the response is too large to store: duplicates of this request will be refused, not replayed"
+            );
+            None
+        };
+        let expiration = Now::system().seconds() + self.ttl.as_secs();
+        match self
+            .store
+            .complete(&lease.id, &lease.owner, data, expiration)
+            .await
+        {
+            Ok(()) => {
+                if let Some(data) = data {
+                    let cached = Cached {
+                        validation: lease.validation,
+                        data: data.to_owned(),
+                        expiration,
+                    };
+                    self.remember(&lease.id, cached);
+                }
+            }
+            Err(error) => {
+                catalog::IDEMPOTENCY_STORE_ERROR.increment(1);
+                tracing::warn!(error = %error, "the idempotency record could not be completed");
+            }
+        }
+    }
+
+    /// Deletes the record `lease` holds, after the handler failed, so that a retry runs again.
+    pub(crate) async fn release(&self, lease: Lease) {
+        if let Err(error) = self.store.release(&lease.id, &lease.owner).await {
+            catalog::IDEMPOTENCY_STORE_ERROR.increment(1);
+            tracing::warn!(error = %error, "the idempotency record could not be released");
+        }
+    }
+
+    /// Runs `work` at most once for `key` (any JSON value, e.g. an SQS message id) — a unit of
+    /// work inside a handler. `payload` must be the same for a replay; `owner` is the
+    /// invocation's request id and `deadline_ms` its deadline. A replay returns the stored
+    /// result without running `work`.
+    pub async fn once<T, E, F, Fut>(
+        &self,
+        key: &Value,
+        payload: &Value,
+        owner: &str,
+        deadline_ms: u64,
+        work: F,
+    ) -> Result<T, OnceError<E>>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let key = key::work_key(key, payload, &self.prefix);
+        match self
+            .begin(&key, owner, deadline_ms)
+            .await
+            .map_err(OnceError::Idempotency)?
+        {
+            Begin::Replay(data) => serde_json::from_str(&data)
+                .map_err(|e| OnceError::Idempotency(IdempotencyError::CorruptResponse(e.to_string()))),
+            Begin::Unguarded => work().await.map_err(OnceError::Work),
+            Begin::Run(lease) => match work().await {
+                Ok(result) => {
+                    let data = serde_json::to_string(&result).unwrap_or_default();
+                    self.complete(lease, &data).await;
+                    Ok(result)
+                }
+                Err(error) => {
+                    self.release(lease).await;
+                    Err(OnceError::Work(error))
+                }
+            },
+        }
+    }
+
+    pub(crate) fn missing_key_policy(&self) -> MissingKey {
+        self.missing_key
+    }
+}
+
+/// The stored response for `key`, if its payload matches.
+fn replay(key: &RequestKey, validation: String, data: Option<String>) -> Result<String, IdempotencyError> {
+    if validation != key.validation {
+        catalog::IDEMPOTENCY_KEY_REUSED.increment(1);
+        return Err(IdempotencyError::KeyReused);
+    }
+    let data = data.ok_or(IdempotencyError::ResponseNotStored)?;
+    catalog::IDEMPOTENCY_REPLAY.increment(1);
+    Ok(data)
+}
+
+/// Why [`Idempotency::once`] did not return a result.
+#[derive(Debug, thiserror::Error)]
+pub enum OnceError<E> {
+    /// The idempotency rules refused (in progress, key reused, store failure).
+    #[error(transparent)]
+    Idempotency(IdempotencyError),
+    /// The work itself failed (its record was released, so a retry runs it again).
+    #[error("{0}")]
+    Work(E),
+}
