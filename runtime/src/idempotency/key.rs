@@ -377,27 +377,18 @@ mod tests {
             .to_string()
         };
         let header = KeySource::Header("Idempotency-Key".into());
-        let first = key_of(
-            &event("r1", "k1", r#"{"seats":2,"room":"a"}"#),
-            &header,
-            &PayloadSource::Request,
-            "api",
-        )
-        .unwrap();
-        let retry = key_of(
-            &event("r2", "k1", r#"{"room":"a","seats":2}"#),
-            &header,
-            &PayloadSource::Request,
-            "api",
-        )
-        .unwrap();
-        let other = key_of(
-            &event("r3", "k1", r#"{"room":"b","seats":2}"#),
-            &header,
-            &PayloadSource::Request,
-            "api",
-        )
-        .unwrap();
+        let key = |request_id: &str, body: &str| {
+            key_of(
+                &event(request_id, "k1", body),
+                &header,
+                &PayloadSource::Request,
+                "api",
+            )
+            .unwrap()
+        };
+        let first = key("r1", r#"{"seats":2,"room":"a"}"#);
+        let retry = key("r2", r#"{"room":"a","seats":2}"#);
+        let other = key("r3", r#"{"room":"b","seats":2}"#);
         assert_eq!(first, retry, "a retry differs only in request id and key order");
         assert_eq!(first.id, other.id);
         assert_ne!(first.validation, other.validation);
