@@ -2,9 +2,9 @@
 //! canonical JSON (key order and white space irrelevant) hashed with SHA-256.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -47,55 +47,48 @@ pub struct RequestKey {
 
 /// Computes the record id and validation hash of `event`.
 ///
-/// Works on the event's text — sub-documents are borrowed, never built into a `Value` tree, and
-/// the top-level object is read once — so a 1 KB event costs a few microseconds.
+/// The event's text is read once into a borrowed tree ([`Node`]: strings borrowed, object
+/// members sorted as they are read), from which the key, the payload and their canonical forms
+/// come — a 1 KB event costs a couple of microseconds.
 pub fn request_key(
     event: &RawValue,
     key: &KeySource,
     payload: &PayloadSource,
     prefix: &str,
 ) -> Result<RequestKey, String> {
-    let top = members(event);
-    let http = top.as_deref().is_some_and(is_http_members);
-    let body;
+    let event: Node<'_> =
+        serde_json::from_str(event.get()).map_err(|e| format!("the event is not JSON: {e}"))?;
+    let http = event.is_http();
+    let body = if http { event.body() } else { None };
     let request = if http {
-        body = Body::of(top.as_deref().unwrap_or_default());
-        body.as_raw()
+        body.as_ref().map(Body::node).unwrap_or(&Node::Null)
     } else {
-        Some(event)
+        &event
     };
     let key_part = match key {
-        KeySource::Header(name) => header(top.as_deref(), name)?,
-        KeySource::Pointer(pointer) => match raw_pointer(event, top.as_deref(), pointer) {
-            Some(value) if value.get() != "null" => value,
-            _ => return Err(format!("the event has no value at `{pointer}`")),
+        KeySource::Header(name) => event.header(name)?,
+        KeySource::Pointer(pointer) => match event.pointer(pointer) {
+            Some(Node::Null) | None => return Err(format!("the event has no value at `{pointer}`")),
+            Some(value) => value,
         },
-        KeySource::Request => request.unwrap_or(NULL),
+        KeySource::Request => request,
     };
-    let key_text = canonical_raw(key_part, None);
+    let key_text = key_part.canonical();
     if key_text.trim_matches('"').trim().is_empty() {
         return Err("the idempotency key is empty".into());
     }
     let key_hash = sha256_hex(&key_text);
-    if *key == KeySource::Request && *payload == PayloadSource::Request {
+    let validation = match payload {
         // The request is both the key and the payload: one hash serves both.
-        return Ok(RequestKey {
-            id: format!("{prefix}#{key_hash}"),
-            validation: key_hash,
-            http,
-        });
-    }
-    let payload_text = match payload {
-        // The whole event: its members are already read.
-        PayloadSource::Request if !http => canonical_raw(event, top.as_deref()),
-        PayloadSource::Request => canonical_raw(request.unwrap_or(NULL), None),
+        PayloadSource::Request if *key == KeySource::Request => key_hash.clone(),
+        PayloadSource::Request => sha256_hex(&request.canonical()),
         PayloadSource::Pointer(pointer) => {
-            canonical_raw(raw_pointer(event, top.as_deref(), pointer).unwrap_or(NULL), None)
+            sha256_hex(&event.pointer(pointer).unwrap_or(&Node::Null).canonical())
         }
     };
     Ok(RequestKey {
         id: format!("{prefix}#{key_hash}"),
-        validation: sha256_hex(&payload_text),
+        validation,
         http,
     })
 }
@@ -109,154 +102,237 @@ pub fn work_key(key: &Value, payload: &Value, prefix: &str) -> RequestKey {
     }
 }
 
-const NULL: &RawValue = RawValue::NULL;
-
-/// The members of a JSON object, sorted by name and borrowed from its text; `None` if it is not
-/// an object.
-fn members(value: &RawValue) -> Option<Vec<Member<'_>>> {
-    if !value.get().starts_with('{') {
-        return None;
-    }
-    let map: BTreeMap<Key<'_>, &RawValue> = serde_json::from_str(value.get()).ok()?;
-    Some(map.into_iter().map(|(k, v)| (k.0, v)).collect())
-}
-
-type Member<'a> = (Cow<'a, str>, &'a RawValue);
-
-/// An object key, borrowed unless it holds escapes.
-#[derive(PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]
-struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
-
-fn find<'a>(members: &[Member<'a>], name: &str) -> Option<&'a RawValue> {
-    members.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
-}
-
-/// Follows a JSON pointer (RFC 6901) through the text of `value` (whose members, if already
-/// read, are `top`).
-fn raw_pointer<'a>(value: &'a RawValue, top: Option<&[Member<'a>]>, pointer: &str) -> Option<&'a RawValue> {
-    if pointer.is_empty() {
-        return Some(value);
-    }
-    let mut current = value;
-    for (depth, token) in pointer.strip_prefix('/')?.split('/').enumerate() {
-        let token = token.replace("~1", "/").replace("~0", "~");
-        current = match (depth, top) {
-            (0, Some(top)) => find(top, &token)?,
-            _ if current.get().starts_with('[') => {
-                let items: Vec<&RawValue> = serde_json::from_str(current.get()).ok()?;
-                *items.get(token.parse::<usize>().ok()?)?
-            }
-            _ => find(&members(current)?, &token)?,
-        };
-    }
-    Some(current)
-}
-
-fn header<'a>(top: Option<&[Member<'a>]>, name: &str) -> Result<&'a RawValue, String> {
-    let headers = top
-        .and_then(|top| find(top, "headers"))
-        .and_then(members)
-        .ok_or_else(|| format!("the event has no headers, so no `{name}` header"))?;
-    headers
-        .into_iter()
-        .find(|(key, value)| key.eq_ignore_ascii_case(name) && value.get() != "null")
-        .map(|(_, value)| value)
-        .ok_or_else(|| format!("the request has no `{name}` header"))
-}
-
 /// Whether `event` is an HTTP request event (API Gateway REST/HTTP API, ALB, function URL).
 pub(crate) fn is_http(event: &RawValue) -> bool {
-    members(event).as_deref().is_some_and(is_http_members)
+    serde_json::from_str::<Node<'_>>(event.get()).is_ok_and(|node| node.is_http())
 }
 
-fn is_http_members(members: &[Member<'_>]) -> bool {
-    let has = |name: &str| find(members, name).is_some();
-    has("requestContext") && (has("httpMethod") || has("routeKey") || has("rawPath"))
+/// A JSON document read once from its text: strings borrowed unless they hold escapes, object
+/// members sorted by name as they are read.
+#[derive(Debug, PartialEq)]
+enum Node<'a> {
+    Null,
+    Bool(bool),
+    Number(serde_json::Number),
+    String(Cow<'a, str>),
+    Array(Vec<Node<'a>>),
+    Object(Vec<(Cow<'a, str>, Node<'a>)>),
 }
 
-/// An HTTP event's body: JSON text when it holds JSON, otherwise the body as it is.
+/// An HTTP event's body: parsed when it holds JSON, otherwise the text itself.
 enum Body<'a> {
-    Json(Box<RawValue>),
-    Raw(&'a RawValue),
-    Missing,
+    Json(Node<'static>),
+    Text(&'a Node<'a>),
 }
 
-impl<'a> Body<'a> {
-    fn of(members: &[Member<'a>]) -> Self {
-        let base64 = find(members, "isBase64Encoded").is_some_and(|v| v.get() == "true");
-        match find(members, "body") {
-            None => Body::Missing,
-            Some(body) if base64 || !body.get().starts_with('"') => Body::Raw(body),
-            Some(body) => {
-                let text: Cow<'_, str> = serde_json::from_str::<Key<'_>>(body.get())
-                    .map(|k| k.0)
-                    .unwrap_or_default();
-                match serde_json::from_str::<Box<RawValue>>(&text) {
-                    Ok(json) => Body::Json(json),
-                    Err(_) => Body::Raw(body),
-                }
-            }
-        }
-    }
-
-    fn as_raw(&self) -> Option<&RawValue> {
+impl Body<'_> {
+    fn node(&self) -> &Node<'_> {
         match self {
-            Body::Json(json) => Some(json),
-            Body::Raw(raw) => Some(raw),
-            Body::Missing => None,
+            Body::Json(node) => node,
+            Body::Text(node) => node,
         }
     }
 }
 
-/// Canonical JSON of a borrowed document (see [`canonical`]); `top` are its members, if read.
-fn canonical_raw(value: &RawValue, top: Option<&[Member<'_>]>) -> String {
-    let mut out = String::with_capacity(value.get().len());
-    match top {
-        Some(top) => write_canonical_members(top, &mut out),
-        None => write_canonical_raw(value, &mut out),
-    }
-    out
-}
-
-fn write_canonical_members(members: &[Member<'_>], out: &mut String) {
-    out.push('{');
-    for (i, (key, value)) in members.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
+impl<'a> Node<'a> {
+    fn get(&self, name: &str) -> Option<&Node<'a>> {
+        match self {
+            Node::Object(members) => members
+                .binary_search_by(|(key, _)| key.as_ref().cmp(name))
+                .ok()
+                .map(|i| &members[i].1),
+            _ => None,
         }
-        json::push_str(out, key);
-        out.push(':');
-        write_canonical_raw(value, out);
     }
-    out.push('}');
-}
 
-fn write_canonical_raw(value: &RawValue, out: &mut String) {
-    let text = value.get();
-    match text.as_bytes().first() {
-        Some(b'{') => write_canonical_members(&members(value).unwrap_or_default(), out),
-        Some(b'[') => {
-            out.push('[');
-            let items: Vec<&RawValue> = serde_json::from_str(text).unwrap_or_default();
-            for (i, item) in items.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
+    /// Follows a JSON pointer (RFC 6901).
+    fn pointer(&self, pointer: &str) -> Option<&Node<'a>> {
+        if pointer.is_empty() {
+            return Some(self);
+        }
+        let mut current = self;
+        for token in pointer.strip_prefix('/')?.split('/') {
+            let token = token.replace("~1", "/").replace("~0", "~");
+            current = match current {
+                Node::Array(items) => items.get(token.parse::<usize>().ok()?)?,
+                other => other.get(&token)?,
+            };
+        }
+        Some(current)
+    }
+
+    fn header(&self, name: &str) -> Result<&Node<'a>, String> {
+        let Some(Node::Object(headers)) = self.get("headers") else {
+            return Err(format!("the event has no headers, so no `{name}` header"));
+        };
+        headers
+            .iter()
+            .find(|(key, value)| key.eq_ignore_ascii_case(name) && *value != Node::Null)
+            .map(|(_, value)| value)
+            .ok_or_else(|| format!("the request has no `{name}` header"))
+    }
+
+    fn is_http(&self) -> bool {
+        self.get("requestContext").is_some()
+            && (self.get("httpMethod").is_some()
+                || self.get("routeKey").is_some()
+                || self.get("rawPath").is_some())
+    }
+
+    fn body(&self) -> Option<Body<'_>> {
+        let body = self.get("body")?;
+        let base64 = self.get("isBase64Encoded") == Some(&Node::Bool(true));
+        match body {
+            Node::String(text) if !base64 => match serde_json::from_str::<Node<'_>>(text) {
+                Ok(json) => Some(Body::Json(json.into_owned())),
+                Err(_) => Some(Body::Text(body)),
+            },
+            _ => Some(Body::Text(body)),
+        }
+    }
+
+    fn into_owned(self) -> Node<'static> {
+        match self {
+            Node::Null => Node::Null,
+            Node::Bool(b) => Node::Bool(b),
+            Node::Number(n) => Node::Number(n),
+            Node::String(s) => Node::String(Cow::Owned(s.into_owned())),
+            Node::Array(items) => Node::Array(items.into_iter().map(Node::into_owned).collect()),
+            Node::Object(members) => Node::Object(
+                members
+                    .into_iter()
+                    .map(|(k, v)| (Cow::Owned(k.into_owned()), v.into_owned()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Canonical JSON (see [`canonical`]).
+    fn canonical(&self) -> String {
+        let mut out = String::with_capacity(256);
+        self.write_canonical(&mut out);
+        out
+    }
+
+    fn write_canonical(&self, out: &mut String) {
+        match self {
+            Node::Null => out.push_str("null"),
+            Node::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Node::Number(n) => {
+                let _ = write!(out, "{n}");
+            }
+            Node::String(s) => json::push_str(out, s),
+            Node::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    item.write_canonical(out);
                 }
-                write_canonical_raw(item, out);
+                out.push(']');
             }
-            out.push(']');
+            Node::Object(members) => {
+                out.push('{');
+                for (i, (key, value)) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    json::push_str(out, key);
+                    out.push(':');
+                    value.write_canonical(out);
+                }
+                out.push('}');
+            }
         }
-        Some(b'"') => match serde_json::from_str::<Key<'_>>(text) {
-            Ok(decoded) => json::push_str(out, &decoded.0),
-            Err(_) => out.push_str(text),
-        },
-        // Numbers, booleans and null: formatted as `Value` formats them.
-        _ => match serde_json::from_str::<Value>(text) {
-            Ok(value) => {
-                let _ = write!(out, "{value}");
+    }
+}
+
+/// An object key, borrowed unless it holds escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_str(NodeVisitor)
+            .and_then(|node| match node {
+                Node::String(text) => Ok(Key(text)),
+                _ => Err(de::Error::custom("an object key is not a string")),
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for Node<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NodeVisitor)
+    }
+}
+
+struct NodeVisitor;
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = Node<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Node::Null)
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Self::Value, E> {
+        Ok(Node::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Self::Value, E> {
+        Ok(Node::Number(value.into()))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Self::Value, E> {
+        Ok(Node::Number(value.into()))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(value).map_or(Node::Null, Node::Number))
+    }
+
+    fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Self::Value, E> {
+        Ok(Node::String(Cow::Borrowed(value)))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Self::Value, E> {
+        Ok(Node::String(Cow::Owned(value.to_owned())))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Self::Value, E> {
+        Ok(Node::String(Cow::Owned(value)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Node::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members: Vec<(Cow<'de, str>, Node<'de>)> = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        while let Some((key, value)) = map.next_entry::<Key<'de>, Node<'de>>()? {
+            members.push((key.0, value));
+        }
+        // Sorted for canonical output and binary search; a repeated name keeps its last value,
+        // as `serde_json::Value` does.
+        members.sort_by(|a, b| a.0.cmp(&b.0));
+        members.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                std::mem::swap(later, earlier);
             }
-            Err(_) => out.push_str(text),
-        },
+            same
+        });
+        Ok(Node::Object(members))
     }
 }
 
@@ -328,33 +404,27 @@ mod tests {
     }
 
     #[test]
-    fn the_text_canonicalizer_agrees_with_the_value_one() {
+    fn the_tree_canonicalizer_agrees_with_the_value_one() {
         let documents = [
-            r#"{"z": [3, 1.5, -0, 1e3, {"b": null, "a": true}], "a\u0041": "é\n\"", "m": {}}"#,
+            r#"{"z": [3, 1.5, -0, 1e3, {"b": null, "a": true}], "a\u0041": "é\n\"", "m": {}, "d": 1, "d": 2}"#,
             r#"[]"#,
             r#""plain""#,
             r#"12.50"#,
         ];
         for text in documents {
-            let raw: &RawValue = serde_json::from_str(text).unwrap();
+            let node: Node<'_> = serde_json::from_str(text).unwrap();
             let value: Value = serde_json::from_str(text).unwrap();
-            assert_eq!(canonical_raw(raw, None), canonical(&value), "{text}");
-            if let Some(top) = members(raw) {
-                assert_eq!(canonical_raw(raw, Some(&top)), canonical_raw(raw, None), "{text}");
-            }
+            assert_eq!(node.canonical(), canonical(&value), "{text}");
         }
     }
 
     #[test]
     fn pointers_follow_objects_and_arrays() {
-        let raw: &RawValue =
+        let node: Node<'_> =
             serde_json::from_str(r#"{"a/b": {"list": [{"id": "x"}, {"id": "y"}]}}"#).unwrap();
-        assert_eq!(
-            raw_pointer(raw, None, "/a~1b/list/1/id").map(RawValue::get),
-            Some(r#""y""#)
-        );
-        assert!(raw_pointer(raw, None, "/a~1b/list/2").is_none());
-        assert!(raw_pointer(raw, members(raw).as_deref(), "/missing").is_none());
+        assert_eq!(node.pointer("/a~1b/list/1/id"), Some(&Node::String("y".into())));
+        assert!(node.pointer("/a~1b/list/2").is_none());
+        assert!(node.pointer("/missing").is_none());
     }
 
     #[test]

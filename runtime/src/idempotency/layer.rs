@@ -116,8 +116,14 @@ where
         .await;
     match begun {
         Ok(Begin::Replay(data)) => {
-            let data = if key.http { mark_replayed(&data) } else { data };
-            serde_json::from_str(&data)
+            let replayed;
+            let data = if key.http {
+                replayed = mark_replayed(&data);
+                replayed.as_str()
+            } else {
+                &data
+            };
+            serde_json::from_str(data)
                 .map_err(|e| InvocationError::from(IdempotencyError::CorruptResponse(e.to_string())))
         }
         Ok(Begin::Unguarded) => inner.call(event).await,

@@ -156,7 +156,7 @@ pub enum WhileInProgress {
 #[derive(Clone, Debug)]
 struct Cached {
     validation: String,
-    data: String,
+    data: Arc<str>,
     expiration: u64,
 }
 
@@ -165,7 +165,7 @@ struct Cached {
 #[derive(Debug)]
 pub struct Idempotency {
     store: Arc<dyn IdempotencyStore>,
-    cache: Option<Mutex<LruCache<String, Cached>>>,
+    cache: Option<Mutex<LruCache<String, Arc<Cached>>>>,
     key: KeySource,
     payload: PayloadSource,
     prefix: String,
@@ -182,7 +182,7 @@ pub(crate) enum Begin {
     /// This invocation owns the key: run, then complete or release.
     Run(Lease),
     /// Replay this stored response.
-    Replay(String),
+    Replay(Arc<str>),
     /// Run without idempotency (the store failed and requests fail open).
     Unguarded,
 }
@@ -340,7 +340,7 @@ impl Idempotency {
         }
     }
 
-    fn cached(&self, id: &str, now: Now) -> Option<Cached> {
+    fn cached(&self, id: &str, now: Now) -> Option<Arc<Cached>> {
         let mut cache = self
             .cache
             .as_ref()?
@@ -361,7 +361,7 @@ impl Idempotency {
             cache
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .put(id.to_owned(), cached);
+                .put(id.to_owned(), Arc::new(cached));
         }
     }
 
@@ -375,7 +375,7 @@ impl Idempotency {
     ) -> Result<Begin, IdempotencyError> {
         let mut now = Now::system();
         if let Some(hit) = self.cached(&key.id, now) {
-            return replay(key, hit.validation, Some(hit.data)).map(Begin::Replay);
+            return replay(key, &hit.validation, Some(hit.data.clone())).map(Begin::Replay);
         }
         let deadline = self.in_progress_deadline(deadline_ms, now);
         let mut backoff = Duration::from_millis(25);
@@ -402,7 +402,7 @@ impl Idempotency {
             };
             if existing.status == Status::Completed {
                 let expiration = existing.expiration;
-                let data = replay(key, existing.validation, existing.data)?;
+                let data = replay(key, &existing.validation, existing.data.map(Arc::from))?;
                 let cached = Cached {
                     validation: key.validation.clone(),
                     data: data.clone(),
@@ -429,7 +429,7 @@ impl Idempotency {
             now = Now::system();
             match self.store.get(&key.id).await {
                 Ok(Some(record)) if record.status == Status::Completed && record.is_live(now) => {
-                    return replay(key, record.validation, record.data).map(Begin::Replay);
+                    return replay(key, &record.validation, record.data.map(Arc::from)).map(Begin::Replay);
                 }
                 Ok(_) => continue,
                 Err(error) => return self.store_failed(error).map(|()| Begin::Unguarded),
@@ -474,7 +474,7 @@ impl Idempotency {
                 if let Some(data) = data {
                     let cached = Cached {
                         validation: lease.validation,
-                        data: data.to_owned(),
+                        data: Arc::from(data),
                         expiration,
                     };
                     self.remember(&lease.id, cached);
@@ -541,7 +541,7 @@ impl Idempotency {
 }
 
 /// The stored response for `key`, if its payload matches.
-fn replay(key: &RequestKey, validation: String, data: Option<String>) -> Result<String, IdempotencyError> {
+fn replay(key: &RequestKey, validation: &str, data: Option<Arc<str>>) -> Result<Arc<str>, IdempotencyError> {
     if validation != key.validation {
         catalog::IDEMPOTENCY_KEY_REUSED.increment(1);
         return Err(IdempotencyError::KeyReused);
