@@ -16,7 +16,7 @@ use aws_types::sdk_config::SharedCredentialsProvider;
 use aws_types::SdkConfig;
 
 use crate::process::{port_open, Process};
-use crate::{free_port, http_agent, tool, unique_name, HarnessError};
+use crate::{free_port, http_agent, tool, unique_name, workspace_root, HarnessError};
 
 const REGION: &str = "us-east-1";
 
@@ -27,11 +27,14 @@ pub struct Moto {
 }
 
 impl Moto {
-    /// Starts `moto_server` on a free port and waits until it answers.
+    /// Starts moto's server on a free port and waits until it answers. It runs through
+    /// `tests/moto_server.py`, which makes each request atomic, as DynamoDB makes each write.
     pub fn start() -> Result<Self, HarnessError> {
         let port = free_port();
-        let mut command = Command::new(tool("moto_server")?);
-        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        let mut command = Command::new(tool("python")?);
+        command
+            .arg(workspace_root().join("tests").join("moto_server.py"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()]);
         let mut process = Process::spawn("moto_server", command)?;
         let endpoint = format!("http://127.0.0.1:{port}");
         let probe = format!("{endpoint}/moto-api/data.json");

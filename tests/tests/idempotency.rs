@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_lambda_events::apigw::ApiGatewayV2httpResponse;
 use aws_lambda_events::encodings::Body;
 use keel_runtime::idempotency::{Idempotency, TABLE};
-use keel_runtime::{BoxError, Context, InvocationError, Keel, LambdaEvent, RawEvent};
+use keel_runtime::{service_fn, BoxError, Context, InvocationError, Keel, LambdaEvent, RawEvent};
 use keel_tests::Moto;
 use serde_json::{json, Value};
 use tower::{Service, ServiceExt};
@@ -329,6 +329,47 @@ async fn a_crashed_attempt_holds_its_key_only_until_its_deadline() {
     .unwrap();
     assert_eq!(body(&again), body(&after));
     assert_eq!((crashing.runs(), handler.runs()), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_releases_its_key_at_once() {
+    let moto = Moto::start().expect("moto starts");
+    let table = moto
+        .create_table("idempotency", Some(TABLE.ttl_attribute))
+        .await
+        .unwrap();
+    let on_table =
+        || Idempotency::dynamodb(moto.dynamodb(), table.clone()).key_from_header("Idempotency-Key");
+    let deadline = now_ms() + 60_000;
+
+    // As the Lambda runtime does: the panic is caught, the invocation's future dropped.
+    let panicking = service_fn(|_: LambdaEvent<Value>| async {
+        if true {
+            panic!("bug in the handler");
+        }
+        Ok::<ApiGatewayV2httpResponse, BoxError>(ApiGatewayV2httpResponse::default())
+    });
+    let mut svc = Keel::new("bookings").idempotency(on_table()).service(panicking);
+    let event = api_event("r1", Some("k"), booking("a"), deadline);
+    let caught = tokio::spawn(async move { svc.ready().await.unwrap().call(event).await }).await;
+    assert!(caught.unwrap_err().is_panic());
+
+    // The release runs on the runtime shortly after; the retry does not wait for the deadline.
+    let handler = Handler::default();
+    let mut retry_svc = service(on_table(), &handler);
+    let mut answer = None;
+    for _ in 0..50 {
+        let retry = call(&mut retry_svc, api_event("r2", Some("k"), booking("a"), deadline))
+            .await
+            .unwrap();
+        if retry.status_code != 409 {
+            answer = Some(retry);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(answer.expect("the key was released").status_code, 201);
+    assert_eq!(handler.runs(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

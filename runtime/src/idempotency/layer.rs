@@ -127,23 +127,54 @@ where
                 .map_err(|e| InvocationError::from(IdempotencyError::CorruptResponse(e.to_string())))
         }
         Ok(Begin::Unguarded) => inner.call(event).await,
-        Ok(Begin::Run(lease)) => match inner.call(event).await {
-            Ok(response) => {
-                match serde_json::to_string(&response) {
-                    Ok(data) => idempotency.complete(lease, &data).await,
-                    Err(error) => {
-                        tracing::warn!(error = %error, "the response cannot be stored: it does not serialize");
-                        idempotency.release(lease).await;
+        Ok(Begin::Run(lease)) => {
+            let mut guard = ReleaseOnDrop {
+                idempotency: idempotency.clone(),
+                lease: Some(lease),
+            };
+            let result = inner.call(event).await;
+            let lease = guard.lease.take().expect("the lease is taken only here");
+            match result {
+                Ok(response) => {
+                    match serde_json::to_string(&response) {
+                        Ok(data) => idempotency.complete(lease, &data).await,
+                        Err(error) => {
+                            tracing::warn!(error = %error, "the response cannot be stored: it does not serialize");
+                            idempotency.release(lease).await;
+                        }
                     }
+                    Ok(response)
                 }
-                Ok(response)
+                Err(error) => {
+                    idempotency.release(lease).await;
+                    Err(error)
+                }
             }
-            Err(error) => {
-                idempotency.release(lease).await;
-                Err(error)
-            }
-        },
+        }
         Err(error) => refuse(error, key.http),
+    }
+}
+
+/// Releases the key when the handler is dropped unfinished — it panicked (the runtime catches
+/// the panic and goes on) or was cancelled — so a retry need not wait for the deadline. A crash
+/// of the whole process runs no code: then the record holds the key until the deadline.
+struct ReleaseOnDrop {
+    idempotency: Arc<Idempotency>,
+    lease: Option<super::Lease>,
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        let Some(lease) = self.lease.take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let idempotency = self.idempotency.clone();
+                runtime.spawn(async move { idempotency.release(lease).await });
+            }
+            Err(_) => {
+                tracing::warn!("no runtime to release the idempotency record; it expires at the deadline")
+            }
+        }
     }
 }
 
