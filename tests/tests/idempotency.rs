@@ -112,12 +112,18 @@ fn header<'a>(response: &'a ApiGatewayV2httpResponse, name: &str) -> Option<&'a 
     response.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn dynamodb(moto: &Moto) -> Idempotency {
-    let table = moto
-        .create_table("idempotency", Some(TABLE.ttl_attribute))
+async fn table(moto: &Moto) -> String {
+    moto.create_table("idempotency", Some(TABLE.ttl_attribute))
         .await
-        .unwrap();
+        .unwrap()
+}
+
+fn on_table(moto: &Moto, table: &str) -> Idempotency {
     Idempotency::dynamodb(moto.dynamodb(), table).key_from_header("Idempotency-Key")
+}
+
+async fn dynamodb(moto: &Moto) -> Idempotency {
+    on_table(moto, &table(moto).await)
 }
 
 async fn replays_and_refusals(idempotency: Idempotency) {
@@ -278,12 +284,7 @@ async fn in_progress_duplicates_get_409_or_wait_for_the_response() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_attempt_holds_its_key_only_until_its_deadline() {
     let moto = Moto::start().expect("moto starts");
-    let table = moto
-        .create_table("idempotency", Some(TABLE.ttl_attribute))
-        .await
-        .unwrap();
-    let on_table =
-        || Idempotency::dynamodb(moto.dynamodb(), table.clone()).key_from_header("Idempotency-Key");
+    let table = table(&moto).await;
     let deadline = now_ms() + 1_500;
 
     // The first attempt acquires the key and "crashes": its future is leaked, so nothing of it
@@ -292,7 +293,7 @@ async fn a_crashed_attempt_holds_its_key_only_until_its_deadline() {
         hold: Some(Arc::new(tokio::sync::Semaphore::new(0))),
         ..Handler::default()
     };
-    let mut crashed_svc = service(on_table(), &crashing);
+    let mut crashed_svc = service(on_table(&moto, &table), &crashing);
     let event = api_event("r1", Some("k"), booking("a"), deadline);
     let mut crashed = Box::pin(async move { call(&mut crashed_svc, event).await });
     tokio::select! {
@@ -302,7 +303,7 @@ async fn a_crashed_attempt_holds_its_key_only_until_its_deadline() {
     std::mem::forget(crashed);
 
     let handler = Handler::default();
-    let mut svc = service(on_table(), &handler);
+    let mut svc = service(on_table(&moto, &table), &handler);
     let before = call(
         &mut svc,
         api_event("r2", Some("k"), booking("a"), now_ms() + 30_000),
@@ -334,12 +335,7 @@ async fn a_crashed_attempt_holds_its_key_only_until_its_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_releases_its_key_at_once() {
     let moto = Moto::start().expect("moto starts");
-    let table = moto
-        .create_table("idempotency", Some(TABLE.ttl_attribute))
-        .await
-        .unwrap();
-    let on_table =
-        || Idempotency::dynamodb(moto.dynamodb(), table.clone()).key_from_header("Idempotency-Key");
+    let table = table(&moto).await;
     let deadline = now_ms() + 60_000;
 
     // As the Lambda runtime does: the panic is caught, the invocation's future dropped.
@@ -349,14 +345,16 @@ async fn a_panicking_handler_releases_its_key_at_once() {
         }
         Ok::<ApiGatewayV2httpResponse, BoxError>(ApiGatewayV2httpResponse::default())
     });
-    let mut svc = Keel::new("bookings").idempotency(on_table()).service(panicking);
+    let mut svc = Keel::new("bookings")
+        .idempotency(on_table(&moto, &table))
+        .service(panicking);
     let event = api_event("r1", Some("k"), booking("a"), deadline);
     let caught = tokio::spawn(async move { svc.ready().await.unwrap().call(event).await }).await;
     assert!(caught.unwrap_err().is_panic());
 
     // The release runs on the runtime shortly after; the retry does not wait for the deadline.
     let handler = Handler::default();
-    let mut retry_svc = service(on_table(), &handler);
+    let mut retry_svc = service(on_table(&moto, &table), &handler);
     let mut answer = None;
     for _ in 0..50 {
         let retry = call(&mut retry_svc, api_event("r2", Some("k"), booking("a"), deadline))
@@ -426,10 +424,7 @@ async fn a_response_too_large_to_store_is_returned_but_never_replayed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trips_two_for_a_first_request_one_for_a_duplicate_none_from_the_cache() {
     let moto = Moto::start().expect("moto starts");
-    let table = moto
-        .create_table("idempotency", Some(TABLE.ttl_attribute))
-        .await
-        .unwrap();
+    let table = table(&moto).await;
     let deadline = now_ms() + 30_000;
     for (cache, duplicate_cost) in [(0, 1), (100, 0)] {
         let (client, requests) = moto.dynamodb_counted();
@@ -455,10 +450,7 @@ async fn fifty_simultaneous_duplicates_run_the_handler_exactly_once_per_round() 
     const ENVIRONMENTS: usize = 50;
     const ROUNDS: usize = 20;
     let moto = Moto::start().expect("moto starts");
-    let table = moto
-        .create_table("idempotency", Some(TABLE.ttl_attribute))
-        .await
-        .unwrap();
+    let table = table(&moto).await;
     let handler = Handler {
         delay: Duration::from_millis(20),
         ..Handler::default()
