@@ -103,7 +103,7 @@ where
     let key = match idempotency.request_key(&event.payload) {
         Ok(key) => key,
         Err(reason) => {
-            if idempotency.missing_key_policy() == MissingKey::PassThrough {
+            if idempotency.missing_key == MissingKey::PassThrough {
                 tracing::warn!(reason = %reason, "no idempotency key: running without idempotency");
                 return inner.call(event).await;
             }

@@ -534,10 +534,6 @@ impl Idempotency {
             },
         }
     }
-
-    pub(crate) fn missing_key_policy(&self) -> MissingKey {
-        self.missing_key
-    }
 }
 
 /// The stored response for `key`, if its payload matches.

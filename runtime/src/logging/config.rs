@@ -142,16 +142,6 @@ impl LogConfig {
         self.function = function;
         self
     }
-
-    /// The `service` field.
-    pub fn service_name(&self) -> &str {
-        &self.service
-    }
-
-    /// The redaction rules, shared with every layer that logs payloads.
-    pub fn redactor(&self) -> &Redactor {
-        &self.redactor
-    }
 }
 
 fn parse_level(value: &str) -> Option<Level> {
