@@ -25,6 +25,8 @@ pub(crate) fn push_str(buf: &mut String, text: &str) {
             b'\n' => "\\n",
             b'\r' => "\\r",
             b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
             0x00..=0x1f => "",
             _ => continue,
         };
@@ -69,7 +71,7 @@ mod tests {
             "plain",
             "quote\" back\\slash",
             "line\nbreak\ttab\r",
-            "\u{1}\u{1f}",
+            "\u{1}\u{1f}\u{8}\u{c}\u{7f}",
             "é ✓",
         ] {
             let mut buf = String::new();

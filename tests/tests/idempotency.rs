@@ -44,6 +44,7 @@ struct Handler {
     runs: Arc<AtomicU32>,
     hold: Option<Arc<tokio::sync::Semaphore>>,
     fail_first: Option<Arc<AtomicU32>>,
+    panic_first: Option<Arc<AtomicU32>>,
     delay: Duration,
 }
 
@@ -58,6 +59,9 @@ impl Handler {
             if failures.fetch_add(1, Ordering::SeqCst) == 0 {
                 return Err("payment service timed out".into());
             }
+        }
+        if let Some(panics) = &self.panic_first {
+            assert_ne!(panics.fetch_add(1, Ordering::SeqCst), 0, "bug in the handler");
         }
         let mut response = ApiGatewayV2httpResponse::default();
         response.status_code = 201;
@@ -126,6 +130,10 @@ async fn dynamodb(moto: &Moto) -> Idempotency {
     on_table(moto, &table(moto).await)
 }
 
+fn in_memory() -> Idempotency {
+    Idempotency::memory().key_from_header("Idempotency-Key")
+}
+
 async fn replays_and_refusals(idempotency: Idempotency) {
     let handler = Handler::default();
     let mut svc = service(idempotency, &handler);
@@ -167,7 +175,7 @@ async fn replays_and_refusals(idempotency: Idempotency) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_are_replayed_and_misuse_refused_with_http_answers() {
-    replays_and_refusals(Idempotency::memory().key_from_header("Idempotency-Key")).await;
+    replays_and_refusals(in_memory()).await;
     let moto = Moto::start().expect("moto starts");
     replays_and_refusals(dynamodb(&moto).await).await;
 }
@@ -203,21 +211,23 @@ async fn non_http_events_get_typed_errors_and_pass_through_is_opt_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_attempt_releases_its_key_so_the_retry_runs() {
     let moto = Moto::start().expect("moto starts");
-    let handler = Handler {
-        fail_first: Some(Arc::default()),
-        ..Handler::default()
-    };
-    let mut svc = service(dynamodb(&moto).await, &handler);
-    let deadline = now_ms() + 30_000;
-    let error = call(&mut svc, api_event("r1", Some("k"), booking("a"), deadline))
-        .await
-        .unwrap_err();
-    assert_eq!(error.to_string(), "payment service timed out");
-    let retry = call(&mut svc, api_event("r2", Some("k"), booking("a"), deadline))
-        .await
-        .unwrap();
-    assert_eq!(retry.status_code, 201);
-    assert_eq!(handler.runs(), 2);
+    for idempotency in [in_memory(), dynamodb(&moto).await] {
+        let handler = Handler {
+            fail_first: Some(Arc::default()),
+            ..Handler::default()
+        };
+        let mut svc = service(idempotency, &handler);
+        let deadline = now_ms() + 30_000;
+        let error = call(&mut svc, api_event("r1", Some("k"), booking("a"), deadline))
+            .await
+            .unwrap_err();
+        assert_eq!(error.to_string(), "payment service timed out");
+        let retry = call(&mut svc, api_event("r2", Some("k"), booking("a"), deadline))
+            .await
+            .unwrap();
+        assert_eq!(retry.status_code, 201);
+        assert_eq!(handler.runs(), 2);
+    }
 }
 
 async fn started(handler: &Handler, runs: u32) {
@@ -234,13 +244,16 @@ async fn started(handler: &Handler, runs: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_progress_duplicates_get_409_or_wait_for_the_response() {
     let moto = Moto::start().expect("moto starts");
-    for wait in [false, true] {
+    for (wait, in_memory_store) in [(false, true), (true, true), (false, false), (true, false)] {
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
         let handler = Handler {
             hold: Some(gate.clone()),
             ..Handler::default()
         };
-        let mut idempotency = dynamodb(&moto).await;
+        let mut idempotency = match in_memory_store {
+            true => in_memory(),
+            false => dynamodb(&moto).await,
+        };
         if wait {
             idempotency = idempotency.wait_while_in_progress();
         }
@@ -368,6 +381,27 @@ async fn a_panicking_handler_releases_its_key_at_once() {
     }
     assert_eq!(answer.expect("the key was released").status_code, 201);
     assert_eq!(handler.runs(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_releases_an_in_memory_key_before_the_panic_is_caught() {
+    let handler = Handler {
+        panic_first: Some(Arc::default()),
+        ..Handler::default()
+    };
+    let svc = service(in_memory(), &handler);
+    let deadline = now_ms() + 60_000;
+    let mut first = svc.clone();
+    let event = api_event("r1", Some("k"), booking("a"), deadline);
+    let caught = tokio::spawn(async move { call(&mut first, event).await }).await;
+    assert!(caught.unwrap_err().is_panic());
+    // In memory, the release happens as the handler's future is dropped: no wait at all.
+    let mut retry = svc.clone();
+    let answer = call(&mut retry, api_event("r2", Some("k"), booking("a"), deadline))
+        .await
+        .unwrap();
+    assert_eq!(answer.status_code, 201);
+    assert_eq!(handler.runs(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -58,16 +58,18 @@ async fn conformance(store: &dyn IdempotencyStore, round_trips: &dyn Fn() -> u64
     }
     // req-3 took the key over at deadline + 1 ms: the old owner may neither complete nor release it.
     assert_eq!(
-        store.complete("fn#a", "req-1", Some("{}"), T0 / 1000 + 60).await,
+        store
+            .complete("fn#a", "req-1", Some("{}".into()), T0 / 1000 + 60)
+            .await,
         Err(StoreError::NotOwner)
     );
     assert_eq!(store.release("fn#a", "req-1").await, Err(StoreError::NotOwner));
-    assert_eq!(store.get("fn#a").await.unwrap().unwrap().owner, "req-3");
+    assert_eq!(store.get("fn#a").await.unwrap().unwrap().owner.as_ref(), "req-3");
 
     // Completed records count until `expiration`, in seconds, whatever their old deadline.
     let expiration = T0 / 1000 + 60;
     store
-        .complete("fn#a", "req-3", Some(r#"{"ok":true}"#), expiration)
+        .complete("fn#a", "req-3", Some(r#"{"ok":true}"#.into()), expiration)
         .await
         .unwrap();
     let completed = store.get("fn#a").await.unwrap().unwrap();

@@ -1,6 +1,7 @@
 //! [`DynamoDbStore`]: idempotency records in a DynamoDB table (key `id`, TTL `expiration`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -97,9 +98,9 @@ fn item(record: &Record) -> HashMap<String, AttributeValue> {
 }
 
 fn parse(item: &HashMap<String, AttributeValue>) -> Result<Record, StoreError> {
-    let text = |name: &str| -> Result<String, StoreError> {
+    let text = |name: &str| -> Result<Arc<str>, StoreError> {
         match item.get(name) {
-            Some(AttributeValue::S(value)) => Ok(value.clone()),
+            Some(AttributeValue::S(value)) => Ok(Arc::from(value.as_str())),
             _ => Err(StoreError::Malformed(format!(
                 "`{name}` is missing or not a string"
             ))),
@@ -203,7 +204,7 @@ impl IdempotencyStore for DynamoDbStore {
         &self,
         id: &str,
         owner: &str,
-        data: Option<&str>,
+        data: Option<Arc<str>>,
         expiration: u64,
     ) -> Result<(), StoreError> {
         let update = self
@@ -222,7 +223,7 @@ impl IdempotencyStore for DynamoDbStore {
         let update = match data {
             Some(data) => update
                 .update_expression("SET #status = :completed, #expiration = :expiration, #data = :data")
-                .expression_attribute_values(":data", string(data)),
+                .expression_attribute_values(":data", string(&data)),
             None => {
                 update.update_expression("SET #status = :completed, #expiration = :expiration REMOVE #data")
             }

@@ -68,7 +68,7 @@ where
 {
     type Response = R;
     type Error = InvocationError;
-    type Future = IdempotencyFuture<S::Future, R>;
+    type Future = IdempotencyFuture<S, S::Future, R>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -77,98 +77,263 @@ where
     fn call(&mut self, event: LambdaEvent<RawEvent>) -> Self::Future {
         let Some(idempotency) = self.idempotency.clone() else {
             return IdempotencyFuture {
-                direct: Some(self.inner.call(event)),
-                guarded: None,
+                state: State::Handler {
+                    handler: self.inner.call(event),
+                },
             };
         };
         // The ready service handles this request; a fresh clone takes its place (tower's rule).
         let ready = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, ready);
+        let service = std::mem::replace(&mut self.inner, ready);
+        // The work starts when the future is first polled: inside the invocation's span and
+        // metrics scope, which the outer layers enter as they poll.
         IdempotencyFuture {
-            direct: None,
-            guarded: Some(Box::pin(guarded(idempotency, inner, event))),
+            state: State::Start {
+                start: Some(Start {
+                    idempotency,
+                    service,
+                    event,
+                }),
+            },
         }
     }
 }
 
-async fn guarded<S, R>(
+/// What a request needs before its key is known.
+struct Start<S> {
     idempotency: Arc<Idempotency>,
-    mut inner: S,
+    service: S,
     event: LambdaEvent<RawEvent>,
-) -> Result<R, InvocationError>
+}
+
+pin_project! {
+    /// The future of [`IdempotencyService`].
+    pub struct IdempotencyFuture<S, F, R> {
+        #[pin]
+        state: State<S, F, R>,
+    }
+}
+
+pin_project! {
+    #[project = StateProjection]
+    enum State<S, F, R> {
+        // Not polled yet.
+        Start { start: Option<Start<S>> },
+        // The handler runs without idempotency (none configured, or no key and requests pass
+        // through), or on an in-memory record that `lease` completes when it answers.
+        Handler { #[pin] handler: F },
+        Leased { #[pin] handler: F, lease: ReleaseOnDrop },
+        // Records in a remote store (or a wait for an in-progress duplicate): the whole exchange
+        // as one future.
+        Remote { future: BoxFuture<Result<R, InvocationError>> },
+        Done,
+    }
+}
+
+impl<S, R> Future for IdempotencyFuture<S, S::Future, R>
 where
-    S: Service<LambdaEvent<RawEvent>, Response = R, Error = InvocationError>,
-    R: Serialize + DeserializeOwned,
+    S: Service<LambdaEvent<RawEvent>, Response = R, Error = InvocationError> + Send + 'static,
+    S::Future: Send + 'static,
+    R: Serialize + DeserializeOwned + Send + 'static,
 {
+    type Output = Result<R, InvocationError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        loop {
+            let next = match state.as_mut().project() {
+                StateProjection::Start { start } => match start.take() {
+                    Some(start) => match begin(start) {
+                        Ok(next) => next,
+                        Err(answer) => {
+                            state.set(State::Done);
+                            return Poll::Ready(answer);
+                        }
+                    },
+                    None => State::Done,
+                },
+                StateProjection::Handler { handler } => {
+                    let result = std::task::ready!(handler.poll(cx));
+                    state.set(State::Done);
+                    return Poll::Ready(result);
+                }
+                StateProjection::Leased { handler, lease } => {
+                    let result = std::task::ready!(handler.poll(cx));
+                    if let Some((idempotency, lease)) = lease.take() {
+                        let done = match &result {
+                            Ok(response) => {
+                                let data = idempotency.stored_form(response);
+                                now_or_never(idempotency.complete(lease, data))
+                            }
+                            Err(_) => now_or_never(idempotency.release(lease)),
+                        };
+                        // The in-memory store answers at once; nothing else is leased here.
+                        debug_assert!(done.is_some(), "an in-memory record is completed at once");
+                    }
+                    state.set(State::Done);
+                    return Poll::Ready(result);
+                }
+                StateProjection::Remote { future } => {
+                    let result = std::task::ready!(future.as_mut().poll(cx));
+                    state.set(State::Done);
+                    return Poll::Ready(result);
+                }
+                StateProjection::Done => panic!("IdempotencyFuture polled after completion"),
+            };
+            state.set(next);
+        }
+    }
+}
+
+/// Reads the request's key and claims it: the state to go on in, or the answer at once.
+fn begin<S, R>(start: Start<S>) -> Result<State<S, S::Future, R>, Result<R, InvocationError>>
+where
+    S: Service<LambdaEvent<RawEvent>, Response = R, Error = InvocationError> + Send + 'static,
+    S::Future: Send + 'static,
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    let Start {
+        idempotency,
+        mut service,
+        event,
+    } = start;
     let key = match idempotency.request_key(&event.payload) {
         Ok(key) => key,
         Err(reason) => {
             if idempotency.missing_key == MissingKey::PassThrough {
                 tracing::warn!(reason = %reason, "no idempotency key: running without idempotency");
-                return inner.call(event).await;
+                return Ok(State::Handler {
+                    handler: service.call(event),
+                });
             }
             let http = super::key::is_http(&event.payload);
-            return refuse(IdempotencyError::MissingKey(reason), http);
+            return Err(refuse(IdempotencyError::MissingKey(reason), http));
         }
     };
+    // In-memory records are claimed at once; a remote store (or a wait for an in-progress
+    // duplicate, which gave up here without side effects) continues as a future.
+    let begun = if idempotency.is_in_memory() {
+        now_or_never(idempotency.begin(&key, &event.context.request_id, event.context.deadline))
+    } else {
+        None
+    };
+    match begun {
+        Some(begun) => answer(begun, &key, &idempotency, || service.call(event)),
+        None => Ok(State::Remote {
+            future: Box::pin(remote(idempotency, service, Box::new(event), key)),
+        }),
+    }
+}
+
+/// What a claim decided: replay, refuse, or run the handler (holding the lease).
+fn answer<S, F, R>(
+    begun: Result<Begin, IdempotencyError>,
+    key: &super::RequestKey,
+    idempotency: &Arc<Idempotency>,
+    run: impl FnOnce() -> F,
+) -> Result<State<S, F, R>, Result<R, InvocationError>>
+where
+    R: DeserializeOwned,
+{
+    match begun {
+        Ok(Begin::Replay(data)) => Err(replay(&data, key.http)),
+        Ok(Begin::Unguarded) => Ok(State::Handler { handler: run() }),
+        Ok(Begin::Run(lease)) => Ok(State::Leased {
+            handler: run(),
+            lease: ReleaseOnDrop {
+                held: Some((idempotency.clone(), lease)),
+            },
+        }),
+        Err(error) => Err(refuse(error, key.http)),
+    }
+}
+
+/// The whole exchange with a remote store: claim (waiting if configured), run, complete.
+async fn remote<S, R>(
+    idempotency: Arc<Idempotency>,
+    mut service: S,
+    // Boxed: the future holds it only until the handler takes it, so it stays small.
+    event: Box<LambdaEvent<RawEvent>>,
+    key: super::RequestKey,
+) -> Result<R, InvocationError>
+where
+    S: Service<LambdaEvent<RawEvent>, Response = R, Error = InvocationError>,
+    R: Serialize + DeserializeOwned,
+{
     let begun = idempotency
         .begin(&key, &event.context.request_id, event.context.deadline)
         .await;
     match begun {
-        Ok(Begin::Replay(data)) => {
-            let replayed;
-            let data = if key.http {
-                replayed = mark_replayed(&data);
-                replayed.as_str()
-            } else {
-                &data
-            };
-            serde_json::from_str(data)
-                .map_err(|e| InvocationError::from(IdempotencyError::CorruptResponse(e.to_string())))
-        }
-        Ok(Begin::Unguarded) => inner.call(event).await,
+        Ok(Begin::Replay(data)) => replay(&data, key.http),
+        Ok(Begin::Unguarded) => service.call(*event).await,
         Ok(Begin::Run(lease)) => {
             let mut guard = ReleaseOnDrop {
-                idempotency: idempotency.clone(),
-                lease: Some(lease),
+                held: Some((idempotency.clone(), lease)),
             };
-            let result = inner.call(event).await;
-            let lease = guard.lease.take().expect("the lease is taken only here");
-            match result {
+            let result = service.call(*event).await;
+            let Some((_, lease)) = guard.take() else {
+                return result;
+            };
+            match &result {
                 Ok(response) => {
-                    match serde_json::to_string(&response) {
-                        Ok(data) => idempotency.complete(lease, &data).await,
-                        Err(error) => {
-                            tracing::warn!(error = %error, "the response cannot be stored: it does not serialize");
-                            idempotency.release(lease).await;
-                        }
-                    }
-                    Ok(response)
+                    let data = idempotency.stored_form(response);
+                    idempotency.complete(lease, data).await;
                 }
-                Err(error) => {
-                    idempotency.release(lease).await;
-                    Err(error)
-                }
+                Err(_) => idempotency.release(lease).await,
             }
+            result
         }
         Err(error) => refuse(error, key.http),
     }
+}
+
+/// Polls `future` once: its output if it is ready at once.
+fn now_or_never<F: Future>(future: F) -> Option<F::Output> {
+    let future = std::pin::pin!(future);
+    match future.poll(&mut Context::from_waker(std::task::Waker::noop())) {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => None,
+    }
+}
+
+/// A stored response, replayed (an HTTP response marked `Idempotent-Replayed: true`).
+fn replay<R: DeserializeOwned>(data: &str, http: bool) -> Result<R, InvocationError> {
+    let marked;
+    let data = if http {
+        marked = mark_replayed(data);
+        marked.as_str()
+    } else {
+        data
+    };
+    serde_json::from_str(data)
+        .map_err(|e| InvocationError::from(IdempotencyError::CorruptResponse(e.to_string())))
 }
 
 /// Releases the key when the handler is dropped unfinished — it panicked (the runtime catches
 /// the panic and goes on) or was cancelled — so a retry need not wait for the deadline. A crash
 /// of the whole process runs no code: then the record holds the key until the deadline.
 struct ReleaseOnDrop {
-    idempotency: Arc<Idempotency>,
-    lease: Option<super::Lease>,
+    held: Option<(Arc<Idempotency>, super::Lease)>,
+}
+
+impl ReleaseOnDrop {
+    /// The lease, for the caller to complete or release.
+    fn take(&mut self) -> Option<(Arc<Idempotency>, super::Lease)> {
+        self.held.take()
+    }
 }
 
 impl Drop for ReleaseOnDrop {
     fn drop(&mut self) {
-        let Some(lease) = self.lease.take() else { return };
+        let Some((idempotency, lease)) = self.held.take() else {
+            return;
+        };
+        if idempotency.is_in_memory() {
+            let _ = now_or_never(idempotency.release(lease));
+            return;
+        }
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                let idempotency = self.idempotency.clone();
                 runtime.spawn(async move { idempotency.release(lease).await });
             }
             Err(_) => {
@@ -227,31 +392,4 @@ fn mark_replayed(data: &str) -> String {
         headers.insert(REPLAYED_HEADER.to_ascii_lowercase(), "true".into());
     }
     response.to_string()
-}
-
-pin_project! {
-    /// The future of [`IdempotencyService`].
-    pub struct IdempotencyFuture<F, R> {
-        #[pin]
-        direct: Option<F>,
-        guarded: Option<BoxFuture<Result<R, InvocationError>>>,
-    }
-}
-
-impl<F, R> Future for IdempotencyFuture<F, R>
-where
-    F: Future<Output = Result<R, InvocationError>>,
-{
-    type Output = Result<R, InvocationError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Some(direct) = this.direct.as_pin_mut() {
-            return direct.poll(cx);
-        }
-        match this.guarded.as_mut() {
-            Some(guarded) => guarded.as_mut().poll(cx),
-            None => panic!("IdempotencyFuture polled after completion"),
-        }
-    }
 }

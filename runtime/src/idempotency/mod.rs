@@ -17,8 +17,11 @@
 //! - crash or timeout: the record stays `INPROGRESS` until the deadline, then a retry takes it
 //!   over and runs the handler once more.
 //!
-//! A local LRU of completed records ([`Idempotency::local_cache`]) answers hot duplicates
-//! without the store. For HTTP events (API Gateway, ALB, function URLs) errors are HTTP
+//! Keys and payloads are compared by the SHA-256 of their canonical JSON (member order and white
+//! space do not matter), computed in one pass over the event's text. A local LRU of completed
+//! records ([`Idempotency::local_cache`]) answers hot duplicates without a round trip to a
+//! remote store; records in process memory ([`Idempotency::memory`]) are claimed and completed
+//! without any future to allocate. For HTTP events (API Gateway, ALB, function URLs) errors are HTTP
 //! responses with a JSON body `{code, message}` — missing key 400, in progress 409 with
 //! `Retry-After`, key reused 422, store failure 503 — and replays carry
 //! `Idempotent-Replayed: true`.
@@ -34,6 +37,7 @@
 //! ```
 
 mod dynamodb;
+mod json_text;
 mod key;
 mod layer;
 mod memory;
@@ -51,7 +55,7 @@ use serde_json::Value;
 
 pub use dynamodb::{DynamoDbStore, TableDefinition, TABLE};
 pub use key::{canonical, sha256_hex, KeySource, PayloadSource, RequestKey};
-pub use layer::{IdempotencyLayer, IdempotencyService, REPLAYED_HEADER};
+pub use layer::{IdempotencyFuture, IdempotencyLayer, IdempotencyService, REPLAYED_HEADER};
 pub use memory::MemoryStore;
 pub use store::{Acquire, IdempotencyStore, Now, Record, Status, StoreError};
 
@@ -152,10 +156,54 @@ pub enum WhileInProgress {
     Wait,
 }
 
+/// The store records live in: the in-memory one is called directly (its operations are plain
+/// function calls), any other through [`IdempotencyStore`].
+#[derive(Debug)]
+enum Store {
+    Memory(Arc<MemoryStore>),
+    Any(Arc<dyn IdempotencyStore>),
+}
+
+impl Store {
+    async fn acquire(&self, record: &Record, now: Now) -> Result<Acquire, StoreError> {
+        match self {
+            Store::Memory(memory) => memory.acquire_now(record, now),
+            Store::Any(store) => store.acquire(record, now).await,
+        }
+    }
+
+    async fn complete(
+        &self,
+        id: &str,
+        owner: &str,
+        data: Option<Arc<str>>,
+        expiration: u64,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(memory) => memory.complete_now(id, owner, data, expiration),
+            Store::Any(store) => store.complete(id, owner, data, expiration).await,
+        }
+    }
+
+    async fn release(&self, id: &str, owner: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(memory) => memory.release_now(id, owner),
+            Store::Any(store) => store.release(id, owner).await,
+        }
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Record>, StoreError> {
+        match self {
+            Store::Memory(memory) => Ok(memory.get_now(id)),
+            Store::Any(store) => store.get(id).await,
+        }
+    }
+}
+
 /// A completed response kept in the local cache.
 #[derive(Clone, Debug)]
 struct Cached {
-    validation: String,
+    validation: Arc<str>,
     data: Arc<str>,
     expiration: u64,
 }
@@ -164,8 +212,8 @@ struct Cached {
 /// `Keel::idempotency`, or call [`Idempotency::once`] for units of work inside a handler.
 #[derive(Debug)]
 pub struct Idempotency {
-    store: Arc<dyn IdempotencyStore>,
-    cache: Option<Mutex<LruCache<String, Arc<Cached>>>>,
+    store: Store,
+    cache: Option<Mutex<LruCache<Arc<str>, Cached>>>,
     key: KeySource,
     payload: PayloadSource,
     prefix: String,
@@ -189,17 +237,26 @@ pub(crate) enum Begin {
 
 /// Ownership of an acquired record.
 pub(crate) struct Lease {
-    id: String,
-    owner: String,
-    validation: String,
+    id: Arc<str>,
+    owner: Arc<str>,
+    validation: Arc<str>,
 }
 
 impl Idempotency {
     /// Records in `store`; key: the whole request; prefix: the function's name.
     pub fn with_store(store: impl IdempotencyStore + 'static) -> Self {
+        Self::new(Store::Any(Arc::new(store)))
+    }
+
+    /// Records in process memory ([`MemoryStore`]).
+    pub fn memory() -> Self {
+        Self::new(Store::Memory(Arc::new(MemoryStore::new())))
+    }
+
+    fn new(store: Store) -> Self {
         let function = FunctionInfo::from_env().name;
         Self {
-            store: Arc::new(store),
+            store,
             cache: None,
             key: KeySource::Request,
             payload: PayloadSource::Request,
@@ -215,11 +272,6 @@ impl Idempotency {
             fallback_timeout: DEFAULT_FALLBACK_TIMEOUT,
             max_response_bytes: MAX_STORED_RESPONSE_BYTES,
         }
-    }
-
-    /// Records in process memory ([`MemoryStore`]).
-    pub fn memory() -> Self {
-        Self::with_store(MemoryStore::new())
     }
 
     /// Records in the DynamoDB table `table` ([`DynamoDbStore`]).
@@ -306,9 +358,14 @@ impl Idempotency {
         self
     }
 
-    /// Keeps up to `capacity` completed responses in process memory (0 turns it off).
+    /// Keeps up to `capacity` completed responses in process memory (0 turns it off), so that
+    /// duplicates are answered without a round trip to the store. The in-memory store needs no
+    /// such cache (its records are in process memory already): with it, this does nothing.
     pub fn local_cache(mut self, capacity: usize) -> Self {
-        self.cache = NonZeroUsize::new(capacity).map(|c| Mutex::new(LruCache::new(c)));
+        self.cache = match self.store {
+            Store::Memory(_) => None,
+            Store::Any(_) => NonZeroUsize::new(capacity).map(|c| Mutex::new(LruCache::new(c))),
+        };
         self
     }
 
@@ -323,6 +380,11 @@ impl Idempotency {
     pub fn max_response_bytes(mut self, bytes: usize) -> Self {
         self.max_response_bytes = bytes;
         self
+    }
+
+    /// Whether records are in process memory (every store operation answers at once).
+    pub(crate) fn is_in_memory(&self) -> bool {
+        matches!(self.store, Store::Memory(_))
     }
 
     /// The record id and validation hash of an event.
@@ -340,7 +402,7 @@ impl Idempotency {
         }
     }
 
-    fn cached(&self, id: &str, now: Now) -> Option<Arc<Cached>> {
+    fn cached(&self, id: &str, now: Now) -> Option<Cached> {
         let mut cache = self
             .cache
             .as_ref()?
@@ -356,12 +418,12 @@ impl Idempotency {
         }
     }
 
-    fn remember(&self, id: &str, cached: Cached) {
+    fn remember(&self, id: &Arc<str>, cached: Cached) {
         if let Some(cache) = &self.cache {
             cache
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .put(id.to_owned(), Arc::new(cached));
+                .put(Arc::clone(id), cached);
         }
     }
 
@@ -378,6 +440,7 @@ impl Idempotency {
             return replay(key, &hit.validation, Some(hit.data.clone())).map(Begin::Replay);
         }
         let deadline = self.in_progress_deadline(deadline_ms, now);
+        let owner: Arc<str> = Arc::from(owner);
         let mut backoff = Duration::from_millis(25);
         loop {
             let record = Record {
@@ -385,7 +448,7 @@ impl Idempotency {
                 status: Status::InProgress,
                 expiration: now.seconds() + self.ttl.as_secs(),
                 in_progress_expiration: deadline,
-                owner: owner.to_owned(),
+                owner: Arc::clone(&owner),
                 validation: key.validation.clone(),
                 data: None,
             };
@@ -402,7 +465,7 @@ impl Idempotency {
             };
             if existing.status == Status::Completed {
                 let expiration = existing.expiration;
-                let data = replay(key, &existing.validation, existing.data.map(Arc::from))?;
+                let data = replay(key, &existing.validation, existing.data)?;
                 let cached = Cached {
                     validation: key.validation.clone(),
                     data: data.clone(),
@@ -429,7 +492,7 @@ impl Idempotency {
             now = Now::system();
             match self.store.get(&key.id).await {
                 Ok(Some(record)) if record.status == Status::Completed && record.is_live(now) => {
-                    return replay(key, &record.validation, record.data.map(Arc::from)).map(Begin::Replay);
+                    return replay(key, &record.validation, record.data).map(Begin::Replay);
                 }
                 Ok(_) => continue,
                 Err(error) => return self.store_failed(error).map(|()| Begin::Unguarded),
@@ -451,30 +514,46 @@ impl Idempotency {
         }
     }
 
-    /// Stores the response of the request `lease` holds. A failure is logged and counted: the
-    /// response is still returned, and the record expires at the invocation's deadline.
-    pub(crate) async fn complete(&self, lease: Lease, response: &str) {
-        let data = if response.len() <= self.max_response_bytes {
-            Some(response)
-        } else {
-            tracing::warn!(
-                bytes = response.len(),
-                limit = self.max_response_bytes,
-                "the response is too large to store: duplicates of this request will be refused, not replayed"
-            );
-            None
+    /// What to store for a response: its JSON, or `None` when it is too large to store (later
+    /// duplicates are refused). `Err` when it does not serialize: then it cannot be replayed.
+    pub(crate) fn stored_form<T: Serialize>(
+        &self,
+        response: &T,
+    ) -> Result<Option<Arc<str>>, serde_json::Error> {
+        let response = serde_json::to_string(response)?;
+        if response.len() <= self.max_response_bytes {
+            return Ok(Some(Arc::from(response)));
+        }
+        tracing::warn!(
+            bytes = response.len(),
+            limit = self.max_response_bytes,
+            "the response is too large to store: duplicates of this request will be refused, not replayed"
+        );
+        Ok(None)
+    }
+
+    /// Stores the response of the request `lease` holds, in its [stored form](Self::stored_form)
+    /// (one that does not serialize releases the record instead). A store failure is logged and
+    /// counted: the response is still returned, and the record expires at the deadline.
+    pub(crate) async fn complete(&self, lease: Lease, data: Result<Option<Arc<str>>, serde_json::Error>) {
+        let data = match data {
+            Ok(data) => data,
+            Err(error) => {
+                tracing::warn!(error = %error, "the response cannot be stored: it does not serialize");
+                return self.release(lease).await;
+            }
         };
         let expiration = Now::system().seconds() + self.ttl.as_secs();
         match self
             .store
-            .complete(&lease.id, &lease.owner, data, expiration)
+            .complete(&lease.id, &lease.owner, data.clone(), expiration)
             .await
         {
             Ok(()) => {
                 if let Some(data) = data {
                     let cached = Cached {
                         validation: lease.validation,
-                        data: Arc::from(data),
+                        data,
                         expiration,
                     };
                     self.remember(&lease.id, cached);
@@ -523,8 +602,7 @@ impl Idempotency {
             Begin::Unguarded => work().await.map_err(OnceError::Work),
             Begin::Run(lease) => match work().await {
                 Ok(result) => {
-                    let data = serde_json::to_string(&result).unwrap_or_default();
-                    self.complete(lease, &data).await;
+                    self.complete(lease, self.stored_form(&result)).await;
                     Ok(result)
                 }
                 Err(error) => {
@@ -538,7 +616,7 @@ impl Idempotency {
 
 /// The stored response for `key`, if its payload matches.
 fn replay(key: &RequestKey, validation: &str, data: Option<Arc<str>>) -> Result<Arc<str>, IdempotencyError> {
-    if validation != key.validation {
+    if validation != &*key.validation {
         catalog::IDEMPOTENCY_KEY_REUSED.increment(1);
         return Err(IdempotencyError::KeyReused);
     }
@@ -556,4 +634,17 @@ pub enum OnceError<E> {
     /// The work itself failed (its record was released, so a retry runs it again).
     #[error("{0}")]
     Work(E),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_local_cache_is_kept_only_in_front_of_other_stores() {
+        assert!(Idempotency::memory().local_cache(8).cache.is_none());
+        let remote = Idempotency::with_store(MemoryStore::new()).local_cache(8);
+        assert!(remote.cache.is_some());
+        assert!(remote.local_cache(0).cache.is_none());
+    }
 }

@@ -1,6 +1,7 @@
 //! The idempotency record and the [`IdempotencyStore`] contract every backend honours.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -34,10 +35,13 @@ impl Status {
 }
 
 /// One idempotency record, as DESIGN.md "Idempotency record" defines it.
+///
+/// Its texts are shared (`Arc<str>`): the record, the store's copy, the cache and the
+/// invocation that owns it hold one allocation each.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     /// `<prefix>#<sha256 of the canonical key>`.
-    pub id: String,
+    pub id: Arc<str>,
     /// Life-cycle state.
     pub status: Status,
     /// When the record stops counting, in epoch **seconds** (the table's TTL attribute).
@@ -45,11 +49,11 @@ pub struct Record {
     /// When an `INPROGRESS` record stops counting, in epoch **milliseconds** (the owner's deadline).
     pub in_progress_expiration: u64,
     /// The request id of the invocation that acquired the record.
-    pub owner: String,
+    pub owner: Arc<str>,
     /// SHA-256 of the canonical payload, to detect a key reused with other content.
-    pub validation: String,
+    pub validation: Arc<str>,
     /// The stored response (JSON); `None` while in progress or when it was too large to store.
-    pub data: Option<String>,
+    pub data: Option<Arc<str>>,
 }
 
 impl Record {
@@ -139,7 +143,7 @@ pub trait IdempotencyStore: Send + Sync + fmt::Debug {
         &self,
         id: &str,
         owner: &str,
-        data: Option<&str>,
+        data: Option<Arc<str>>,
         expiration: u64,
     ) -> Result<(), StoreError>;
 
