@@ -11,7 +11,8 @@
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use keel_runtime::output::Output;
 use keel_runtime::{service_fn, BoxError, Context, FunctionInfo, Keel, LambdaEvent, RawEvent};
 use serde::Deserialize;
@@ -82,25 +83,41 @@ fn context() -> Context {
     context
 }
 
-fn overhead(c: &mut Criterion) {
-    let bytes = booking_json();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime");
-    let mut group = c.benchmark_group("invocation");
+/// The context of a live invocation (its deadline far ahead).
+fn live() -> Context {
+    let mut context = context();
+    context.deadline = u64::MAX / 2;
+    context
+}
 
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime")
+}
+
+/// The bare handler on the booking document, deserialized straight from its bytes.
+fn bench_bare(group: &mut BenchmarkGroup<'_, WallTime>, runtime: &tokio::runtime::Runtime, bytes: &[u8]) {
     let mut bare = service_fn(handler);
     group.bench_function("bare_handler", |b| {
-        metrics::with_local_recorder(&metrics::NoopRecorder, || {
-            b.iter(|| {
-                let payload: Booking = serde_json::from_slice(black_box(&bytes)).expect("valid");
-                black_box(
-                    runtime
-                        .block_on(bare.call(LambdaEvent::new(payload, context())))
-                        .expect("ok"),
-                )
-            })
+        b.iter(|| {
+            let payload: Booking = serde_json::from_slice(black_box(bytes)).expect("valid");
+            black_box(
+                runtime
+                    .block_on(bare.call(LambdaEvent::new(payload, live())))
+                    .expect("ok"),
+            )
         })
+    });
+}
+
+fn overhead(c: &mut Criterion) {
+    let bytes = booking_json();
+    let runtime = current_thread();
+    let mut group = c.benchmark_group("invocation");
+    metrics::with_local_recorder(&metrics::NoopRecorder, || {
+        bench_bare(&mut group, &runtime, &bytes)
     });
 
     let (output, captured) = Output::memory();
@@ -122,7 +139,7 @@ fn overhead(c: &mut Criterion) {
                 let payload: RawEvent = serde_json::from_slice(black_box(&bytes)).expect("valid");
                 let result = runtime.block_on(async {
                     let ready = wrapped.ready().await.expect("ready");
-                    ready.call(LambdaEvent::new(payload, context())).await
+                    ready.call(LambdaEvent::new(payload, live())).await
                 });
                 captured.clear();
                 black_box(result.expect("ok"))
@@ -157,16 +174,8 @@ fn idempotency(c: &mut Criterion) {
         text.replace_range(key_at..key_at + 19, &format!("bk-{n:016}"));
         text
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let runtime = current_thread();
     let mut group = c.benchmark_group("idempotency");
-    let live = || {
-        let mut context = context();
-        context.deadline = u64::MAX / 2;
-        context
-    };
 
     metrics::with_local_recorder(&metrics::NoopRecorder, || {
         let mut bare = service_fn(handler);
@@ -215,16 +224,7 @@ fn idempotency(c: &mut Criterion) {
             });
         }
 
-        group.bench_function("bare_handler", |b| {
-            b.iter(|| {
-                let payload: Booking = serde_json::from_slice(black_box(&bytes)).expect("valid");
-                black_box(
-                    runtime
-                        .block_on(bare.call(LambdaEvent::new(payload, live())))
-                        .expect("ok"),
-                )
-            })
-        });
+        bench_bare(&mut group, &runtime, &bytes);
         // The local cache sits in front of a remote store (the in-memory store needs none): here
         // a `MemoryStore` taken as any store, so that replays come from the cache as they do in
         // front of DynamoDB.
@@ -243,5 +243,35 @@ fn idempotency(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, overhead, idempotency);
+/// A bare handler versus the same handler behind `ErrorRoutingLayer` and `ConcurrencyGuardLayer`
+/// (slots in memory, keyed by the booking's `resource_id`), when the handler succeeds: what
+/// every invocation pays for routing and the guard. No subscriber, no recorder.
+fn routing_and_guard(c: &mut Criterion) {
+    use keel_runtime::concurrency::{ConcurrencyGuard, ConcurrencyGuardLayer};
+    use keel_runtime::handler::TypedHandler;
+    use keel_runtime::routing::{ErrorRouting, ErrorRoutingLayer};
+    use tower::Layer;
+
+    let bytes = booking_json();
+    let runtime = current_thread();
+    let mut group = c.benchmark_group("routing_and_guard");
+    metrics::with_local_recorder(&metrics::NoopRecorder, || {
+        bench_bare(&mut group, &runtime, &bytes);
+        let guard = ConcurrencyGuard::per_pointer("/resource_id", 10);
+        let mut wrapped = ErrorRoutingLayer::new(ErrorRouting::new("booking-api"))
+            .layer(ConcurrencyGuardLayer::new(guard).layer(TypedHandler::new(service_fn(handler))));
+        group.bench_function("routed_and_guarded", |b| {
+            b.iter(|| {
+                let payload: RawEvent = serde_json::from_slice(black_box(&bytes)).expect("valid");
+                runtime.block_on(async {
+                    let ready = wrapped.ready().await.expect("ready");
+                    black_box(ready.call(LambdaEvent::new(payload, live())).await.expect("ok"))
+                })
+            })
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, overhead, idempotency, routing_and_guard);
 criterion_main!(benches);

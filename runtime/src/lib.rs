@@ -29,25 +29,36 @@
 //! ```
 //!
 //! - [`idempotency`]: each request runs at most once per key, with records in DynamoDB (or in
-//!   memory), duplicates answered with the stored response.
+//!   memory), duplicates answered with the stored response;
+//! - [`routing`]: every handler error delivered to on-call as an envelope (SNS topic, else the
+//!   dead-letter queue, else the log), through the Keel extension when it runs;
+//! - [`concurrency`]: at most N invocations at once per key, across execution environments;
+//! - [`batch`]: SQS batches processed record by record, reporting exactly the failed records.
 //!
 //! Layers run in this order, outermost first: logging (the invocation span) → metrics (flushed
-//! after every invocation) → idempotency (a replayed duplicate never reaches the handler) → the
-//! typed handler (the event is deserialized inside Keel, so a bad event is logged and answered
+//! after every invocation) → error routing → idempotency (a replayed duplicate never reaches
+//! the handler, nor takes a slot) → concurrency guard → the typed handler (the event is deserialized inside Keel, so a bad event is logged and answered
 //! with a clear `Keel.InvalidEvent` error). Each layer can also be used alone: see
-//! [`logging::LoggingLayer`], [`metrics::MetricsLayer`] and [`idempotency::IdempotencyLayer`].
+//! [`logging::LoggingLayer`], [`metrics::MetricsLayer`], [`routing::ErrorRoutingLayer`],
+//! [`idempotency::IdempotencyLayer`] and [`concurrency::ConcurrencyGuardLayer`].
 //! Response types serialize and deserialize (`serde`), so that they can be stored and replayed.
 
 #![warn(missing_docs)]
 
+mod aws;
+pub mod batch;
+pub mod concurrency;
 mod config;
 mod function;
 pub mod handler;
+mod http;
 pub mod idempotency;
 mod json;
 pub mod logging;
 pub mod metrics;
 pub mod output;
+mod ready;
+pub mod routing;
 
 use std::fmt;
 
@@ -63,14 +74,18 @@ pub use function::FunctionInfo;
 pub use handler::{BoxError, InvocationError, RawEvent};
 pub use lambda_runtime::{service_fn, Context, LambdaEvent};
 
+use concurrency::{ConcurrencyGuard, ConcurrencyGuardLayer, ConcurrencyGuardService};
 use handler::TypedHandler;
 use idempotency::{Idempotency, IdempotencyLayer, IdempotencyService};
 use logging::{CorrelationId, LogConfig, LoggingLayer, LoggingService, StructuredLogLayer};
 use metrics::{MetricsConfig, MetricsLayer, MetricsService};
 use output::Output;
+use routing::{ErrorRouting, ErrorRoutingLayer, ErrorRoutingService};
 
 /// A handler wrapped in every Keel layer, as [`Keel::service`] builds it.
-pub type KeelService<H, T> = LoggingService<MetricsService<IdempotencyService<TypedHandler<H, T>>>>;
+pub type KeelService<H, T> = LoggingService<
+    MetricsService<ErrorRoutingService<IdempotencyService<ConcurrencyGuardService<TypedHandler<H, T>>>>>,
+>;
 
 /// The Keel builder: configuration for every layer, read from `KEEL_*` variables and adjusted
 /// with its methods, then [`Keel::run`] to serve invocations.
@@ -79,7 +94,9 @@ pub struct Keel {
     log: LogConfig,
     logging: LoggingLayer,
     metrics: MetricsConfig,
+    routing: ErrorRoutingLayer,
     idempotency: IdempotencyLayer,
+    concurrency: ConcurrencyGuardLayer,
 }
 
 impl Keel {
@@ -91,7 +108,9 @@ impl Keel {
             log: LogConfig::new(service.clone()),
             logging: LoggingLayer::new(),
             metrics: MetricsConfig::new(service),
+            routing: ErrorRoutingLayer::disabled(),
             idempotency: IdempotencyLayer::disabled(),
+            concurrency: ConcurrencyGuardLayer::disabled(),
         }
     }
 
@@ -100,10 +119,18 @@ impl Keel {
     /// Besides the variables of [`LogConfig`] and [`MetricsConfig`]:
     /// `KEEL_CORRELATION_ID_HEADER` (a header name) or `KEEL_CORRELATION_ID_POINTER` (a JSON
     /// pointer) says where the correlation id is; `KEEL_LOG_EVENT=true` logs each event at DEBUG.
-    /// Idempotency is turned on in code, with [`Keel::idempotency`] (its settings can come from
-    /// [`Idempotency::from_env`]).
+    /// Errors are routed (see [`routing`]) when `KEEL_ERROR_TOPIC_ARN`, `KEEL_DLQ_URL` or
+    /// `KEEL_EXTENSION_ADDR` is set. Idempotency is turned on in code, with
+    /// [`Keel::idempotency`] (its settings can come from [`Idempotency::from_env`]).
     pub async fn from_env(service: impl Into<String>) -> Result<Self, ConfigError> {
         let service = service.into();
+        let routed = ["KEEL_ERROR_TOPIC_ARN", "KEEL_DLQ_URL", "KEEL_EXTENSION_ADDR"]
+            .into_iter()
+            .any(|name| function::var(name).is_some());
+        let routing = match routed {
+            true => Some(ErrorRouting::from_env(service.clone()).await?),
+            false => None,
+        };
         let log = LogConfig::from_env(service.clone())?;
         let metrics = MetricsConfig::from_env(service)?;
         let mut logging = LoggingLayer::new();
@@ -116,17 +143,38 @@ impl Keel {
         if log_event == Some(true) {
             logging = logging.log_event();
         }
-        Ok(Self {
+        let keel = Self {
             log,
             logging,
             metrics,
+            routing: ErrorRoutingLayer::disabled(),
             idempotency: IdempotencyLayer::disabled(),
+            concurrency: ConcurrencyGuardLayer::disabled(),
+        };
+        Ok(match routing {
+            Some(routing) => keel.error_routing(routing),
+            None => keel,
         })
+    }
+
+    /// Routes handler errors to on-call (see [`routing`]); the event in envelopes is masked by
+    /// the same rules as the logs.
+    pub fn error_routing(mut self, routing: ErrorRouting) -> Self {
+        let routing = routing.redact(self.log.redactor.clone());
+        self.routing = ErrorRoutingLayer::new(routing);
+        self
     }
 
     /// Runs each request at most once per idempotency key (see [`idempotency`]).
     pub fn idempotency(mut self, idempotency: Idempotency) -> Self {
         self.idempotency = IdempotencyLayer::new(idempotency);
+        self
+    }
+
+    /// Holds invocations to a number at once per key (see [`concurrency`]). Duplicates answered
+    /// by idempotency never take a slot.
+    pub fn concurrency(mut self, guard: ConcurrencyGuard) -> Self {
+        self.concurrency = ConcurrencyGuardLayer::new(guard);
         self
     }
 
@@ -178,8 +226,9 @@ impl Keel {
     }
 
     fn wrap<H, T>(&self, metrics: &MetricsLayer, handler: H) -> KeelService<H, T> {
-        let typed = TypedHandler::new(handler);
-        self.logging.layer(metrics.layer(self.idempotency.layer(typed)))
+        let guarded = self.concurrency.layer(TypedHandler::new(handler));
+        let routed = self.routing.layer(self.idempotency.layer(guarded));
+        self.logging.layer(metrics.layer(routed))
     }
 
     /// Installs the log subscriber and the metrics recorder for the whole process. Returns an

@@ -53,6 +53,9 @@ pub enum HarnessError {
     /// Building a binary failed.
     #[error("cargo build of {0} failed")]
     Build(String),
+    /// Resources on a stand-in could not be set up or read.
+    #[error("{0}")]
+    Setup(String),
     /// An HTTP exchange with a stand-in failed.
     #[error("HTTP request to {url} failed: {reason}")]
     Http {

@@ -176,6 +176,70 @@ impl Moto {
             .await?;
         Ok(output.queue_url.unwrap_or_default())
     }
+
+    /// Subscribes the queue `queue_url` to the topic `topic_arn` with raw message delivery (the
+    /// SQS body is the SNS message; message attributes become SQS message attributes).
+    pub async fn subscribe_queue(&self, topic_arn: &str, queue_url: &str) -> Result<(), HarnessError> {
+        let failed =
+            |reason: String| HarnessError::Setup(format!("subscribing {queue_url} to {topic_arn}: {reason}"));
+        let attributes = self
+            .sqs()
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| failed(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
+        let queue_arn = attributes
+            .attributes
+            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn).cloned())
+            .ok_or_else(|| failed("the queue has no ARN".into()))?;
+        self.sns()
+            .subscribe()
+            .topic_arn(topic_arn)
+            .protocol("sqs")
+            .endpoint(queue_arn)
+            .attributes("RawMessageDelivery", "true")
+            .send()
+            .await
+            .map_err(|e| failed(aws_sdk_sns::error::DisplayErrorContext(e).to_string()))?;
+        Ok(())
+    }
+
+    /// Receives every message of `queue_url` (with their message attributes) until the queue
+    /// has been empty for one short poll or `timeout` has passed; received messages stay
+    /// invisible, so each is returned once.
+    pub async fn drain_queue(
+        &self,
+        queue_url: &str,
+        timeout: Duration,
+    ) -> Result<Vec<aws_sdk_sqs::types::Message>, HarnessError> {
+        let sqs = self.sqs();
+        let deadline = std::time::Instant::now() + timeout;
+        let mut messages = Vec::new();
+        while std::time::Instant::now() < deadline {
+            let received = sqs
+                .receive_message()
+                .queue_url(queue_url)
+                .max_number_of_messages(10)
+                .message_attribute_names("All")
+                .visibility_timeout(600)
+                .send()
+                .await
+                .map_err(|e| {
+                    HarnessError::Setup(format!(
+                        "receiving from {queue_url}: {}",
+                        aws_sdk_sqs::error::DisplayErrorContext(e)
+                    ))
+                })?;
+            let batch = received.messages.unwrap_or_default();
+            if batch.is_empty() {
+                break;
+            }
+            messages.extend(batch);
+        }
+        Ok(messages)
+    }
 }
 
 /// An SDK interceptor that counts the HTTP requests a client sends (retries included).

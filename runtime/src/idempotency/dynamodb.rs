@@ -9,6 +9,8 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 
+use crate::aws::{is_condition_failure, Failure};
+
 use super::store::{Acquire, IdempotencyStore, Now, Record, Status, StoreError};
 
 /// The table the store needs, for the infrastructure generator and for tests.
@@ -135,26 +137,11 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    let described = aws_sdk_dynamodb::error::DisplayErrorContext(&error).to_string();
-    match &error {
-        SdkError::ServiceError(service) => match service.err().code() {
-            Some(
-                "ProvisionedThroughputExceededException"
-                | "ThrottlingException"
-                | "RequestLimitExceeded"
-                | "LimitExceededException",
-            ) => StoreError::Throttled(described),
-            Some("InternalServerError" | "ServiceUnavailable" | "InternalFailure") => {
-                StoreError::Unavailable(described)
-            }
-            _ => StoreError::Rejected(described),
-        },
-        _ => StoreError::Unavailable(described),
+    match crate::aws::failure(&error) {
+        (Failure::Throttled, described) => StoreError::Throttled(described),
+        (Failure::Unavailable, described) => StoreError::Unavailable(described),
+        (Failure::Rejected, described) => StoreError::Rejected(described),
     }
-}
-
-fn is_condition_failure<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
-    matches!(error, SdkError::ServiceError(service) if service.err().code() == Some("ConditionalCheckFailedException"))
 }
 
 #[async_trait]

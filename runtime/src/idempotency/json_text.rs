@@ -610,22 +610,40 @@ impl<'a> Reader<'a> {
 /// The members of the JSON object `text` (name, value text), in the order written; `None` when
 /// `text` is not an object.
 pub(crate) fn members(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
+    let mut members = Vec::new();
+    for_each_member(text, |name, value| members.push((name, value)))?;
+    Some(members)
+}
+
+/// The value of the member `name` of the JSON object `text` (the last one, if repeated).
+pub(crate) fn member<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let mut found = None;
+    for_each_member(text, |member, value| {
+        if member == name {
+            found = Some(value);
+        }
+    })?;
+    found
+}
+
+/// Calls `visit` with each member (name, value text) of the JSON object `text`, in order;
+/// `None` when `text` is not an object.
+fn for_each_member<'a>(text: &'a str, mut visit: impl FnMut(Cow<'a, str>, &'a str)) -> Option<()> {
     let mut reader = Reader::new(text);
     if reader.peek_value().ok()? != b'{' {
         return None;
     }
     reader.pos += 1;
-    let mut members = Vec::new();
     if reader.close(b'}') {
-        return Some(members);
+        return Some(());
     }
     loop {
         reader.peek_value().ok()?;
         let name = reader.string().ok()?;
         reader.expect(b':').ok()?;
-        members.push((name, reader.skip().ok()?));
+        visit(name, reader.skip().ok()?);
         if !reader.separator(b'}').ok()? {
-            return Some(members);
+            return Some(());
         }
     }
 }
@@ -646,10 +664,13 @@ pub(crate) fn pointer<'a>(text: &'a str, pointer: &str) -> Option<&'a str> {
     }
     let mut current = text;
     for token in pointer.strip_prefix('/')?.split('/') {
-        let token = token.replace("~1", "/").replace("~0", "~");
+        let token = match token.contains('~') {
+            true => Cow::Owned(token.replace("~1", "/").replace("~0", "~")),
+            false => Cow::Borrowed(token),
+        };
         let mut reader = Reader::new(current);
         current = match reader.peek_value().ok()? {
-            b'{' => get(&members(current)?, &token)?,
+            b'{' => member(current, &token)?,
             b'[' => {
                 let index: usize = token.parse().ok()?;
                 reader.pos += 1;

@@ -14,6 +14,7 @@ use tower::{Layer, Service};
 
 use super::{Begin, Idempotency, IdempotencyError, MissingKey};
 use crate::handler::{InvocationError, RawEvent};
+use crate::ready::now_or_never;
 
 /// The header a replayed HTTP response carries.
 pub const REPLAYED_HEADER: &str = "Idempotent-Replayed";
@@ -287,15 +288,6 @@ where
     }
 }
 
-/// Polls `future` once: its output if it is ready at once.
-fn now_or_never<F: Future>(future: F) -> Option<F::Output> {
-    let future = std::pin::pin!(future);
-    match future.poll(&mut Context::from_waker(std::task::Waker::noop())) {
-        Poll::Ready(output) => Some(output),
-        Poll::Pending => None,
-    }
-}
-
 /// A stored response, replayed (an HTTP response marked `Idempotent-Replayed: true`).
 fn replay<R: DeserializeOwned>(data: &str, http: bool) -> Result<R, InvocationError> {
     let marked;
@@ -354,25 +346,11 @@ impl From<IdempotencyError> for InvocationError {
 fn refuse<R: DeserializeOwned>(error: IdempotencyError, http: bool) -> Result<R, InvocationError> {
     if http {
         let (status, code) = error.http_status();
-        let mut headers = serde_json::Map::new();
-        headers.insert("content-type".into(), "application/json".into());
-        if let IdempotencyError::InProgress { retry_after } = &error {
-            headers.insert(
-                "retry-after".into(),
-                retry_after.as_secs().max(1).to_string().into(),
-            );
-        }
-        // The members every HTTP response type of aws_lambda_events accepts (API Gateway REST
-        // and HTTP APIs, ALB, function URLs): unknown ones are ignored by the others.
-        let response = json!({
-            "statusCode": status,
-            "headers": headers,
-            "multiValueHeaders": {},
-            "body": json!({"code": code, "message": error.to_string()}).to_string(),
-            "isBase64Encoded": false,
-            "cookies": [],
-        });
-        if let Ok(response) = serde_json::from_value(response) {
+        let retry_after = match &error {
+            IdempotencyError::InProgress { retry_after } => Some(*retry_after),
+            _ => None,
+        };
+        if let Some(response) = crate::http::error_response(status, code, &error.to_string(), retry_after) {
             return Ok(response);
         }
     }

@@ -54,7 +54,13 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use dynamodb::{DynamoDbStore, TableDefinition, TABLE};
+pub(crate) use key::is_http as is_http_event;
 pub use key::{canonical, sha256_hex, KeySource, PayloadSource, RequestKey};
+
+/// The JSON text at `pointer` in `event`, unless it is missing or `null`.
+pub(crate) fn value_at<'a>(event: &'a serde_json::value::RawValue, pointer: &str) -> Option<&'a str> {
+    json_text::pointer(event.get(), pointer).filter(|value| *value != "null")
+}
 pub use layer::{IdempotencyFuture, IdempotencyLayer, IdempotencyService, REPLAYED_HEADER};
 pub use memory::MemoryStore;
 pub use store::{Acquire, IdempotencyStore, Now, Record, Status, StoreError};

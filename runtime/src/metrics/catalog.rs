@@ -162,6 +162,50 @@ pub static IDEMPOTENCY_STORE_ERROR: MetricDef = MetricDef {
     emitter: Emitter::Runtime,
 };
 
+/// A routed error, by where it landed (`relay`, `sns`, `dlq` or `log`).
+pub static ROUTED_ERROR: MetricDef = MetricDef {
+    name: "RoutedError",
+    unit: Unit::Count,
+    kind: Kind::Counter,
+    dimensions: &["service", "sink"],
+    resolution: Resolution::Standard,
+    description: "Failed invocations routed to on-call, by the sink that took the envelope (log = SNS and the DLQ both failed)",
+    emitter: Emitter::Runtime,
+};
+
+/// An invocation took a concurrency slot.
+pub static CONCURRENCY_ACQUIRED: MetricDef = MetricDef {
+    name: "ConcurrencyAcquired",
+    unit: Unit::Count,
+    kind: Kind::Counter,
+    dimensions: &["service"],
+    resolution: Resolution::Standard,
+    description: "Invocations that took a concurrency slot for their key",
+    emitter: Emitter::Runtime,
+};
+
+/// An invocation found every slot of its key taken and was refused.
+pub static CONCURRENCY_REJECTED: MetricDef = MetricDef {
+    name: "ConcurrencyRejected",
+    unit: Unit::Count,
+    kind: Kind::Counter,
+    dimensions: &["service"],
+    resolution: Resolution::Standard,
+    description: "Invocations refused because every concurrency slot of their key was taken (HTTP 429)",
+    emitter: Emitter::Runtime,
+};
+
+/// How long an invocation waited for its concurrency slot.
+pub static CONCURRENCY_WAIT_MS: MetricDef = MetricDef {
+    name: "ConcurrencyWaitMs",
+    unit: Unit::Milliseconds,
+    kind: Kind::Histogram,
+    dimensions: &["service"],
+    resolution: Resolution::Standard,
+    description: "Time from arrival to a concurrency slot being taken",
+    emitter: Emitter::Runtime,
+};
+
 /// Every catalogue entry.
 pub static ALL: &[&MetricDef] = &[
     &COLD_START,
@@ -170,6 +214,10 @@ pub static ALL: &[&MetricDef] = &[
     &IDEMPOTENCY_IN_PROGRESS_CONFLICT,
     &IDEMPOTENCY_KEY_REUSED,
     &IDEMPOTENCY_STORE_ERROR,
+    &ROUTED_ERROR,
+    &CONCURRENCY_ACQUIRED,
+    &CONCURRENCY_REJECTED,
+    &CONCURRENCY_WAIT_MS,
 ];
 
 /// The entry named `name`.

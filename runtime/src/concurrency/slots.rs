@@ -1,0 +1,196 @@
+//! Leased slots: the [`SlotStore`] contract and its two stores, in memory and in DynamoDB.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Mutex, PoisonError};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
+
+use crate::aws::{failure, is_condition_failure, Failure};
+
+/// A failure of the slot store itself.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SlotError {
+    /// The store refused for capacity; retrying later may succeed.
+    #[error("the concurrency slot store is throttling requests: {0}")]
+    Throttled(String),
+    /// The store could not be reached or answered with a server error.
+    #[error("the concurrency slot store is unavailable: {0}")]
+    Unavailable(String),
+    /// Any other refusal (missing table, access denied, invalid request).
+    #[error("the concurrency slot store refused the request: {0}")]
+    Rejected(String),
+}
+
+/// Storage for leased slots with DynamoDB's conditional-write semantics: of concurrent takes of
+/// one free slot, exactly one succeeds.
+#[async_trait]
+pub trait SlotStore: Send + Sync + fmt::Debug {
+    /// Takes the slot `id` for `holder` until `lease_expires_ms` (epoch ms), if it is free or its
+    /// lease ended before `now_ms`. Returns whether it was taken.
+    async fn take(
+        &self,
+        id: &str,
+        holder: &str,
+        lease_expires_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, SlotError>;
+
+    /// Frees the slot `id` if `holder` still holds it (never a slot another invocation took over).
+    async fn free(&self, id: &str, holder: &str) -> Result<(), SlotError>;
+}
+
+/// Slots in process memory: the embedded default, and the store of fast tests. They guard one
+/// execution environment only; configure a DynamoDB table (`KEEL_CONCURRENCY_TABLE`) to guard
+/// all of them.
+#[derive(Debug, Default)]
+pub struct MemorySlots {
+    /// Slot id → (holder, lease end in epoch ms); a freed slot keeps its entry, its lease at 0.
+    slots: Mutex<HashMap<String, (String, u64), foldhash::fast::RandomState>>,
+}
+
+impl MemorySlots {
+    /// No slot taken.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// [`SlotStore::take`], answered at once.
+    pub(crate) fn take_now(&self, id: &str, holder: &str, lease_expires_ms: u64, now_ms: u64) -> bool {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        match slots.get_mut(id) {
+            Some((owner, expires)) if *expires < now_ms => {
+                holder.clone_into(owner);
+                *expires = lease_expires_ms;
+                true
+            }
+            Some(_) => false,
+            None => {
+                slots.insert(id.to_owned(), (holder.to_owned(), lease_expires_ms));
+                true
+            }
+        }
+    }
+
+    /// [`SlotStore::free`], answered at once.
+    pub(crate) fn free_now(&self, id: &str, holder: &str) {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((owner, expires)) = slots.get_mut(id).filter(|(owner, _)| owner == holder) {
+            owner.clear();
+            *expires = 0;
+        }
+    }
+}
+
+#[async_trait]
+impl SlotStore for MemorySlots {
+    async fn take(
+        &self,
+        id: &str,
+        holder: &str,
+        lease_expires_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, SlotError> {
+        Ok(self.take_now(id, holder, lease_expires_ms, now_ms))
+    }
+
+    async fn free(&self, id: &str, holder: &str) -> Result<(), SlotError> {
+        self.free_now(id, holder);
+        Ok(())
+    }
+}
+
+/// The slot table's definition: string key `id` (`<key>#<n>`), TTL attribute `expiration`
+/// (epoch seconds, a while after the lease, so that abandoned slots are cleaned up).
+pub const SLOT_TABLE: crate::idempotency::TableDefinition = crate::idempotency::TableDefinition {
+    key_attribute: "id",
+    ttl_attribute: "expiration",
+};
+
+/// How long after its lease an abandoned slot item stays, before DynamoDB's TTL removes it.
+const KEEP_AFTER_LEASE_S: u64 = 3600;
+
+/// Slots in a DynamoDB table (see [`SLOT_TABLE`]): take = conditional put on a free or expired
+/// slot, free = delete conditioned on the holder.
+#[derive(Clone, Debug)]
+pub struct DynamoDbSlots {
+    client: Client,
+    table: String,
+}
+
+impl DynamoDbSlots {
+    /// Slots in `table`.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+fn slot_error<E, R>(error: &aws_sdk_dynamodb::error::SdkError<E, R>) -> SlotError
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: fmt::Debug,
+{
+    match failure(error) {
+        (Failure::Throttled, described) => SlotError::Throttled(described),
+        (Failure::Unavailable, described) => SlotError::Unavailable(described),
+        (Failure::Rejected, described) => SlotError::Rejected(described),
+    }
+}
+
+#[async_trait]
+impl SlotStore for DynamoDbSlots {
+    async fn take(
+        &self,
+        id: &str,
+        holder: &str,
+        lease_expires_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, SlotError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("id", AttributeValue::S(id.to_owned()))
+            .item("holder", AttributeValue::S(holder.to_owned()))
+            .item("lease_expires", AttributeValue::N(lease_expires_ms.to_string()))
+            .item(
+                "expiration",
+                AttributeValue::N((lease_expires_ms / 1000 + KEEP_AFTER_LEASE_S).to_string()),
+            )
+            .condition_expression("attribute_not_exists(#id) OR #lease_expires < :now_ms")
+            .expression_attribute_names("#id", "id")
+            .expression_attribute_names("#lease_expires", "lease_expires")
+            .expression_attribute_values(":now_ms", AttributeValue::N(now_ms.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if is_condition_failure(&error) => Ok(false),
+            Err(error) => Err(slot_error(&error)),
+        }
+    }
+
+    async fn free(&self, id: &str, holder: &str) -> Result<(), SlotError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("id", AttributeValue::S(id.to_owned()))
+            .condition_expression("#holder = :holder")
+            .expression_attribute_names("#holder", "holder")
+            .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
+            .send()
+            .await;
+        match result {
+            // Taken over after its lease ended: the slot is someone else's now.
+            Ok(_) => Ok(()),
+            Err(error) if is_condition_failure(&error) => Ok(()),
+            Err(error) => Err(slot_error(&error)),
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The delivery chain: SNS topic → SQS dead-letter queue → log line, and the relay to the Keel
+//! extension in front of it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+use super::envelope::Envelope;
+use crate::metrics::catalog;
+
+/// The largest message SNS accepts (and the size an envelope is kept under).
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// How much of an oversized event an envelope keeps, as text.
+const KEPT_EVENT_BYTES: usize = 64 * 1024;
+
+/// Where an envelope landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sink {
+    /// Handed to the Keel extension, which publishes it after the response.
+    Relay,
+    /// Published to the SNS topic.
+    Sns,
+    /// Sent to the SQS dead-letter queue (the topic failed or is not configured).
+    Dlq,
+    /// Written whole to the log as `keel.routed_error` (both failed or are not configured).
+    Log,
+}
+
+impl Sink {
+    /// The `sink` dimension of `RoutedError`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sink::Relay => "relay",
+            Sink::Sns => "sns",
+            Sink::Dlq => "dlq",
+            Sink::Log => "log",
+        }
+    }
+}
+
+/// The SNS topic and the dead-letter queue envelopes are published to.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Sinks {
+    pub(crate) topic: Option<(aws_sdk_sns::Client, String)>,
+    pub(crate) dlq: Option<(aws_sdk_sqs::Client, String)>,
+}
+
+impl Sinks {
+    /// Publishes `envelope` through the chain within `budget`: the topic (half of it at most),
+    /// then the queue, then the log. Counts where it landed in `RoutedError{sink}`.
+    pub(crate) async fn publish(&self, envelope: &Envelope, budget: Duration) -> Sink {
+        let started = Instant::now();
+        let body = message_body(envelope);
+        let class = envelope.error_class.as_str();
+        let sink = 'chain: {
+            if let Some((client, topic)) = &self.topic {
+                let request = client
+                    .publish()
+                    .topic_arn(topic)
+                    .message(&body)
+                    .set_message_attributes(Some(attributes(class, &envelope.service, sns_attribute)));
+                match within(budget / 2, request.send()).await {
+                    Ok(Ok(_)) => break 'chain Sink::Sns,
+                    Ok(Err(error)) => warn_failed(
+                        Sink::Sns,
+                        envelope,
+                        &aws_sdk_sns::error::DisplayErrorContext(error),
+                    ),
+                    Err(elapsed) => warn_failed(Sink::Sns, envelope, &elapsed),
+                }
+            }
+            if let Some((client, queue)) = &self.dlq {
+                let request = client
+                    .send_message()
+                    .queue_url(queue)
+                    .message_body(&body)
+                    .set_message_attributes(Some(attributes(class, &envelope.service, sqs_attribute)));
+                match within(budget.saturating_sub(started.elapsed()), request.send()).await {
+                    Ok(Ok(_)) => break 'chain Sink::Dlq,
+                    Ok(Err(error)) => warn_failed(
+                        Sink::Dlq,
+                        envelope,
+                        &aws_sdk_sqs::error::DisplayErrorContext(error),
+                    ),
+                    Err(elapsed) => warn_failed(Sink::Dlq, envelope, &elapsed),
+                }
+            }
+            tracing::error!(envelope = %body, "keel.routed_error");
+            Sink::Log
+        };
+        catalog::ROUTED_ERROR.increment_with(1, &[sink.as_str()]);
+        sink
+    }
+}
+
+/// Runs `future` for at most `budget`.
+async fn within<F: std::future::Future>(budget: Duration, future: F) -> Result<F::Output, TimedOut> {
+    tokio::time::timeout(budget, future)
+        .await
+        .map_err(|_| TimedOut(budget))
+}
+
+/// A sink took longer than its share of the invocation's remaining time.
+#[derive(Debug, thiserror::Error)]
+#[error("no answer within {0:?}")]
+struct TimedOut(Duration);
+
+fn warn_failed(sink: Sink, envelope: &Envelope, error: &dyn std::fmt::Display) {
+    tracing::warn!(
+        sink = sink.as_str(),
+        envelope_id = %envelope.id,
+        error = %error,
+        "a routed error could not be delivered here; trying the next sink"
+    );
+}
+
+/// The message attributes subscribers filter on: `error_class` and `service`.
+fn attributes<A>(class: &str, service: &str, attribute: fn(&str) -> Option<A>) -> HashMap<String, A> {
+    [("error_class", class), ("service", service)]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name.to_owned(), attribute(value)?)))
+        .collect()
+}
+
+fn sns_attribute(value: &str) -> Option<aws_sdk_sns::types::MessageAttributeValue> {
+    let attribute = aws_sdk_sns::types::MessageAttributeValue::builder().data_type("String");
+    attribute.string_value(value).build().ok()
+}
+
+fn sqs_attribute(value: &str) -> Option<aws_sdk_sqs::types::MessageAttributeValue> {
+    let attribute = aws_sdk_sqs::types::MessageAttributeValue::builder().data_type("String");
+    attribute.string_value(value).build().ok()
+}
+
+/// The envelope as JSON, kept under [`MAX_MESSAGE_BYTES`]: an event too large to fit is
+/// replaced by `{"keel_truncated": true, "bytes": <size>, "text": <its first 64 KB>}`.
+pub(crate) fn message_body(envelope: &Envelope) -> String {
+    let body = serde_json::to_string(envelope).unwrap_or_default();
+    if body.len() <= MAX_MESSAGE_BYTES {
+        return body;
+    }
+    let text = envelope.event.to_string();
+    let mut end = KEPT_EVENT_BYTES.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut smaller = envelope.clone();
+    smaller.event = serde_json::json!({"keel_truncated": true, "bytes": text.len(), "text": &text[..end]});
+    serde_json::to_string(&smaller).unwrap_or_default()
+}
+
+/// Hands an envelope to the extension's relay: `POST /envelopes`, taken on `202 Accepted`.
+/// Anything else (nobody listening, a full queue, no answer within `timeout`) is an error, and
+/// the caller publishes itself.
+pub(crate) async fn hand_over(addr: SocketAddr, body: String, timeout: Duration) -> Result<(), String> {
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        let connection = tokio::spawn(connection);
+        let request = hyper::Request::post("/envelopes")
+            .header(hyper::header::HOST, addr.to_string())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let response = sender.send_request(request).await.map_err(|e| e.to_string());
+        connection.abort();
+        match response?.status() {
+            hyper::StatusCode::ACCEPTED => Ok(()),
+            status => Err(format!("the relay answered {status}")),
+        }
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("the relay did not answer within {timeout:?}")))
+}
+
+/// The event of an envelope, redacted: its JSON, or its text when it is not JSON.
+pub(crate) fn event_value(text: &str, redactor: &crate::logging::Redactor) -> Value {
+    let mut event = serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()));
+    redactor.redact(&mut event);
+    event
+}
