@@ -356,3 +356,34 @@ fn a_thousand_errors_over_failing_sinks_each_land_exactly_once() {
         "every sink was exercised: {sns} {dlq} {log}"
     );
 }
+
+#[test]
+fn back_pressure_is_not_routed() {
+    for error_type in ["Keel.Concurrency.Rejected", "Keel.Idempotency.InProgress"] {
+        let (stack, lines) = keel();
+        let refuse = service_fn(move |_: LambdaEvent<Value>| async move {
+            Err::<Value, BoxError>(InvocationError::new(error_type, "try again shortly").into())
+        });
+        let results = invoke(
+            &stack.error_routing(ErrorRouting::new("svc")),
+            refuse,
+            vec![event("r", json!({}))],
+        );
+        assert_eq!(results[0].as_ref().unwrap_err().error_type(), error_type);
+        assert!(
+            routed_lines(&lines).is_empty(),
+            "{error_type} is not a failure to route"
+        );
+    }
+    let (stack, lines) = keel();
+    invoke(
+        &stack.error_routing(ErrorRouting::new("svc")),
+        service_fn(book),
+        vec![failing_event("r")],
+    );
+    assert_eq!(
+        routed_lines(&lines).len(),
+        1,
+        "a real failure with no sink configured is logged"
+    );
+}

@@ -65,9 +65,9 @@ impl Envelope {
     pub fn now() -> String {
         humantime::format_rfc3339_millis(SystemTime::now()).to_string()
     }
+}
 
-    /// `retry_after` as the envelope carries it.
-    pub fn retry_after(retry_after: Option<Duration>) -> Option<u64> {
-        retry_after.map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64)
-    }
+/// A retry hint as the envelope carries it, in milliseconds.
+pub(crate) fn millis(retry_after: Option<Duration>) -> Option<u64> {
+    retry_after.map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64)
 }

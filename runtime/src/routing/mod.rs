@@ -27,9 +27,10 @@
 //!
 //! Errors are classified by [`Classify`] for the types registered with
 //! [`ErrorRouting::classify`], by Keel for its own errors, and otherwise by default: throttling,
-//! timeouts and unreachable dependencies are transient, everything else permanent. A duplicate
-//! refused because its first attempt is still running (`Keel.Idempotency.InProgress`) is not a
-//! failure and is not routed.
+//! timeouts and unreachable dependencies are transient, everything else permanent. Back-pressure
+//! is not a failure and is not routed: a duplicate refused because its first attempt is still
+//! running (`Keel.Idempotency.InProgress`), or an invocation refused by a full concurrency guard
+//! (`Keel.Concurrency.Rejected`).
 
 mod classify;
 mod deliver;
@@ -69,8 +70,9 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(200);
 /// Publishing time when the deadline is unknown (the Lambda emulator reports one in the past).
 const DEFAULT_FALLBACK_BUDGET: Duration = Duration::from_secs(3);
 
-/// The error type routing leaves out: a duplicate whose first attempt is still running.
-const NOT_ROUTED: &str = "Keel.Idempotency.InProgress";
+/// Error types routing leaves out, as back-pressure rather than failures: a duplicate whose
+/// first attempt is still running, and an invocation refused by a full concurrency guard.
+const NOT_ROUTED: &[&str] = &["Keel.Idempotency.InProgress", "Keel.Concurrency.Rejected"];
 
 /// Where routed errors go and how they are built; see the [module docs](self).
 #[derive(Clone, Debug)]
@@ -231,7 +233,7 @@ impl ErrorRouting {
             error_type: error.error_type().to_owned(),
             error_message,
             error_class: classification.class,
-            retry_after_ms: Envelope::retry_after(classification.retry_after),
+            retry_after_ms: envelope::millis(classification.retry_after),
             attempt,
             event: deliver::event_value(event, &self.redactor),
             source: Source::Runtime,
@@ -392,7 +394,7 @@ where
             let next = match state.as_mut().project() {
                 RoutingProjection::Handler { handler, kept } => {
                     let error = match std::task::ready!(handler.poll(cx)) {
-                        Err(error) if error.error_type() != NOT_ROUTED => error,
+                        Err(error) if !NOT_ROUTED.contains(&error.error_type()) => error,
                         result => return Poll::Ready(result),
                     };
                     let Some(Kept {
