@@ -9,6 +9,8 @@ use serde_json::{json, Value};
 
 async fn chatty(event: LambdaEvent<Value>) -> Result<String, BoxError> {
     tracing::debug!(step = 1, "loading");
+    // As the AWS SDK describes each request: kept out of the buffer (heard at TRACE only).
+    tracing::debug!(target: "aws_smithy_runtime::client::orchestrator", "entering 'transmit' phase");
     tracing::debug!(step = 2, "pricing");
     tracing::info!(seats = 2, "booking priced");
     if event.payload["fail"] == true {

@@ -259,3 +259,66 @@ async fn booking_api_books_once_per_idempotency_key_with_records_in_dynamodb() {
         "prefixed with the function name"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn booking_api_routes_a_failed_invocation_to_the_on_call_topic() {
+    let moto = keel_tests::Moto::start().expect("moto starts");
+    let topic = moto.create_topic("booking-errors").await.unwrap();
+    let on_call = moto.create_queue("booking-on-call").await.unwrap();
+    moto.subscribe_queue(&topic, &on_call).await.unwrap();
+    let dlq = moto.create_queue("booking-errors-dlq").await.unwrap();
+    let binary = build_binary("booking-api").expect("booking-api builds");
+    let emulator = Emulator::start().expect("emulator starts");
+    let mut env = moto.env();
+    env.push(("KEEL_ERROR_TOPIC_ARN".into(), topic));
+    env.push(("KEEL_DLQ_URL".into(), dlq.clone()));
+    let function = emulator.start_function(&binary, &env).expect("function starts");
+
+    let accepted = emulator
+        .invoke(&keyed_booking_event("ok-1", "order-1", booking("room-1")))
+        .unwrap();
+    assert_eq!(accepted.body["statusCode"], 201, "{}", function.output());
+    // Not an API Gateway request: the invocation fails, and the error is routed.
+    let not_http =
+        json!({"headers": {"idempotency-key": "order-2"}, "body": 5, "guest": {"email": "eve@example.com"}})
+            .to_string();
+    let failed = emulator.invoke(&not_http).unwrap();
+    assert_eq!(
+        failed.body["errorType"], "Keel.InvalidEvent",
+        "returned unchanged"
+    );
+
+    let received = moto.drain_queue(&on_call, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        received.len(),
+        1,
+        "one envelope, for the failure only\n{}",
+        function.output()
+    );
+    let envelope: keel_runtime::routing::Envelope =
+        serde_json::from_str(received[0].body().unwrap()).unwrap();
+    assert_eq!(envelope.error_type, "Keel.InvalidEvent");
+    assert_eq!(envelope.service, "booking-api");
+    assert_eq!(envelope.error_class, keel_runtime::routing::ErrorClass::Permanent);
+    assert_eq!(envelope.event["guest"]["email"], "***", "redacted as in the logs");
+    assert!(!envelope.request_id.is_empty());
+    let attribute = |name: &str| {
+        received[0]
+            .message_attributes()
+            .and_then(|a| a.get(name))
+            .and_then(|v| v.string_value())
+            .map(str::to_owned)
+    };
+    assert_eq!(attribute("error_class").as_deref(), Some("permanent"));
+    assert!(moto
+        .drain_queue(&dlq, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(
+        function.wait_for_line(Duration::from_secs(10), |l| l.contains("\"RoutedError\":1")
+            && l.contains("\"sink\":\"sns\"")),
+        "{}",
+        function.output()
+    );
+}

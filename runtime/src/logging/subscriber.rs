@@ -275,12 +275,41 @@ fn is_invocation_span(metadata: &Metadata<'_>) -> bool {
     metadata.name() == INVOCATION_SPAN && metadata.target() == super::INVOCATION_TARGET
 }
 
+/// Targets of the libraries Keel calls AWS through.
+const DEPENDENCY_TARGETS: &[&str] = &[
+    "aws_smithy_",
+    "aws_sdk_",
+    "aws_config",
+    "aws_runtime",
+    "aws_credential_types",
+    "aws_sigv4",
+    "hyper",
+    "h2",
+    "rustls",
+    "tower",
+    "lambda_runtime",
+    "lambda_extension",
+];
+
+fn is_dependency(target: &str) -> bool {
+    DEPENDENCY_TARGETS.iter().any(|prefix| target.starts_with(prefix))
+}
+
 impl<S> tracing_subscriber::Layer<S> for StructuredLogLayer
 where
     S: Subscriber + for<'lookup> LookupSpan<'lookup>,
 {
     fn enabled(&self, metadata: &Metadata<'_>, _ctx: Context<'_, S>) -> bool {
-        *metadata.level() <= self.interest || is_invocation_span(metadata)
+        if is_invocation_span(metadata) {
+            return true;
+        }
+        let level = *metadata.level();
+        // The AWS SDK, HTTP and TLS stacks describe every request at DEBUG: they would fill the
+        // DEBUG buffer of each invocation that calls AWS. Below INFO they are heard at TRACE only.
+        if level > Level::INFO && self.config.level < Level::TRACE && is_dependency(metadata.target()) {
+            return false;
+        }
+        level <= self.interest
     }
 
     fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {

@@ -128,6 +128,30 @@ fn main() -> Result<(), HarnessError> {
             url: moto.endpoint().to_owned(),
             reason: e.to_string(),
         })?;
+    // Where failed invocations go: an SNS topic on-call's queue subscribes to, and a DLQ.
+    let (topic, on_call, dlq) = runtime
+        .block_on(async {
+            let topic = moto
+                .create_topic("booking-errors")
+                .await
+                .map_err(|e| e.to_string())?;
+            let on_call = moto
+                .create_queue("booking-on-call")
+                .await
+                .map_err(|e| e.to_string())?;
+            moto.subscribe_queue(&topic, &on_call)
+                .await
+                .map_err(|e| e.to_string())?;
+            let dlq = moto
+                .create_queue("booking-errors-dlq")
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((topic, on_call, dlq))
+        })
+        .map_err(|reason| HarnessError::Http {
+            url: moto.endpoint().to_owned(),
+            reason,
+        })?;
     let emulator = Emulator::start()?;
     let mut env = moto.env();
     env.extend(
@@ -135,6 +159,8 @@ fn main() -> Result<(), HarnessError> {
             ("KEEL_CORRELATION_ID_HEADER", "x-correlation-id"),
             ("KEEL_LOG_EVENT", "true"),
             ("KEEL_IDEMPOTENCY_TABLE", table.as_str()),
+            ("KEEL_ERROR_TOPIC_ARN", topic.as_str()),
+            ("KEEL_DLQ_URL", dlq.as_str()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned())),
@@ -157,6 +183,11 @@ fn main() -> Result<(), HarnessError> {
         // The function writes its lines before it posts the answer; give the pipe a moment.
         std::thread::sleep(Duration::from_millis(100));
         print_new_lines(&function, &mut printed);
+    }
+
+    println!("\n▶ what on-call received (the queue subscribed to the error topic)");
+    for message in runtime.block_on(moto.drain_queue(&on_call, Duration::from_secs(5)))? {
+        println!("  {}", message.body().unwrap_or_default());
     }
 
     if serve {
