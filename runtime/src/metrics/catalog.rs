@@ -30,6 +30,8 @@ pub enum Emitter {
     Runtime,
     /// The booking functions' own code.
     Function,
+    /// The Keel extension, from the Telemetry API.
+    Extension,
 }
 
 /// One catalogue entry.
@@ -206,6 +208,84 @@ pub static CONCURRENCY_WAIT_MS: MetricDef = MetricDef {
     emitter: Emitter::Runtime,
 };
 
+/// How long the function ran for an invocation (platform.report).
+pub static INVOCATION_DURATION_MS: MetricDef = MetricDef {
+    name: "DurationMs",
+    unit: Unit::Milliseconds,
+    kind: Kind::Histogram,
+    dimensions: &["service"],
+    resolution: Resolution::Standard,
+    description: "How long the function ran for an invocation (platform.report)",
+    emitter: Emitter::Extension,
+};
+
+/// The duration Lambda billed for an invocation (platform.report).
+pub static BILLED_DURATION_MS: MetricDef = MetricDef {
+    name: "BilledDurationMs",
+    unit: Unit::Milliseconds,
+    kind: Kind::Histogram,
+    dimensions: &["service"],
+    resolution: Resolution::Standard,
+    description: "The duration Lambda billed for an invocation (platform.report)",
+    emitter: Emitter::Extension,
+};
+
+/// The most memory the execution environment used up to an invocation (platform.report).
+pub static MAX_MEMORY_USED_MB: MetricDef = MetricDef {
+    name: "MaxMemoryUsedMB",
+    unit: Unit::Megabytes,
+    kind: Kind::Histogram,
+    dimensions: &["service"],
+    resolution: Resolution::Standard,
+    description: "The most memory the execution environment used up to an invocation (platform.report)",
+    emitter: Emitter::Extension,
+};
+
+/// How long the execution environment took to start, on cold starts (platform.report).
+pub static INIT_DURATION_MS: MetricDef = MetricDef {
+    name: "InitDurationMs",
+    unit: Unit::Milliseconds,
+    kind: Kind::Histogram,
+    dimensions: &["service"],
+    resolution: Resolution::Standard,
+    description: "How long the execution environment took to start, on cold starts (platform.report)",
+    emitter: Emitter::Extension,
+};
+
+/// Invocations that ran out of time (platform.runtimeDone status timeout).
+pub static INVOCATION_TIMEOUT: MetricDef = MetricDef {
+    name: "InvocationTimeout",
+    unit: Unit::Count,
+    kind: Kind::Counter,
+    dimensions: &["service"],
+    resolution: Resolution::Standard,
+    description: "Invocations that ran out of time (platform.runtimeDone status timeout)",
+    emitter: Emitter::Extension,
+};
+
+/// Invocations whose runtime crashed or was killed (platform.runtimeDone status failure).
+pub static RUNTIME_CRASH: MetricDef = MetricDef {
+    name: "RuntimeCrash",
+    unit: Unit::Count,
+    kind: Kind::Counter,
+    dimensions: &["service"],
+    resolution: Resolution::Standard,
+    description: "Invocations whose runtime crashed or was killed (platform.runtimeDone status failure)",
+    emitter: Emitter::Extension,
+};
+
+/// Telemetry records Lambda dropped before the extension could read them (platform.logsDropped).
+pub static TELEMETRY_DROPPED: MetricDef = MetricDef {
+    name: "TelemetryDropped",
+    unit: Unit::Count,
+    kind: Kind::Counter,
+    dimensions: &["service"],
+    resolution: Resolution::Standard,
+    description:
+        "Telemetry records Lambda dropped before the extension could read them (platform.logsDropped)",
+    emitter: Emitter::Extension,
+};
+
 /// Every catalogue entry.
 pub static ALL: &[&MetricDef] = &[
     &COLD_START,
@@ -218,6 +298,13 @@ pub static ALL: &[&MetricDef] = &[
     &CONCURRENCY_ACQUIRED,
     &CONCURRENCY_REJECTED,
     &CONCURRENCY_WAIT_MS,
+    &INVOCATION_DURATION_MS,
+    &BILLED_DURATION_MS,
+    &MAX_MEMORY_USED_MB,
+    &INIT_DURATION_MS,
+    &INVOCATION_TIMEOUT,
+    &RUNTIME_CRASH,
+    &TELEMETRY_DROPPED,
 ];
 
 /// The entry named `name`.

@@ -167,6 +167,16 @@ impl MetricsLayer {
         EmfRecorder::new(self.shared.flush.clone())
     }
 
+    /// Runs `future`, collecting every metric it records, and writes them as EMF when it ends
+    /// (tagged with `request_id` when given) — for work outside an invocation's service, such
+    /// as the Keel extension turning one telemetry report into metrics.
+    pub async fn collect<F: Future>(&self, request_id: Option<&str>, future: F) -> F::Output {
+        let collector = Arc::new(Collector::default());
+        let output = recorder::scope(collector.clone(), future).await;
+        flush(&self.shared.flush, collector.take(), request_id);
+        output
+    }
+
     /// Installs [`Self::recorder`] as the `metrics` facade's global recorder. Fails if one is
     /// installed already (a process has one).
     pub fn install_recorder(&self) -> Result<(), metrics::SetRecorderError<EmfRecorder>> {

@@ -91,12 +91,17 @@ impl Sinks {
                     Err(elapsed) => warn_failed(Sink::Dlq, envelope, &elapsed),
                 }
             }
-            tracing::error!(envelope = %body, "keel.routed_error");
+            write_to_log(&body);
             Sink::Log
         };
         catalog::ROUTED_ERROR.increment_with(1, &[sink.as_str()]);
         sink
     }
+}
+
+/// The last sink: the ERROR line `keel.routed_error` holding the whole envelope.
+pub(crate) fn write_to_log(body: &str) {
+    tracing::error!(envelope = %body, "keel.routed_error");
 }
 
 /// Runs `future` for at most `budget`.

@@ -240,6 +240,43 @@ impl ErrorRouting {
         }
     }
 
+    /// The envelope of a failure reported from outside the handler (the Keel extension reports
+    /// timeouts and crashes it saw in the Telemetry API): `event` is whatever context it has.
+    pub fn report(
+        &self,
+        source: Source,
+        request_id: &str,
+        error_type: &str,
+        error_message: String,
+        error_class: ErrorClass,
+        event: serde_json::Value,
+    ) -> Envelope {
+        Envelope {
+            id: Envelope::new_id(),
+            time: Envelope::now(),
+            service: self.service.clone(),
+            function_name: self.function.name.clone(),
+            function_version: self.function.version.clone(),
+            request_id: request_id.to_owned(),
+            xray_trace_id: None,
+            error_type: error_type.to_owned(),
+            error_message,
+            error_class,
+            retry_after_ms: None,
+            attempt: 1,
+            event,
+            source,
+        }
+    }
+
+    /// Writes `envelope` whole to the log as `keel.routed_error` (counted in
+    /// `RoutedError{sink=log}`), without trying the topic or the queue: for envelopes left when
+    /// there is no time to publish.
+    pub fn write_to_log(&self, envelope: &Envelope) {
+        deliver::write_to_log(&deliver::message_body(envelope));
+        crate::metrics::catalog::ROUTED_ERROR.increment_with(1, &[Sink::Log.as_str()]);
+    }
+
     /// Delivers `envelope`: to the relay when one is configured and acknowledges, otherwise
     /// [published](Self::publish) within the time left before `deadline_ms`.
     pub async fn route(&self, envelope: &Envelope, deadline_ms: u64) -> Sink {

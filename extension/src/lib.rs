@@ -1,0 +1,19 @@
+//! # keel-extension
+//!
+//! The Keel Lambda extension: it sees what a function cannot see about itself and publishes what
+//! the function hands over, after the response.
+//!
+//! - [`telemetry`]: `platform.report` becomes metrics (`DurationMs`, `BilledDurationMs`,
+//!   `MaxMemoryUsedMB`, `InitDurationMs`); a `platform.runtimeDone`/`platform.report` with status
+//!   `timeout` or `failure` becomes `InvocationTimeout`/`RuntimeCrash` and a routed envelope
+//!   (`source: extension`) holding the last lines the function logged for that request.
+//! - [`relay`]: the function POSTs routed error envelopes to `KEEL_EXTENSION_ADDR` and gets
+//!   `202` at once; a bounded queue is published off the response path (SNS → DLQ → log, as in
+//!   the function), and drained within the SHUTDOWN deadline.
+//!
+//! The binary registers for INVOKE and SHUTDOWN and subscribes to the Telemetry API
+//! (`platform` and `function` records, schema `2022-12-13`).
+
+pub mod http;
+pub mod relay;
+pub mod telemetry;

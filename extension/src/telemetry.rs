@@ -1,0 +1,262 @@
+//! The Telemetry API listener: platform records become metrics, timeouts and crashes become
+//! routed envelopes carrying the last lines the function logged for that request.
+//!
+//! Lambda POSTs JSON arrays of `{time, type, record}` (schema `2022-12-13`), buffered and in no
+//! guaranteed order. Records are read one by one, leniently: a record of an unknown type (such
+//! as SnapStart's `platform.restore*`) or of an unexpected shape is skipped and the rest of the
+//! batch is still read; a body that is not a JSON array is refused with a clear log line, and
+//! the listener keeps running. State is kept per request id, bounded: a failure is routed once,
+//! whichever of `platform.runtimeDone` and `platform.report` reports it first, with the lines
+//! that arrived before it (those in the same batch included).
+
+use std::collections::VecDeque;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use hyper::{Method, StatusCode};
+use keel_runtime::metrics::{catalog, MetricsLayer};
+use keel_runtime::routing::{ErrorClass, ErrorRouting, Source};
+use lru::LruCache;
+use serde_json::{json, Value};
+
+use crate::http::Answer;
+use crate::relay::Queue;
+
+/// Requests whose state is kept (the oldest forgotten first).
+const REQUESTS_KEPT: usize = 256;
+
+/// Log lines kept per request for its envelope, by default.
+pub const DEFAULT_LINES_PER_REQUEST: usize = 20;
+
+/// What the extension remembers of one request.
+#[derive(Debug, Default)]
+struct RequestState {
+    /// The newest lines the function logged for it.
+    lines: VecDeque<Value>,
+    /// Its failure has been routed.
+    routed: bool,
+}
+
+/// A failure seen in a platform record.
+struct Failure {
+    request_id: String,
+    class: ErrorClass,
+    error_type: String,
+    message: String,
+}
+
+/// Reads telemetry batches; see the [module docs](self).
+pub struct Telemetry {
+    requests: Mutex<LruCache<String, RequestState>>,
+    lines_per_request: usize,
+    routing: Arc<ErrorRouting>,
+    queue: Queue,
+    metrics: MetricsLayer,
+}
+
+/// What one batch held.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Read {
+    /// Records read.
+    pub records: usize,
+    /// Records skipped (unknown type or unexpected shape).
+    pub skipped: usize,
+    /// Failures routed.
+    pub routed: usize,
+}
+
+impl Telemetry {
+    /// A reader routing failures through `queue` (envelopes built by `routing`) and writing
+    /// metrics with `metrics`.
+    pub fn new(routing: Arc<ErrorRouting>, queue: Queue, metrics: MetricsLayer) -> Self {
+        Self {
+            requests: Mutex::new(LruCache::new(
+                NonZeroUsize::new(REQUESTS_KEPT).unwrap_or(NonZeroUsize::MIN),
+            )),
+            lines_per_request: DEFAULT_LINES_PER_REQUEST,
+            routing,
+            queue,
+            metrics,
+        }
+    }
+
+    /// Keeps `lines` log lines per request (default [`DEFAULT_LINES_PER_REQUEST`]).
+    pub fn lines_per_request(mut self, lines: usize) -> Self {
+        self.lines_per_request = lines;
+        self
+    }
+
+    /// The listener's answer to a POSTed batch: `200` once read (bad records skipped), `400`
+    /// when the body is not a JSON array.
+    pub async fn answer(&self, method: Method, body: &[u8]) -> Answer {
+        if method != Method::POST {
+            return (StatusCode::METHOD_NOT_ALLOWED, "POST telemetry batches".into());
+        }
+        match self.read(body).await {
+            Ok(read) => (
+                StatusCode::OK,
+                format!("{} records read, {} skipped", read.records, read.skipped),
+            ),
+            Err(reason) => {
+                tracing::warn!(reason = %reason, bytes = body.len(), "a telemetry batch was refused");
+                (StatusCode::BAD_REQUEST, reason)
+            }
+        }
+    }
+
+    /// Reads one batch.
+    pub async fn read(&self, body: &[u8]) -> Result<Read, String> {
+        let items: Vec<Value> = serde_json::from_slice(body)
+            .map_err(|e| format!("the telemetry batch is not a JSON array: {e}"))?;
+        let (read, failures) = self.metrics.collect(None, async { self.records(&items) }).await;
+        let mut routed = 0;
+        for failure in failures {
+            routed += usize::from(self.route(failure));
+        }
+        Ok(Read { routed, ..read })
+    }
+
+    /// Applies each record; returns the failures to route.
+    fn records(&self, items: &[Value]) -> (Read, Vec<Failure>) {
+        let mut read = Read::default();
+        let mut failures = Vec::new();
+        for item in items {
+            let record = &item["record"];
+            let known = match item["type"].as_str() {
+                Some("function") => self.function_line(record),
+                Some("platform.runtimeDone") => self.done(record, false, &mut failures),
+                Some("platform.report") => self.done(record, true, &mut failures),
+                Some("platform.logsDropped") => dropped(record),
+                Some(other) if other.starts_with("platform.") || other == "extension" => true,
+                _ => false,
+            };
+            read.records += 1;
+            if !known {
+                read.skipped += 1;
+                tracing::debug!(record_type = ?item["type"], "a telemetry record was skipped");
+            }
+        }
+        (read, failures)
+    }
+
+    /// A line the function logged: kept for its request (Keel's JSON lines carry
+    /// `function_request_id`).
+    fn function_line(&self, record: &Value) -> bool {
+        let line = match record {
+            Value::String(text) => serde_json::from_str(text).unwrap_or_else(|_| record.clone()),
+            other => other.clone(),
+        };
+        let Some(request_id) = ["function_request_id", "requestId", "AWSRequestId"]
+            .iter()
+            .find_map(|field| line[field].as_str())
+            .map(str::to_owned)
+        else {
+            return true;
+        };
+        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        let state = requests.get_or_insert_mut(request_id, RequestState::default);
+        if state.lines.len() == self.lines_per_request {
+            state.lines.pop_front();
+        }
+        if self.lines_per_request > 0 {
+            state.lines.push_back(line);
+        }
+        true
+    }
+
+    /// `platform.runtimeDone` or `platform.report`: metrics from the report, a failure from a
+    /// status other than success.
+    fn done(&self, record: &Value, report: bool, failures: &mut Vec<Failure>) -> bool {
+        let Some(request_id) = record["requestId"].as_str() else {
+            return false;
+        };
+        let metrics = &record["metrics"];
+        if report {
+            let record_ms = |def: &'static keel_runtime::metrics::catalog::MetricDef, field: &str| {
+                if let Some(value) = metrics[field].as_f64() {
+                    def.record_with(value, &[]);
+                }
+            };
+            record_ms(&catalog::INVOCATION_DURATION_MS, "durationMs");
+            record_ms(&catalog::BILLED_DURATION_MS, "billedDurationMs");
+            record_ms(&catalog::MAX_MEMORY_USED_MB, "maxMemoryUsedMB");
+            record_ms(&catalog::INIT_DURATION_MS, "initDurationMs");
+        }
+        let (class, metric) = match record["status"].as_str() {
+            Some("timeout") => (ErrorClass::Timeout, &catalog::INVOCATION_TIMEOUT),
+            Some("failure") => (ErrorClass::Crash, &catalog::RUNTIME_CRASH),
+            // `success`, and `error` (the function reported its own error, and routed it).
+            Some(_) => return true,
+            None => return false,
+        };
+        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        let state = requests.get_or_insert_mut(request_id.to_owned(), RequestState::default);
+        if state.routed || failures.iter().any(|f| f.request_id == request_id) {
+            return true;
+        }
+        metric.increment(1);
+        let duration = metrics["durationMs"]
+            .as_f64()
+            .map(|ms| format!(" after {ms} ms"))
+            .unwrap_or_default();
+        let (error_type, message) = match class {
+            ErrorClass::Timeout => (
+                "Runtime.Timeout".to_owned(),
+                format!("the invocation timed out{duration}"),
+            ),
+            _ => (
+                record["errorType"]
+                    .as_str()
+                    .unwrap_or("Runtime.Failure")
+                    .to_owned(),
+                format!("the runtime failed{duration}"),
+            ),
+        };
+        failures.push(Failure {
+            request_id: request_id.to_owned(),
+            class,
+            error_type,
+            message,
+        });
+        true
+    }
+
+    /// Builds and queues the envelope of `failure` (once per request); whether it was queued.
+    fn route(&self, failure: Failure) -> bool {
+        let lines = {
+            let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+            let state = requests.get_or_insert_mut(failure.request_id.clone(), RequestState::default);
+            if state.routed {
+                return false;
+            }
+            state.routed = true;
+            state.lines.iter().cloned().collect::<Vec<_>>()
+        };
+        let envelope = self.routing.report(
+            Source::Extension,
+            &failure.request_id,
+            &failure.error_type,
+            failure.message,
+            failure.class,
+            json!({"last_log_lines": lines}),
+        );
+        if let Err(refused) = self.queue.push(envelope.clone()) {
+            tracing::warn!(reason = %refused, "the relay's queue refused the extension's own envelope; it is logged");
+            self.routing.write_to_log(&envelope);
+        }
+        true
+    }
+}
+
+/// `platform.logsDropped`: Lambda dropped records before the extension read them.
+fn dropped(record: &Value) -> bool {
+    let records = record["droppedRecords"].as_u64().unwrap_or(0);
+    tracing::warn!(
+        dropped_records = records,
+        dropped_bytes = record["droppedBytes"].as_u64().unwrap_or(0),
+        reason = record["reason"].as_str().unwrap_or_default(),
+        "Lambda dropped telemetry records before the extension could read them"
+    );
+    catalog::TELEMETRY_DROPPED.increment(records);
+    true
+}

@@ -1,0 +1,272 @@
+//! The Telemetry API listener, fed real-shaped batches (schema 2022-12-13) over HTTP as Lambda
+//! POSTs them: platform metrics, a timeout and a crash routed once each with the function's last
+//! lines, out-of-order and duplicate records, dropped records, malformed batches.
+
+use std::sync::{Arc, OnceLock};
+
+use keel_extension::relay;
+use keel_extension::telemetry::Telemetry;
+use keel_runtime::output::{CapturedLines, Output};
+use keel_runtime::routing::{Envelope, ErrorClass, ErrorRouting, Source};
+use keel_runtime::Keel;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tracing_subscriber::layer::SubscriberExt;
+
+fn line(request_id: &str, message: &str) -> Value {
+    json!({"time": "2026-11-21T10:00:00.000Z", "type": "function", "record": {
+        "timestamp": "2026-11-21T10:00:00.000Z", "level": "INFO", "message": message,
+        "service": "booking-api", "function_request_id": request_id
+    }})
+}
+
+fn done(kind: &str, request_id: &str, status: &str, metrics: Value) -> Value {
+    json!({"time": "2026-11-21T10:00:01.000Z", "type": kind, "record": {
+        "requestId": request_id, "status": status, "metrics": metrics,
+        "tracing": {"spanId": "s", "type": "X-Amzn-Trace-Id", "value": "Root=1-x"}
+    }})
+}
+
+fn report(request_id: &str, status: &str) -> Value {
+    done(
+        "platform.report",
+        request_id,
+        status,
+        json!({
+            "durationMs": 3001.5, "billedDurationMs": 3002, "memorySizeMB": 128, "maxMemoryUsedMB": 41, "initDurationMs": 120.4
+        }),
+    )
+}
+
+struct Listener {
+    url: String,
+    /// What this listener's metrics wrote.
+    metrics: CapturedLines,
+    client: reqwest_like::Client,
+}
+
+/// The process's log lines (one global subscriber) and its metrics recorder, installed once.
+fn logs() -> &'static CapturedLines {
+    static LOGS: OnceLock<CapturedLines> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let (output, lines) = Output::memory();
+        let keel = Keel::new("booking-api").output(output);
+        let subscriber = tracing_subscriber::registry().with(keel.log_layer());
+        tracing::subscriber::set_global_default(subscriber).expect("the first subscriber");
+        keel.metrics_layer()
+            .install_recorder()
+            .expect("the first recorder");
+        lines
+    })
+}
+
+/// The smallest HTTP client the tests need (`POST` a body, read the status).
+mod reqwest_like {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioIo;
+
+    pub struct Client;
+
+    impl Client {
+        pub async fn post(&self, url: &str, body: String) -> (u16, String) {
+            let rest = url.trim_start_matches("http://");
+            let (authority, path) = rest
+                .split_once('/')
+                .map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
+            let stream = tokio::net::TcpStream::connect(authority).await.unwrap();
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            let request = hyper::Request::post(path)
+                .header(hyper::header::HOST, authority)
+                .body(Full::new(Bytes::from(body)))
+                .unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            let status = response.status().as_u16();
+            let text = response.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&text).into_owned())
+        }
+    }
+}
+
+/// A telemetry listener on 127.0.0.1 whose envelopes are published to the log (no sinks), with
+/// everything it writes captured.
+async fn listener() -> Listener {
+    logs();
+    let (output, metrics) = Output::memory();
+    let keel = Keel::new("booking-api").output(output);
+    let routing = Arc::new(ErrorRouting::new("booking-api"));
+    let (queue, publisher, _shutdown) = relay::queue(64, routing.clone());
+    tokio::spawn(publisher.run());
+    let telemetry = Arc::new(Telemetry::new(routing, queue, keel.metrics_layer()).lines_per_request(3));
+    let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", socket.local_addr().unwrap());
+    tokio::spawn(keel_extension::http::serve(socket, move |method, _path, body| {
+        let telemetry = telemetry.clone();
+        async move { telemetry.answer(method, &body).await }
+    }));
+    Listener {
+        url,
+        metrics,
+        client: reqwest_like::Client,
+    }
+}
+
+impl Listener {
+    async fn post(&self, batch: Value) -> (u16, String) {
+        self.client.post(&self.url, batch.to_string()).await
+    }
+
+    /// Envelopes routed (to the log) for the requests whose ids start with `prefix`.
+    async fn envelopes(&self, prefix: &str, expected: usize) -> Vec<Envelope> {
+        for _ in 0..100 {
+            let found: Vec<Envelope> = parsed(logs())
+                .iter()
+                .filter(|l| l["message"] == "keel.routed_error")
+                .map(|l| serde_json::from_value::<Envelope>(l["envelope"].clone()).unwrap())
+                .filter(|e| e.request_id.starts_with(prefix))
+                .collect();
+            if found.len() >= expected {
+                return found;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("expected {expected} envelopes in {:?}", logs().lines());
+    }
+
+    fn metric_total(&self, name: &str) -> f64 {
+        parsed(&self.metrics)
+            .iter()
+            .filter(|l| l.get("_aws").is_some())
+            .filter_map(|doc| match &doc[name] {
+                Value::Array(values) => Some(values.iter().filter_map(Value::as_f64).sum::<f64>()),
+                value => value.as_f64(),
+            })
+            .sum()
+    }
+}
+
+fn parsed(lines: &CapturedLines) -> Vec<Value> {
+    lines
+        .lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_batches_become_metrics_and_failures_are_routed_once_with_their_last_lines() {
+    let listener = listener().await;
+
+    // A successful invocation: metrics only.
+    let ok = json!([
+        line("r-ok", "booking priced"),
+        done(
+            "platform.runtimeDone",
+            "r-ok",
+            "success",
+            json!({"durationMs": 12.0})
+        ),
+        report("r-ok", "success")
+    ]);
+    assert_eq!(listener.post(ok).await.0, 200);
+    assert_eq!(listener.metric_total("DurationMs"), 3001.5);
+    assert_eq!(listener.metric_total("BilledDurationMs"), 3002.0);
+    assert_eq!(listener.metric_total("MaxMemoryUsedMB"), 41.0);
+    assert_eq!(listener.metric_total("InitDurationMs"), 120.4);
+
+    // A timeout: its runtimeDone arrives before its last lines, in the same batch, and the
+    // report repeats the status in a later batch.
+    let timeout = json!([
+        done(
+            "platform.runtimeDone",
+            "r-slow",
+            "timeout",
+            json!({"durationMs": 3000.0})
+        ),
+        line("r-slow", "calling the partner"),
+        line("r-slow", "waiting"),
+        line("r-slow", "still waiting"),
+        line("r-slow", "giving up soon"),
+    ]);
+    assert_eq!(listener.post(timeout).await.0, 200);
+    assert_eq!(listener.post(json!([report("r-slow", "timeout")])).await.0, 200);
+    // A crash, reported by the report alone.
+    let mut crash = report("r-crash", "failure");
+    crash["record"]["errorType"] = json!("Runtime.ExitError");
+    assert_eq!(
+        listener
+            .post(json!([line("r-crash", "loading"), crash.clone()]))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(listener.post(json!([crash])).await.0, 200, "a duplicate batch");
+    // An error the function reported itself (and routed itself): not routed again.
+    assert_eq!(
+        listener
+            .post(json!([done("platform.runtimeDone", "r-err", "error", json!({}))]))
+            .await
+            .0,
+        200
+    );
+
+    let envelopes = listener.envelopes("r-", 2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let envelopes_now = listener.envelopes("r-", 2).await;
+    assert_eq!(envelopes_now.len(), 2, "each failure routed once: {envelopes:?}");
+    let slow = envelopes.iter().find(|e| e.request_id == "r-slow").unwrap();
+    assert_eq!(slow.error_class, ErrorClass::Timeout);
+    assert_eq!(slow.error_type, "Runtime.Timeout");
+    assert_eq!(slow.source, Source::Extension);
+    let last: Vec<&str> = slow.event["last_log_lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        last,
+        ["waiting", "still waiting", "giving up soon"],
+        "the newest 3 lines"
+    );
+    let crashed = envelopes.iter().find(|e| e.request_id == "r-crash").unwrap();
+    assert_eq!(
+        (crashed.error_class, crashed.error_type.as_str()),
+        (ErrorClass::Crash, "Runtime.ExitError")
+    );
+    assert_eq!(listener.metric_total("InvocationTimeout"), 1.0);
+    assert_eq!(listener.metric_total("RuntimeCrash"), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_batches_are_refused_clearly_and_good_records_still_read() {
+    let listener = listener().await;
+    let (status, answer) = listener.client.post(&listener.url, "{not json".into()).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(parsed(logs())
+        .iter()
+        .any(|l| l["level"] == "WARN" && l["message"] == "a telemetry batch was refused"));
+
+    let mixed = json!([
+        {"time": "2026-11-21T10:00:00Z", "type": "platform.restoreStart", "record": {"runtimeVersion": "x"}},
+        {"time": "2026-11-21T10:00:00Z", "type": "platform.report", "record": {"status": "success"}},
+        {"time": "2026-11-21T10:00:00Z", "type": "platform.logsDropped", "record": {"reason": "buffer full", "droppedRecords": 12, "droppedBytes": 4096}},
+        "not a record",
+        report("b-after", "success"),
+    ]);
+    let (status, answer) = listener.post(mixed).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer, "5 records read, 2 skipped");
+    assert_eq!(
+        listener.metric_total("DurationMs"),
+        3001.5,
+        "the good report was read"
+    );
+    assert_eq!(listener.metric_total("TelemetryDropped"), 12.0);
+    assert!(parsed(logs())
+        .iter()
+        .any(|l| l["level"] == "WARN" && l["dropped_records"] == 12));
+}
