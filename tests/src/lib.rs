@@ -112,6 +112,16 @@ pub fn free_port() -> u16 {
 /// Builds the binary `name` of the workspace (debug profile, the caller's own target directory)
 /// and returns its path.
 pub fn build_binary(name: &str) -> Result<PathBuf, HarnessError> {
+    build(name, "--bin", "")
+}
+
+/// Builds the example `name` (of any workspace crate) with the profile of the running test
+/// executable; returns its path.
+pub fn build_example(name: &str) -> Result<PathBuf, HarnessError> {
+    build(name, "--example", "examples")
+}
+
+fn build(name: &str, kind: &str, subdir: &str) -> Result<PathBuf, HarnessError> {
     // Test executables live in <target>/<profile>/deps, binaries in <target>/<profile>.
     let profile_dir = std::env::current_exe()
         .ok()
@@ -126,18 +136,18 @@ pub fn build_binary(name: &str) -> Result<PathBuf, HarnessError> {
         .ok_or_else(|| HarnessError::Build(name.to_owned()))?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = std::process::Command::new(cargo)
-        .args(["build", "--quiet", "--bin", name, "--target-dir"])
+        .args(["build", "--quiet", kind, name, "--target-dir"])
         .arg(target_dir)
         .current_dir(workspace_root())
         .status()
         .map_err(|source| HarnessError::Spawn {
-            name: format!("cargo build --bin {name}"),
+            name: format!("cargo build {kind} {name}"),
             source,
         })?;
     if !status.success() {
         return Err(HarnessError::Build(name.to_owned()));
     }
-    Ok(profile_dir.join(name))
+    Ok(profile_dir.join(subdir).join(name))
 }
 
 /// Polls `ready` every 50 ms until it holds or `timeout` passes.
@@ -152,6 +162,24 @@ pub fn wait_until(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// POSTs `body` to `url` and returns the status and the answer's text (any status).
+pub fn post(url: &str, body: &str, timeout: Duration) -> Result<(u16, String), HarnessError> {
+    let failed = |reason: String| HarnessError::Http {
+        url: url.to_owned(),
+        reason,
+    };
+    let mut response = http_agent(timeout)
+        .post(url)
+        .send(body)
+        .map_err(|e| failed(e.to_string()))?;
+    let status = response.status().as_u16();
+    let text = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| failed(e.to_string()))?;
+    Ok((status, text))
 }
 
 pub(crate) fn http_agent(timeout: Duration) -> ureq::Agent {

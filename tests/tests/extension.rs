@@ -73,3 +73,142 @@ async fn the_function_relays_its_error_to_the_extension_which_publishes_it() {
         extension.output()
     );
 }
+
+/// What Lambda's Telemetry API would deliver for a timed-out invocation: the lines the function
+/// wrote (JSON log records) and the platform records of the timeout.
+fn timeout_batch(request_id: &str, lines: &[serde_json::Value]) -> serde_json::Value {
+    let mut batch: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|line| json!({"time": line["timestamp"], "type": "function", "record": line}))
+        .collect();
+    let metrics =
+        json!({"durationMs": 3000.0, "billedDurationMs": 3000, "memorySizeMB": 128, "maxMemoryUsedMB": 23});
+    batch.push(
+        json!({"time": "2026-11-21T10:00:03.000Z", "type": "platform.runtimeDone",
+        "record": {"requestId": request_id, "status": "timeout", "metrics": {"durationMs": 3000.0}}}),
+    );
+    batch.push(
+        json!({"time": "2026-11-21T10:00:03.001Z", "type": "platform.report",
+        "record": {"requestId": request_id, "status": "timeout", "metrics": metrics}}),
+    );
+    json!(batch)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_that_outlives_its_deadline_is_reported_with_its_last_lines() {
+    let moto = Moto::start().expect("moto starts");
+    let topic = moto.create_topic("booking-errors").await.unwrap();
+    let on_call = moto.create_queue("booking-on-call").await.unwrap();
+    moto.subscribe_queue(&topic, &on_call).await.unwrap();
+    let extension_binary = build_binary("keel-extension").expect("keel-extension builds");
+    let function_binary = keel_tests::build_example("sleepy").expect("the sleepy function builds");
+    let emulator = Emulator::start().expect("emulator starts");
+
+    let telemetry = format!("127.0.0.1:{}", free_port());
+    let mut env = moto.env();
+    env.push(("KEEL_EXTENSION_ADDR".into(), format!("127.0.0.1:{}", free_port())));
+    env.push(("KEEL_ERROR_TOPIC_ARN".into(), topic));
+    env.push(("KEEL_TELEMETRY_ADDR".into(), telemetry.clone()));
+    let extension = emulator
+        .start_function(&extension_binary, &env)
+        .expect("extension starts");
+    assert!(
+        keel_tests::wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(
+            &telemetry
+        )
+        .is_ok()),
+        "the telemetry listener listens\n{}",
+        extension.output()
+    );
+    let function = emulator
+        .start_function(&function_binary, &moto.env())
+        .expect("function starts");
+
+    // The invocation never answers (Lambda would time it out): it is left hanging.
+    let invoke_url = emulator.invoke_url();
+    std::thread::spawn(move || {
+        keel_tests::post(&invoke_url, r#"{"booking_id":"bk-7"}"#, Duration::from_secs(60))
+    });
+    assert!(
+        function.wait_for_line(Duration::from_secs(20), |l| l
+            .contains("the partner is slow to answer")),
+        "{}",
+        function.output()
+    );
+    let lines: Vec<serde_json::Value> = function
+        .stdout_lines()
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|l: &serde_json::Value| l.get("function_request_id").is_some())
+        .collect();
+    let request_id = lines[0]["function_request_id"].as_str().unwrap().to_owned();
+
+    // As Lambda does: the batch POSTed to the listener.
+    let batch = timeout_batch(&request_id, &lines).to_string();
+    let (status, answer) =
+        keel_tests::post(&format!("http://{telemetry}/"), &batch, Duration::from_secs(10)).unwrap();
+    assert_eq!(status, 200, "{answer}");
+
+    let received = moto.drain_queue(&on_call, Duration::from_secs(20)).await.unwrap();
+    let received = if received.is_empty() {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        moto.drain_queue(&on_call, Duration::from_secs(20)).await.unwrap()
+    } else {
+        received
+    };
+    assert_eq!(
+        received.len(),
+        1,
+        "one envelope for the timeout\n{}",
+        extension.output()
+    );
+    let envelope: keel_runtime::routing::Envelope =
+        serde_json::from_str(received[0].body().unwrap()).unwrap();
+    assert_eq!(envelope.error_class, keel_runtime::routing::ErrorClass::Timeout);
+    assert_eq!(envelope.request_id, request_id);
+    assert_eq!(envelope.source, keel_runtime::routing::Source::Extension);
+    let last: Vec<&str> = envelope.event["last_log_lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["message"].as_str())
+        .collect();
+    assert!(last.contains(&"the partner is slow to answer"), "{last:?}");
+    assert!(
+        extension.wait_for_line(Duration::from_secs(5), |l| l.contains("\"InvocationTimeout\":1")),
+        "one InvocationTimeout EMF document\n{}",
+        extension.output()
+    );
+    let timeouts = extension
+        .stdout_lines()
+        .iter()
+        .filter(|l| l.contains("\"InvocationTimeout\":1"))
+        .count();
+    assert_eq!(timeouts, 1);
+}
+
+#[test]
+fn the_layer_zip_holds_the_extension_where_lambda_looks_for_it() {
+    let root = keel_tests::workspace_root();
+    let status = std::process::Command::new("bash")
+        .arg(root.join("scripts/package-extension.sh"))
+        .env("KEEL_LAYER_PROFILE", "dev")
+        .status()
+        .expect("the packaging script runs");
+    assert!(status.success());
+    let arch = match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        other => other,
+    };
+    // Python's zipfile, as the script itself uses: entry names and Unix modes.
+    let listing = std::process::Command::new(keel_tests::venv().join("bin/python"))
+        .args([
+            "-c",
+            "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); print([(i.filename, oct(i.external_attr >> 16)) for i in z.infolist()])",
+        ])
+        .arg(root.join(format!("target/layers/keel-extension-{arch}.zip")))
+        .output()
+        .expect("python reads the zip");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert_eq!(listing.trim(), "[('extensions/keel-extension', '0o755')]");
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Builds the Keel extension layer: a zip holding `extensions/keel-extension`, the layout Lambda
+# expects for an external extension, for x86_64 — and for arm64 when the aarch64 target and its
+# linker are installed. Prints each zip's size and its binary's.
+#
+#   scripts/package-extension.sh            # release build, into target/layers/
+#   KEEL_LAYER_PROFILE=dev scripts/package-extension.sh   # a quick debug build (tests)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+profile="${KEEL_LAYER_PROFILE:-release}"
+profile_dir=$([ "$profile" = dev ] && echo debug || echo "$profile")
+out=target/layers
+mkdir -p "$out"
+
+package() {
+    local target=$1 arch=$2
+    local flags=(--profile "$profile" -p keel-extension --bin keel-extension)
+    [ -n "$target" ] && flags+=(--target "$target")
+    cargo build --quiet "${flags[@]}"
+    local binary="target/${target:+$target/}$profile_dir/keel-extension"
+    local zip="$out/keel-extension-$arch.zip"
+    python3 - "$binary" "$zip" <<'PY'
+import sys, zipfile
+binary, zip_path = sys.argv[1], sys.argv[2]
+entry = zipfile.ZipInfo("extensions/keel-extension", date_time=(2026, 1, 1, 0, 0, 0))
+entry.external_attr = 0o755 << 16  # executable
+entry.compress_type = zipfile.ZIP_DEFLATED
+with zipfile.ZipFile(zip_path, "w") as layer, open(binary, "rb") as data:
+    layer.writestr(entry, data.read())
+PY
+    echo "$zip: $(stat -c %s "$zip") bytes (binary: $(stat -c %s "$binary") bytes)"
+}
+
+case "$(uname -m)" in
+    x86_64) package "" x86_64 ;;
+    aarch64) package "" arm64 ;;
+esac
+if [ "$(uname -m)" = x86_64 ]; then
+    if rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-gnu$' \
+        && command -v aarch64-linux-gnu-gcc > /dev/null; then
+        CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc package aarch64-unknown-linux-gnu arm64
+    else
+        echo "arm64: skipped (needs the aarch64-unknown-linux-gnu target and aarch64-linux-gnu-gcc)"
+    fi
+fi
