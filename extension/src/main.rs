@@ -55,6 +55,12 @@ async fn main() -> Result<(), BoxError> {
         .unwrap_or_else(|| DEFAULT_RELAY_ADDR.to_owned())
         .parse()
         .map_err(|e| format!("KEEL_EXTENSION_ADDR: {e}"))?;
+    if !relay_addr.ip().is_loopback() {
+        return Err(format!(
+            "KEEL_EXTENSION_ADDR={relay_addr}: the relay listens on the loopback interface only"
+        )
+        .into());
+    }
     let relay_listener = TcpListener::bind(relay_addr).await?;
     let relay_queue = queue.clone();
     tokio::spawn(http::serve(relay_listener, move |method, path, body: Bytes| {
@@ -80,8 +86,9 @@ async fn main() -> Result<(), BoxError> {
     };
 
     let shutdown = Arc::new(Mutex::new(shutdown));
+    let on_shutdown = shutdown.clone();
     let events = service_fn(move |event: LambdaEvent| {
-        let shutdown = shutdown.clone();
+        let shutdown = on_shutdown.clone();
         async move { on_event(event, &shutdown).await }
     });
     let registered = Extension::new()
@@ -94,7 +101,18 @@ async fn main() -> Result<(), BoxError> {
             tracing::warn!(error = %error, "the Telemetry API subscription failed; no platform metrics");
         }
     }
-    registered.run().await
+    let ended = registered.run().await;
+    // The Extensions API went away without a SHUTDOWN event (a local emulator stopping, say):
+    // what is pending still goes out, within the shutdown budget (a no-op after a SHUTDOWN).
+    if let Err(error) = &ended {
+        tracing::warn!(error = %error, "the Extensions API stopped answering: draining the relay");
+    }
+    shutdown
+        .lock()
+        .await
+        .drain(Instant::now() + Duration::from_secs(2))
+        .await;
+    ended
 }
 
 async fn on_event(event: LambdaEvent, shutdown: &Mutex<ShutdownHandle>) -> Result<(), BoxError> {
