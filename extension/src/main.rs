@@ -35,7 +35,8 @@ fn var(name: &str) -> Option<String> {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let keel = Keel::from_env("keel-extension").await?;
+    // The function's service (`KEEL_SERVICE`, else the function's name): its dashboards show these too.
+    let keel = Keel::from_env("").await?;
     let metrics = keel.init().unwrap_or_else(|error| {
         eprintln!("keel-extension: {error}");
         keel.metrics_layer()

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use keel_tests::{build_binary, Emulator, FunctionProcess, HarnessError, Moto};
+use keel_tests::{build_binary, free_port, wait_until, Emulator, FunctionProcess, HarnessError, Moto};
 use serde_json::{json, Value};
 
 fn api_event(correlation_id: &str, key: &str, method: &str, path: &str, body: Option<Value>) -> String {
@@ -111,8 +111,9 @@ fn print_new_lines(function: &FunctionProcess, printed: &mut usize) {
 
 fn main() -> Result<(), HarnessError> {
     let serve = std::env::args().any(|a| a == "--serve");
-    eprintln!("keel-local: building booking-api …");
+    eprintln!("keel-local: building booking-api and keel-extension …");
     let binary = build_binary("booking-api")?;
+    let extension_binary = build_binary("keel-extension")?;
     let moto = Moto::start()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -153,24 +154,42 @@ fn main() -> Result<(), HarnessError> {
             reason,
         })?;
     let emulator = Emulator::start()?;
+    let relay = format!("127.0.0.1:{}", free_port());
+    let telemetry = format!("127.0.0.1:{}", free_port());
     let mut env = moto.env();
     env.extend(
         [
+            ("KEEL_SERVICE", "booking-api"),
             ("KEEL_CORRELATION_ID_HEADER", "x-correlation-id"),
             ("KEEL_LOG_EVENT", "true"),
             ("KEEL_IDEMPOTENCY_TABLE", table.as_str()),
             ("KEEL_ERROR_TOPIC_ARN", topic.as_str()),
             ("KEEL_DLQ_URL", dlq.as_str()),
+            ("KEEL_EXTENSION_ADDR", relay.as_str()),
+            ("KEEL_TELEMETRY_ADDR", telemetry.as_str()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned())),
     );
+    // The extension first (Lambda starts extensions before the runtime): the function hands its
+    // errors to its relay, which publishes them after the response.
+    let extension = emulator.start_function(&extension_binary, &env)?;
+    if !wait_until(Duration::from_secs(20), || {
+        std::net::TcpStream::connect(&relay).is_ok()
+    }) {
+        return Err(HarnessError::NotReady {
+            name: "keel-extension".into(),
+            waited: Duration::from_secs(20),
+            output: extension.output(),
+        });
+    }
     let function = emulator.start_function(&binary, &env)?;
     eprintln!(
-        "keel-local: moto pid {} at {}, emulator pid {}, booking-api pid {}, Runtime API {}",
+        "keel-local: moto pid {} at {}, emulator pid {}, keel-extension pid {} (relay {relay}), booking-api pid {}, Runtime API {}",
         moto.pid(),
         moto.endpoint(),
         emulator.pid(),
+        extension.pid(),
         function.pid(),
         emulator.runtime_api()
     );
@@ -185,9 +204,22 @@ fn main() -> Result<(), HarnessError> {
         print_new_lines(&function, &mut printed);
     }
 
-    println!("\n▶ what on-call received (the queue subscribed to the error topic)");
-    for message in runtime.block_on(moto.drain_queue(&on_call, Duration::from_secs(5)))? {
+    println!("\n▶ what on-call received (the extension published the relayed error to the topic)");
+    // The extension publishes after the response: give it a moment.
+    let mut received = Vec::new();
+    for _ in 0..20 {
+        received = runtime.block_on(moto.drain_queue(&on_call, Duration::from_secs(5)))?;
+        if !received.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for message in received {
         println!("  {}", message.body().unwrap_or_default());
+    }
+    println!("\n▶ what the extension logged");
+    for line in extension.stdout_lines() {
+        println!("  {line}");
     }
 
     if serve {
