@@ -206,6 +206,25 @@ impl Moto {
         Ok(())
     }
 
+    /// Receives messages of `queue_url` until at least `count` have arrived or `timeout` has
+    /// passed: for messages published asynchronously (by the extension, after a response).
+    pub async fn wait_for_messages(
+        &self,
+        queue_url: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<aws_sdk_sqs::types::Message>, HarnessError> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut messages = Vec::new();
+        loop {
+            messages.extend(self.drain_queue(queue_url, Duration::from_secs(5)).await?);
+            if messages.len() >= count || std::time::Instant::now() >= deadline {
+                return Ok(messages);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Receives every message of `queue_url` (with their message attributes) until the queue
     /// has been empty for one short poll or `timeout` has passed; received messages stay
     /// invisible, so each is returned once.

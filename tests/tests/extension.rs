@@ -49,13 +49,10 @@ async fn the_function_relays_its_error_to_the_extension_which_publishes_it() {
         "the function handed the envelope over\n{}",
         function.output()
     );
-    let received = moto.drain_queue(&on_call, Duration::from_secs(20)).await.unwrap();
-    let received = if received.is_empty() {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        moto.drain_queue(&on_call, Duration::from_secs(20)).await.unwrap()
-    } else {
-        received
-    };
+    let received = moto
+        .wait_for_messages(&on_call, 1, Duration::from_secs(20))
+        .await
+        .unwrap();
     assert_eq!(
         received.len(),
         1,
@@ -149,13 +146,10 @@ async fn a_function_that_outlives_its_deadline_is_reported_with_its_last_lines()
         keel_tests::post(&format!("http://{telemetry}/"), &batch, Duration::from_secs(10)).unwrap();
     assert_eq!(status, 200, "{answer}");
 
-    let received = moto.drain_queue(&on_call, Duration::from_secs(20)).await.unwrap();
-    let received = if received.is_empty() {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        moto.drain_queue(&on_call, Duration::from_secs(20)).await.unwrap()
-    } else {
-        received
-    };
+    let received = moto
+        .wait_for_messages(&on_call, 1, Duration::from_secs(20))
+        .await
+        .unwrap();
     assert_eq!(
         received.len(),
         1,

@@ -205,15 +205,8 @@ fn main() -> Result<(), HarnessError> {
     }
 
     println!("\n▶ what on-call received (the extension published the relayed error to the topic)");
-    // The extension publishes after the response: give it a moment.
-    let mut received = Vec::new();
-    for _ in 0..20 {
-        received = runtime.block_on(moto.drain_queue(&on_call, Duration::from_secs(5)))?;
-        if !received.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    // The extension publishes after the response: it may take a moment.
+    let received = runtime.block_on(moto.wait_for_messages(&on_call, 1, Duration::from_secs(5)))?;
     for message in received {
         println!("  {}", message.body().unwrap_or_default());
     }
