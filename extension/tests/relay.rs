@@ -50,9 +50,7 @@ async fn the_relay_acknowledges_at_once_and_says_when_it_is_full() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relayed_envelopes_are_published_and_shutdown_drains_the_rest() {
     let moto = Moto::start().expect("moto starts");
-    let topic = moto.create_topic("keel-errors").await.unwrap();
-    let on_call = moto.create_queue("keel-on-call").await.unwrap();
-    moto.subscribe_queue(&topic, &on_call).await.unwrap();
+    let (topic, on_call) = moto.subscribed_topic("keel-errors").await.unwrap();
     let routing = Arc::new(ErrorRouting::new("svc").topic(moto.sns(), &topic));
 
     let (queue, publisher, mut shutdown) = relay::queue(1024, routing.clone());

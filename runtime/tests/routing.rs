@@ -62,9 +62,7 @@ struct Sinks {
 
 fn sinks(moto: &Moto, runtime: &tokio::runtime::Runtime) -> Sinks {
     runtime.block_on(async {
-        let topic = moto.create_topic("keel-errors").await.unwrap();
-        let subscribed = moto.create_queue("keel-errors-on-call").await.unwrap();
-        moto.subscribe_queue(&topic, &subscribed).await.unwrap();
+        let (topic, subscribed) = moto.subscribed_topic("keel-errors").await.unwrap();
         let dlq = moto.create_queue("keel-errors-dlq").await.unwrap();
         Sinks {
             topic,

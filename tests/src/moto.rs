@@ -177,6 +177,22 @@ impl Moto {
         Ok(output.queue_url.unwrap_or_default())
     }
 
+    /// A new topic and a new queue subscribed to it (as on-call's queue is): returns the topic's
+    /// ARN and the queue's URL.
+    pub async fn subscribed_topic(&self, prefix: &str) -> Result<(String, String), HarnessError> {
+        let failed = |reason: String| HarnessError::Setup(format!("creating the topic {prefix}: {reason}"));
+        let topic = self
+            .create_topic(prefix)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let queue = self
+            .create_queue(&format!("{prefix}-subscriber"))
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        self.subscribe_queue(&topic, &queue).await?;
+        Ok((topic, queue))
+    }
+
     /// Subscribes the queue `queue_url` to the topic `topic_arn` with raw message delivery (the
     /// SQS body is the SNS message; message attributes become SQS message attributes).
     pub async fn subscribe_queue(&self, topic_arn: &str, queue_url: &str) -> Result<(), HarnessError> {

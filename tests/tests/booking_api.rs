@@ -263,9 +263,7 @@ async fn booking_api_books_once_per_idempotency_key_with_records_in_dynamodb() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn booking_api_routes_a_failed_invocation_to_the_on_call_topic() {
     let moto = keel_tests::Moto::start().expect("moto starts");
-    let topic = moto.create_topic("booking-errors").await.unwrap();
-    let on_call = moto.create_queue("booking-on-call").await.unwrap();
-    moto.subscribe_queue(&topic, &on_call).await.unwrap();
+    let (topic, on_call) = moto.subscribed_topic("booking-errors").await.unwrap();
     let dlq = moto.create_queue("booking-errors-dlq").await.unwrap();
     let binary = build_binary("booking-api").expect("booking-api builds");
     let emulator = Emulator::start().expect("emulator starts");

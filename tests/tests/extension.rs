@@ -6,12 +6,25 @@ use std::time::Duration;
 use keel_tests::{build_binary, free_port, Emulator, Moto};
 use serde_json::json;
 
+/// The one envelope the extension published to the queue subscribed to the topic.
+async fn only_envelope(
+    moto: &Moto,
+    queue: &str,
+    extension: &keel_tests::FunctionProcess,
+    what: &str,
+) -> keel_runtime::routing::Envelope {
+    let received = moto
+        .wait_for_messages(queue, 1, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(received.len(), 1, "{what}\n{}", extension.output());
+    serde_json::from_str(received[0].body().unwrap()).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_function_relays_its_error_to_the_extension_which_publishes_it() {
     let moto = Moto::start().expect("moto starts");
-    let topic = moto.create_topic("booking-errors").await.unwrap();
-    let on_call = moto.create_queue("booking-on-call").await.unwrap();
-    moto.subscribe_queue(&topic, &on_call).await.unwrap();
+    let (topic, on_call) = moto.subscribed_topic("booking-errors").await.unwrap();
     let extension_binary = build_binary("keel-extension").expect("keel-extension builds");
     let function_binary = build_binary("booking-api").expect("booking-api builds");
     let emulator = Emulator::start().expect("emulator starts");
@@ -49,18 +62,7 @@ async fn the_function_relays_its_error_to_the_extension_which_publishes_it() {
         "the function handed the envelope over\n{}",
         function.output()
     );
-    let received = moto
-        .wait_for_messages(&on_call, 1, Duration::from_secs(20))
-        .await
-        .unwrap();
-    assert_eq!(
-        received.len(),
-        1,
-        "the extension published it\n{}",
-        extension.output()
-    );
-    let envelope: keel_runtime::routing::Envelope =
-        serde_json::from_str(received[0].body().unwrap()).unwrap();
+    let envelope = only_envelope(&moto, &on_call, &extension, "the extension published it").await;
     assert_eq!(envelope.error_type, "Keel.InvalidEvent");
     assert_eq!(envelope.source, keel_runtime::routing::Source::Runtime);
     assert!(
@@ -94,9 +96,7 @@ fn timeout_batch(request_id: &str, lines: &[serde_json::Value]) -> serde_json::V
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_function_that_outlives_its_deadline_is_reported_with_its_last_lines() {
     let moto = Moto::start().expect("moto starts");
-    let topic = moto.create_topic("booking-errors").await.unwrap();
-    let on_call = moto.create_queue("booking-on-call").await.unwrap();
-    moto.subscribe_queue(&topic, &on_call).await.unwrap();
+    let (topic, on_call) = moto.subscribed_topic("booking-errors").await.unwrap();
     let extension_binary = build_binary("keel-extension").expect("keel-extension builds");
     let function_binary = keel_tests::build_example("sleepy").expect("the sleepy function builds");
     let emulator = Emulator::start().expect("emulator starts");
@@ -146,18 +146,7 @@ async fn a_function_that_outlives_its_deadline_is_reported_with_its_last_lines()
         keel_tests::post(&format!("http://{telemetry}/"), &batch, Duration::from_secs(10)).unwrap();
     assert_eq!(status, 200, "{answer}");
 
-    let received = moto
-        .wait_for_messages(&on_call, 1, Duration::from_secs(20))
-        .await
-        .unwrap();
-    assert_eq!(
-        received.len(),
-        1,
-        "one envelope for the timeout\n{}",
-        extension.output()
-    );
-    let envelope: keel_runtime::routing::Envelope =
-        serde_json::from_str(received[0].body().unwrap()).unwrap();
+    let envelope = only_envelope(&moto, &on_call, &extension, "one envelope for the timeout").await;
     assert_eq!(envelope.error_class, keel_runtime::routing::ErrorClass::Timeout);
     assert_eq!(envelope.request_id, request_id);
     assert_eq!(envelope.source, keel_runtime::routing::Source::Extension);

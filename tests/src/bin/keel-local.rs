@@ -130,28 +130,12 @@ fn main() -> Result<(), HarnessError> {
             reason: e.to_string(),
         })?;
     // Where failed invocations go: an SNS topic on-call's queue subscribes to, and a DLQ.
-    let (topic, on_call, dlq) = runtime
-        .block_on(async {
-            let topic = moto
-                .create_topic("booking-errors")
-                .await
-                .map_err(|e| e.to_string())?;
-            let on_call = moto
-                .create_queue("booking-on-call")
-                .await
-                .map_err(|e| e.to_string())?;
-            moto.subscribe_queue(&topic, &on_call)
-                .await
-                .map_err(|e| e.to_string())?;
-            let dlq = moto
-                .create_queue("booking-errors-dlq")
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>((topic, on_call, dlq))
-        })
-        .map_err(|reason| HarnessError::Http {
+    let (topic, on_call) = runtime.block_on(moto.subscribed_topic("booking-errors"))?;
+    let dlq = runtime
+        .block_on(moto.create_queue("booking-errors-dlq"))
+        .map_err(|e| HarnessError::Http {
             url: moto.endpoint().to_owned(),
-            reason,
+            reason: e.to_string(),
         })?;
     let emulator = Emulator::start()?;
     let relay = format!("127.0.0.1:{}", free_port());
