@@ -10,10 +10,13 @@
 //! - [`relay`]: the function POSTs routed error envelopes to `KEEL_EXTENSION_ADDR` and gets
 //!   `202` at once; a bounded queue is published off the response path (SNS → DLQ → log, as in
 //!   the function), and drained within the SHUTDOWN deadline.
+//! - [`flush`]: by default the extension lets Lambda freeze the environment only once the
+//!   invocation's runtime is done and the relay has published what it was handed.
 //!
 //! The binary registers for INVOKE and SHUTDOWN and subscribes to the Telemetry API
 //! (`platform` and `function` records, schema `2022-12-13`).
 
+pub mod flush;
 pub mod http;
 pub mod relay;
 pub mod telemetry;

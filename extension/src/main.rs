@@ -6,15 +6,17 @@
 //! | `KEEL_EXTENSION_ADDR` | where the relay listens (127.0.0.1 only) | `127.0.0.1:9124` |
 //! | `KEEL_TELEMETRY_ADDR` | where the Telemetry API listener listens, and the host Lambda sends to | `sandbox.localdomain:9125` |
 //! | `KEEL_RELAY_CAPACITY` | envelopes the relay holds before it answers 503 | `1024` |
+//! | `KEEL_EXTENSION_FLUSH` | `end`: publish what the function relayed before Lambda may freeze the environment after each invocation; `lazy`: whenever the environment runs (see `keel_extension::flush`) | `end` |
 //! | `KEEL_ERROR_TOPIC_ARN` / `KEEL_DLQ_URL` | where envelopes are published | log only |
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
+use keel_extension::flush::{EndOfInvocation, Flush};
 use keel_extension::http;
 use keel_extension::relay::{self, ShutdownHandle};
 use keel_extension::telemetry::Telemetry;
@@ -25,6 +27,16 @@ use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
 const DEFAULT_TELEMETRY_ADDR: &str = "sandbox.localdomain:9125";
+
+/// Time kept back from an invocation's deadline when waiting for it to be published.
+const FLUSH_MARGIN: Duration = Duration::from_millis(50);
+
+/// What the events processor needs.
+struct Events {
+    shutdown: Mutex<ShutdownHandle>,
+    /// Set with [`Flush::End`] once telemetry is subscribed.
+    end_of_invocation: OnceLock<EndOfInvocation>,
+}
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name)
@@ -49,6 +61,7 @@ async fn main() -> Result<(), BoxError> {
             .map_err(|_| format!("KEEL_RELAY_CAPACITY={value:?} is not a whole number"))?,
         None => relay::DEFAULT_CAPACITY,
     };
+    let flush: Flush = var("KEEL_EXTENSION_FLUSH").map_or(Ok(Flush::End), |v| v.parse())?;
     let (queue, publisher, shutdown) = relay::queue(capacity, routing.clone());
     tokio::spawn(publisher.run());
 
@@ -70,7 +83,7 @@ async fn main() -> Result<(), BoxError> {
     }));
 
     let telemetry_addr = var("KEEL_TELEMETRY_ADDR").unwrap_or_else(|| DEFAULT_TELEMETRY_ADDR.to_owned());
-    let telemetry = Arc::new(Telemetry::new(routing, queue, metrics));
+    let telemetry = Arc::new(Telemetry::new(routing, queue.clone(), metrics));
     let telemetry_listener = match TcpListener::bind(&telemetry_addr).await {
         Ok(listener) => {
             let telemetry = telemetry.clone();
@@ -86,20 +99,30 @@ async fn main() -> Result<(), BoxError> {
         }
     };
 
-    let shutdown = Arc::new(Mutex::new(shutdown));
-    let on_shutdown = shutdown.clone();
-    let events = service_fn(move |event: LambdaEvent| {
-        let shutdown = on_shutdown.clone();
-        async move { on_event(event, &shutdown).await }
+    let events = Arc::new(Events {
+        shutdown: Mutex::new(shutdown),
+        end_of_invocation: OnceLock::new(),
     });
+    let processor = events.clone();
     let registered = Extension::new()
         .with_events(&["INVOKE", "SHUTDOWN"])
-        .with_events_processor(events)
+        .with_events_processor(service_fn(move |event: LambdaEvent| {
+            let events = processor.clone();
+            async move { events.on_event(event).await }
+        }))
         .register()
         .await?;
     if telemetry_listener {
-        if let Err(error) = subscribe(&registered.extension_id, &telemetry_addr).await {
-            tracing::warn!(error = %error, "the Telemetry API subscription failed; no platform metrics");
+        match subscribe(&registered.extension_id, &telemetry_addr, flush).await {
+            Ok(()) if flush == Flush::End => {
+                let _ = events
+                    .end_of_invocation
+                    .set(EndOfInvocation::new(telemetry, queue));
+            }
+            Ok(()) => {}
+            Err(error) => {
+                tracing::warn!(error = %error, "the Telemetry API subscription failed; no platform metrics");
+            }
         }
     }
     let ended = registered.run().await;
@@ -108,7 +131,8 @@ async fn main() -> Result<(), BoxError> {
     if let Err(error) = &ended {
         tracing::warn!(error = %error, "the Extensions API stopped answering: draining the relay");
     }
-    shutdown
+    events
+        .shutdown
         .lock()
         .await
         .drain(Instant::now() + Duration::from_secs(2))
@@ -116,35 +140,56 @@ async fn main() -> Result<(), BoxError> {
     ended
 }
 
-async fn on_event(event: LambdaEvent, shutdown: &Mutex<ShutdownHandle>) -> Result<(), BoxError> {
-    if let NextEvent::Invoke(invoke) = &event.next {
-        tracing::debug!(request_id = %invoke.request_id, "invoke event");
+/// Time left before `deadline_ms` (epoch ms); `None` when it has passed or is unknown (the
+/// emulator sends a deadline in the past).
+fn time_left(deadline_ms: u64) -> Option<Duration> {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    deadline_ms
+        .checked_sub(now_ms)
+        .filter(|left| *left > 0)
+        .map(Duration::from_millis)
+}
+
+impl Events {
+    async fn on_event(&self, event: LambdaEvent) -> Result<(), BoxError> {
+        match event.next {
+            NextEvent::Invoke(invoke) => {
+                tracing::debug!(request_id = %invoke.request_id, "invoke event");
+                // Under the emulator (no deadline, no telemetry) nothing is frozen: no wait.
+                let (Some(end), Some(left)) = (self.end_of_invocation.get(), time_left(invoke.deadline_ms))
+                else {
+                    return Ok(());
+                };
+                let deadline = Instant::now() + left.saturating_sub(FLUSH_MARGIN);
+                let ended = end.wait(&invoke.request_id, deadline).await;
+                tracing::debug!(request_id = %invoke.request_id, runtime_done = ended.runtime_done, settled = ended.settled, "invocation over");
+            }
+            NextEvent::Shutdown(event) => {
+                // External extensions share 2 s.
+                let left = time_left(event.deadline_ms)
+                    .map_or(Duration::from_secs(2), |left| left.min(Duration::from_secs(2)));
+                tracing::info!(reason = %event.shutdown_reason, left_ms = left.as_millis() as u64, "shutting down: draining the relay");
+                self.shutdown.lock().await.drain(Instant::now() + left).await;
+            }
+        }
+        Ok(())
     }
-    if let NextEvent::Shutdown(event) = event.next {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        // External extensions share 2 s; a deadline in the past (the emulator's) means unknown.
-        let left = match event.deadline_ms.checked_sub(now_ms) {
-            Some(left) if left > 0 => Duration::from_millis(left).min(Duration::from_secs(2)),
-            _ => Duration::from_secs(2),
-        };
-        tracing::info!(reason = %event.shutdown_reason, left_ms = left.as_millis() as u64, "shutting down: draining the relay");
-        shutdown.lock().await.drain(Instant::now() + left).await;
-    }
-    Ok(())
 }
 
 /// Subscribes to the Telemetry API (`platform` and `function` records, schema `2022-12-13`),
-/// delivered to `listener` (`host:port`).
-async fn subscribe(extension_id: &str, listener: &str) -> Result<(), BoxError> {
+/// delivered to `listener` (`host:port`): every 25 ms (the shortest) when invocations wait for
+/// their `platform.runtimeDone`, else every 100 ms.
+async fn subscribe(extension_id: &str, listener: &str, flush: Flush) -> Result<(), BoxError> {
+    let timeout_ms = if flush == Flush::End { 25 } else { 100 };
     let api = var("AWS_LAMBDA_RUNTIME_API").ok_or("AWS_LAMBDA_RUNTIME_API is not set")?;
     let api = api.trim_start_matches("http://").trim_end_matches('/');
     let body = serde_json::json!({
         "schemaVersion": "2022-12-13",
         "destination": {"protocol": "HTTP", "URI": format!("http://{listener}")},
         "types": ["platform", "function"],
-        "buffering": {"maxItems": 1000, "maxBytes": 262_144, "timeoutMs": 100},
+        "buffering": {"maxItems": 1000, "maxBytes": 262_144, "timeoutMs": timeout_ms},
     });
     let authority = api.split('/').next().unwrap_or(api).to_owned();
     let stream = tokio::net::TcpStream::connect(&authority).await?;

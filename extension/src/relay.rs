@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use keel_runtime::routing::{Envelope, ErrorRouting};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::http::Answer;
 
@@ -23,6 +23,8 @@ const SHUTDOWN_MARGIN: Duration = Duration::from_millis(300);
 #[derive(Clone, Debug)]
 pub struct Queue {
     sender: mpsc::Sender<Envelope>,
+    /// Envelopes queued and not yet published.
+    outstanding: Arc<watch::Sender<usize>>,
 }
 
 /// Why an envelope was not queued.
@@ -39,10 +41,26 @@ pub enum Refused {
 impl Queue {
     /// Queues `envelope` for publishing, without waiting.
     pub fn push(&self, envelope: Envelope) -> Result<(), Refused> {
-        self.sender.try_send(envelope).map_err(|error| match error {
-            mpsc::error::TrySendError::Full(_) => Refused::Full(self.sender.max_capacity()),
-            mpsc::error::TrySendError::Closed(_) => Refused::Closed,
+        // Counted before it is queued, so that the publisher never finishes it uncounted.
+        self.outstanding.send_modify(|n| *n += 1);
+        self.sender.try_send(envelope).map_err(|error| {
+            self.outstanding.send_modify(|n| *n = n.saturating_sub(1));
+            match error {
+                mpsc::error::TrySendError::Full(_) => Refused::Full(self.sender.max_capacity()),
+                mpsc::error::TrySendError::Closed(_) => Refused::Closed,
+            }
         })
+    }
+
+    /// Waits until every queued envelope has been published, or `deadline`; whether the queue
+    /// was settled (empty, nothing being published).
+    ///
+    /// The extension waits for this before it lets Lambda freeze the environment, so that what
+    /// the function handed over goes out within its invocation.
+    pub async fn settled(&self, deadline: Instant) -> bool {
+        let mut outstanding = self.outstanding.subscribe();
+        let settled = tokio::time::timeout_at(deadline.into(), outstanding.wait_for(|n| *n == 0)).await;
+        matches!(settled, Ok(Ok(_)))
     }
 
     /// The relay's answer to `POST /envelopes`: `202` queued, `503` full (the runtime then
@@ -72,6 +90,7 @@ pub struct Publisher {
     receiver: mpsc::Receiver<Envelope>,
     routing: Arc<ErrorRouting>,
     shutdown: oneshot::Receiver<Shutdown>,
+    outstanding: Arc<watch::Sender<usize>>,
 }
 
 /// A request to drain the queue before `deadline`, answered when done.
@@ -114,12 +133,17 @@ impl ShutdownHandle {
 pub fn queue(capacity: usize, routing: Arc<ErrorRouting>) -> (Queue, Publisher, ShutdownHandle) {
     let (sender, receiver) = mpsc::channel(capacity.max(1));
     let (shutdown_sender, shutdown) = oneshot::channel();
+    let outstanding = Arc::new(watch::Sender::new(0));
     (
-        Queue { sender },
+        Queue {
+            sender,
+            outstanding: outstanding.clone(),
+        },
         Publisher {
             receiver,
             routing,
             shutdown,
+            outstanding,
         },
         ShutdownHandle {
             sender: Some(shutdown_sender),
@@ -142,11 +166,19 @@ impl Publisher {
                 }
                 envelope = self.receiver.recv() => match envelope {
                     // Off the response path: no invocation deadline applies (0 = unknown).
-                    Some(envelope) => { self.routing.publish(&envelope, 0).await; }
+                    Some(envelope) => {
+                        self.routing.publish(&envelope, 0).await;
+                        self.finished();
+                    }
                     None => return,
                 },
             }
         }
+    }
+
+    /// One envelope is off the queue for good.
+    fn finished(&self) {
+        self.outstanding.send_modify(|n| *n = n.saturating_sub(1));
     }
 
     async fn drain(&mut self, deadline: Instant) -> Drained {
@@ -165,6 +197,7 @@ impl Publisher {
                 self.routing.write_to_log(&envelope);
                 drained.logged += 1;
             }
+            self.finished();
         }
         tracing::info!(
             published = drained.published,

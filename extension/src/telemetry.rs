@@ -12,12 +12,14 @@
 use std::collections::VecDeque;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use hyper::{Method, StatusCode};
 use keel_runtime::metrics::{catalog, MetricsLayer};
 use keel_runtime::routing::{ErrorClass, ErrorRouting, Source};
 use lru::LruCache;
 use serde_json::{json, Value};
+use tokio::sync::watch;
 
 use crate::http::Answer;
 use crate::relay::Queue;
@@ -35,6 +37,8 @@ struct RequestState {
     lines: VecDeque<Value>,
     /// Its failure has been routed.
     routed: bool,
+    /// The runtime has finished it (`platform.runtimeDone` or `platform.report` seen).
+    runtime_done: bool,
 }
 
 /// A failure seen in a platform record.
@@ -52,6 +56,8 @@ pub struct Telemetry {
     routing: Arc<ErrorRouting>,
     queue: Queue,
     metrics: MetricsLayer,
+    /// Bumped after each batch that finished a request.
+    batches: watch::Sender<u64>,
 }
 
 /// What one batch held.
@@ -77,6 +83,7 @@ impl Telemetry {
             routing,
             queue,
             metrics,
+            batches: watch::Sender::new(0),
         }
     }
 
@@ -109,11 +116,24 @@ impl Telemetry {
         let items: Vec<Value> = serde_json::from_slice(body)
             .map_err(|e| format!("the telemetry batch is not a JSON array: {e}"))?;
         let (read, failures) = self.metrics.collect(None, async { self.records(&items) }).await;
+        self.batches.send_modify(|n| *n += 1);
         let mut routed = 0;
         for failure in failures {
             routed += usize::from(self.route(failure));
         }
         Ok(Read { routed, ..read })
+    }
+
+    /// Waits until telemetry says the runtime has finished request `request_id` (its
+    /// `platform.runtimeDone` or `platform.report`), or `deadline`; whether it has.
+    pub async fn runtime_done(&self, request_id: &str, deadline: Instant) -> bool {
+        let mut batches = self.batches.subscribe();
+        let done = batches.wait_for(|_| {
+            let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+            requests.get(request_id).is_some_and(|state| state.runtime_done)
+        });
+        let done = tokio::time::timeout_at(deadline.into(), done).await;
+        matches!(done, Ok(Ok(_)))
     }
 
     /// Applies each record; returns the failures to route.
@@ -182,15 +202,18 @@ impl Telemetry {
             record_ms(&catalog::MAX_MEMORY_USED_MB, "maxMemoryUsedMB");
             record_ms(&catalog::INIT_DURATION_MS, "initDurationMs");
         }
-        let (class, metric) = match record["status"].as_str() {
-            Some("timeout") => (ErrorClass::Timeout, &catalog::INVOCATION_TIMEOUT),
-            Some("failure") => (ErrorClass::Crash, &catalog::RUNTIME_CRASH),
-            // `success`, and `error` (the function reported its own error, and routed it).
-            Some(_) => return true,
-            None => return false,
+        let Some(status) = record["status"].as_str() else {
+            return false;
         };
         let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
         let state = requests.get_or_insert_mut(request_id.to_owned(), RequestState::default);
+        state.runtime_done = true;
+        let (class, metric) = match status {
+            "timeout" => (ErrorClass::Timeout, &catalog::INVOCATION_TIMEOUT),
+            "failure" => (ErrorClass::Crash, &catalog::RUNTIME_CRASH),
+            // `success`, and `error` (the function reported its own error, and routed it).
+            _ => return true,
+        };
         if state.routed || failures.iter().any(|f| f.request_id == request_id) {
             return true;
         }

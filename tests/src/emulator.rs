@@ -10,10 +10,16 @@ use crate::{free_port, http_agent, tool, wait_until, workspace_root, HarnessErro
 /// The function name the emulator serves in `--only-lambda-apis` mode.
 pub const FUNCTION_NAME: &str = "_";
 
-/// A running `cargo-lambda lambda watch --only-lambda-apis`; stopped when dropped.
+/// A running `cargo-lambda lambda watch`; stopped when dropped.
+///
+/// [`Emulator::start`] serves only the Runtime and Extensions APIs (function name `_`): tests
+/// start the function processes themselves. [`Emulator::serving`] runs a workspace binary as the
+/// function, as Lambda does, so that stopping the emulator ([`Emulator::shut_down`]) sends
+/// SHUTDOWN to the registered extensions.
 pub struct Emulator {
     process: Process,
     port: u16,
+    function: String,
 }
 
 /// The answer to one invocation.
@@ -26,24 +32,47 @@ pub struct Invocation {
 }
 
 impl Emulator {
-    /// Starts the emulator on a free port and waits until it listens.
+    /// Starts the emulator (Runtime and Extensions APIs only) on a free port and waits until it
+    /// listens.
     pub fn start() -> Result<Self, HarnessError> {
+        Self::spawn(FUNCTION_NAME, &["--only-lambda-apis"], &[])
+    }
+
+    /// Starts the emulator serving the workspace binary `function` (`cargo run --bin`, on its
+    /// first invocation) with `env` set, and waits until it listens. Build the binary first
+    /// ([`crate::build_binary`]) so that the first invocation does not wait for a build.
+    pub fn serving(function: &str, env: &[(String, String)]) -> Result<Self, HarnessError> {
+        Self::spawn(function, &["--ignore-changes", "--quiet"], env)
+    }
+
+    fn spawn(function: &str, args: &[&str], env: &[(String, String)]) -> Result<Self, HarnessError> {
         let port = free_port();
         let mut command = Command::new(tool("cargo-lambda")?);
         command
-            .args([
-                "lambda",
-                "watch",
-                "--only-lambda-apis",
-                "-A",
-                "127.0.0.1",
-                "-P",
-                &port.to_string(),
-            ])
+            .args(["lambda", "watch", "-A", "127.0.0.1", "-P", &port.to_string()])
+            .args(args)
+            .env("AWS_REGION", "us-east-1")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .current_dir(workspace_root());
         let mut process = Process::spawn("cargo-lambda emulator", command)?;
         process.wait_ready(Duration::from_secs(60), || port_open(port))?;
-        Ok(Self { process, port })
+        Ok(Self {
+            process,
+            port,
+            function: function.to_owned(),
+        })
+    }
+
+    /// Stops the emulator as Lambda ends an execution environment: SIGTERM to the emulator
+    /// alone, which stops the function it serves and sends SHUTDOWN to the extensions; returns
+    /// once it has exited (or was killed after 10 s).
+    pub fn shut_down(&mut self) {
+        self.process.terminate(Duration::from_secs(10));
+    }
+
+    /// Everything the emulator and the function it serves printed so far.
+    pub fn output(&self) -> String {
+        self.process.output()
     }
 
     /// The emulator's process id.
@@ -59,8 +88,8 @@ impl Emulator {
     /// Where invocations are sent (the Lambda `Invoke` API).
     pub fn invoke_url(&self) -> String {
         format!(
-            "http://127.0.0.1:{}/2015-03-31/functions/{FUNCTION_NAME}/invocations",
-            self.port
+            "http://127.0.0.1:{}/2015-03-31/functions/{}/invocations",
+            self.port, self.function
         )
     }
 

@@ -97,6 +97,17 @@ impl Process {
         })
     }
 
+    /// Sends SIGTERM to the process alone (not its group) and waits up to `grace` for it to
+    /// exit; then stops the group as [`Process::stop`] does.
+    pub fn terminate(&mut self, grace: Duration) {
+        // SAFETY: a plain syscall on our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        wait_until(grace, || !self.is_running());
+        self.stop(Duration::from_secs(2));
+    }
+
     /// Sends SIGTERM to the group, then SIGKILL after `grace`; returns once it has exited.
     pub fn stop(&mut self, grace: Duration) {
         let group = -(self.child.id() as i32);

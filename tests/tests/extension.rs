@@ -73,6 +73,110 @@ async fn the_function_relays_its_error_to_the_extension_which_publishes_it() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_shutdown_the_extension_publishes_every_pending_envelope() {
+    let moto = Moto::start().expect("moto starts");
+    let (topic, on_call) = moto.subscribed_topic("booking-errors").await.unwrap();
+    let extension_binary = build_binary("keel-extension").expect("keel-extension builds");
+    build_binary("booking-api").expect("booking-api builds");
+
+    let relay = format!("127.0.0.1:{}", free_port());
+    let mut env = moto.env();
+    env.push(("KEEL_EXTENSION_ADDR".into(), relay.clone()));
+    // The emulator runs booking-api itself, so that stopping it ends the environment.
+    let mut emulator = Emulator::serving("booking-api", &env).expect("emulator starts");
+    env.push(("KEEL_ERROR_TOPIC_ARN".into(), topic));
+    env.push(("KEEL_TELEMETRY_ADDR".into(), format!("127.0.0.1:{}", free_port())));
+    let extension = emulator
+        .start_function(&extension_binary, &env)
+        .expect("extension starts");
+    assert!(
+        keel_tests::wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(&relay)
+            .is_ok()),
+        "the relay listens\n{}",
+        extension.output()
+    );
+
+    // One envelope from a failed invocation, then a burst the runtime would relay: most are
+    // still queued when the environment ends.
+    let failing = json!({"headers": {"idempotency-key": "order-9"}, "body": 5}).to_string();
+    let answer = emulator
+        .invoke(&failing)
+        .unwrap_or_else(|e| panic!("{e}\n{}", emulator.output()));
+    assert_eq!(
+        answer.body["errorType"],
+        "Keel.InvalidEvent",
+        "{}",
+        emulator.output()
+    );
+    let routing = keel_runtime::routing::ErrorRouting::new("booking-api");
+    let burst = 99;
+    for n in 0..burst {
+        let envelope = routing.report(
+            keel_runtime::routing::Source::Runtime,
+            &format!("req-{n}"),
+            "Booking.PartnerDown",
+            format!("failure {n}"),
+            keel_runtime::routing::ErrorClass::Transient,
+            json!({"n": n}),
+        );
+        let body = serde_json::to_string(&envelope).unwrap();
+        let (status, _) = keel_tests::post(
+            &format!("http://{relay}/envelopes"),
+            &body,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(status, 202);
+    }
+    emulator.shut_down();
+
+    assert!(
+        extension.wait_for_line(Duration::from_secs(10), |l| l
+            .contains("the relay's queue is drained")),
+        "the extension drained its queue on SHUTDOWN\n{}",
+        extension.output()
+    );
+    let lines = extension.stdout_lines();
+    let shutdown = lines
+        .iter()
+        .find(|l| l.contains("shutting down: draining the relay"))
+        .unwrap_or_else(|| panic!("a SHUTDOWN event arrived\n{}", extension.output()));
+    assert!(shutdown.contains("booking-api"), "{shutdown}");
+    let drained: serde_json::Value = lines
+        .iter()
+        .find(|l| l.contains("the relay's queue is drained"))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap();
+    assert_eq!(
+        drained["logged"],
+        0,
+        "nothing left for the log\n{}",
+        extension.output()
+    );
+    assert!(
+        drained["published"].as_u64().unwrap() > 0,
+        "envelopes were pending at SHUTDOWN\n{}",
+        extension.output()
+    );
+
+    let received = moto
+        .wait_for_messages(&on_call, burst + 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let envelopes: Vec<keel_runtime::routing::Envelope> = received
+        .iter()
+        .map(|m| serde_json::from_str(m.body().unwrap()).unwrap())
+        .collect();
+    let ids: std::collections::HashSet<&str> = envelopes.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(received.len(), burst + 1, "every envelope reached the queue");
+    assert_eq!(ids.len(), burst + 1, "each once");
+    let mut types: Vec<&str> = envelopes.iter().map(|e| e.error_type.as_str()).collect();
+    types.sort();
+    types.dedup();
+    assert_eq!(types, ["Booking.PartnerDown", "Keel.InvalidEvent"]);
+}
+
 /// What Lambda's Telemetry API would deliver for a timed-out invocation: the lines the function
 /// wrote (JSON log records) and the platform records of the timeout.
 fn timeout_batch(request_id: &str, lines: &[serde_json::Value]) -> serde_json::Value {

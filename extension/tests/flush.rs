@@ -1,0 +1,121 @@
+//! The end of an invocation (`KEEL_EXTENSION_FLUSH=end`): the extension waits for telemetry to
+//! say the runtime is done and for the relay to publish what it was handed, within a deadline.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keel_extension::flush::{EndOfInvocation, Ended, Flush};
+use keel_extension::relay;
+use keel_extension::telemetry::Telemetry;
+use keel_runtime::routing::{ErrorClass, ErrorRouting, Source};
+use keel_runtime::Keel;
+use keel_tests::Moto;
+use serde_json::json;
+
+fn runtime_done(request_id: &str) -> Vec<u8> {
+    json!([{"time": "2026-11-21T10:00:01.000Z", "type": "platform.runtimeDone", "record": {
+        "requestId": request_id, "status": "error", "metrics": {"durationMs": 12.5, "producedBytes": 180}
+    }}])
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_invocation_ends_once_the_runtime_is_done_and_its_envelope_is_published() {
+    let moto = Moto::start().expect("moto starts");
+    let (topic, on_call) = moto.subscribed_topic("keel-errors").await.unwrap();
+    let routing = Arc::new(ErrorRouting::new("booking-api").topic(moto.sns(), &topic));
+    let (queue, publisher, _shutdown) = relay::queue(16, routing.clone());
+    tokio::spawn(publisher.run());
+    let telemetry = Arc::new(Telemetry::new(
+        routing.clone(),
+        queue.clone(),
+        Keel::new("booking-api").metrics_layer(),
+    ));
+    let end = Arc::new(EndOfInvocation::new(telemetry.clone(), queue.clone()));
+
+    // INVOKE arrives: the extension waits.
+    let waiting = {
+        let end = end.clone();
+        tokio::spawn(async move { end.wait("req-1", Instant::now() + Duration::from_secs(10)).await })
+    };
+    // The function fails and relays its envelope, then answers.
+    let envelope = routing.report(
+        Source::Runtime,
+        "req-1",
+        "Booking.PartnerDown",
+        "the partner is down".into(),
+        ErrorClass::Transient,
+        json!({"booking_id": "bk-1"}),
+    );
+    queue.push(envelope.clone()).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "no runtimeDone yet: still waiting");
+
+    // Telemetry reports the runtime done (another request's record first).
+    telemetry.read(&runtime_done("req-0")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !waiting.is_finished(),
+        "another request's runtimeDone does not end this one"
+    );
+    telemetry.read(&runtime_done("req-1")).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the wait ends")
+        .unwrap();
+    assert_eq!(
+        ended,
+        Ended {
+            runtime_done: true,
+            settled: true
+        }
+    );
+
+    // Published before the environment could be frozen.
+    let received = moto.drain_queue(&on_call, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(received.len(), 1);
+    assert!(received[0].body().unwrap().contains(&envelope.id));
+}
+
+#[tokio::test]
+async fn without_a_runtime_done_the_wait_ends_at_the_deadline() {
+    let routing = Arc::new(ErrorRouting::new("booking-api"));
+    let (queue, _publisher, _shutdown) = relay::queue(16, routing.clone());
+    let telemetry = Arc::new(Telemetry::new(
+        routing,
+        queue.clone(),
+        Keel::new("booking-api").metrics_layer(),
+    ));
+    let end = EndOfInvocation::new(telemetry.clone(), queue);
+    let started = Instant::now();
+    let ended = end.wait("req-9", started + Duration::from_millis(300)).await;
+    assert_eq!(
+        ended,
+        Ended {
+            runtime_done: false,
+            settled: false
+        }
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(290) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+
+    // Done already (the records came before INVOKE was read): no wait at all.
+    telemetry.read(&runtime_done("req-10")).await.unwrap();
+    let started = Instant::now();
+    let ended = end.wait("req-10", started + Duration::from_secs(5)).await;
+    assert!(ended.runtime_done && ended.settled);
+    assert!(started.elapsed() < Duration::from_millis(200));
+}
+
+#[test]
+fn the_flush_setting_reads_end_or_lazy() {
+    assert_eq!("end".parse::<Flush>().unwrap(), Flush::End);
+    assert_eq!(" lazy ".parse::<Flush>().unwrap(), Flush::Lazy);
+    assert_eq!(Flush::default(), Flush::End);
+    let error = "eager".parse::<Flush>().unwrap_err().to_string();
+    assert_eq!(error, "KEEL_EXTENSION_FLUSH=\"eager\": expected `end` or `lazy`");
+}
