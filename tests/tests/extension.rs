@@ -298,4 +298,9 @@ fn the_layer_zip_holds_the_extension_where_lambda_looks_for_it() {
         .expect("python reads the zip");
     let listing = String::from_utf8_lossy(&listing.stdout);
     assert_eq!(listing.trim(), "[('extensions/keel-extension', '0o755')]");
+    // The SAM template deploys that zip.
+    if arch == "x86_64" {
+        let deployed = root.join("infra").join(keel_infra::template::LAYER_ZIP);
+        assert!(deployed.is_file(), "{} is built", deployed.display());
+    }
 }

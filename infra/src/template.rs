@@ -1,0 +1,497 @@
+//! The SAM template (`infra/template.yaml`): the booking API, the Keel extension layer every
+//! function carries, and what Keel routes and stores to — the idempotency table, the error
+//! topic and the dead-letter queue — under one customer-managed KMS key, with least-privilege
+//! roles: each function may touch only its own table items, topic, queue, key and log group.
+//!
+//! Paths are relative to `infra/`: functions come from `cargo lambda build --release`
+//! (`target/lambda/<function>/bootstrap`), the layer from `scripts/package-extension.sh`
+//! (`target/layers/keel-extension-x86_64.zip`).
+
+use crate::yaml::{list, map, s, Node};
+
+/// Where the relay listens in the execution environment (`KEEL_EXTENSION_ADDR`).
+pub const RELAY_ADDR: &str = "127.0.0.1:9124";
+
+/// The layer zip the template deploys, relative to `infra/`.
+pub const LAYER_ZIP: &str = "../target/layers/keel-extension-x86_64.zip";
+
+/// `{Ref: name}`.
+pub fn reference(name: &str) -> Node {
+    map([("Ref", s(name))])
+}
+
+/// `{Fn::GetAtt: [resource, attribute]}`.
+pub fn get_att(resource: &str, attribute: &str) -> Node {
+    map([("Fn::GetAtt", list([s(resource), s(attribute)]))])
+}
+
+/// `{Fn::Sub: text}`.
+pub fn sub(text: &str) -> Node {
+    map([("Fn::Sub", s(text))])
+}
+
+/// One IAM statement allowing `actions` on `resource`.
+fn allow<const N: usize>(actions: [&str; N], resource: Node) -> Node {
+    map([
+        ("Effect", s("Allow")),
+        ("Action", Node::List(actions.iter().map(|a| s(*a)).collect())),
+        ("Resource", resource),
+    ])
+}
+
+/// A checkov finding this template does not follow, and why.
+fn checkov_skip(id: &str, why: &str) -> Node {
+    map([("id", s(id)), ("comment", s(why))])
+}
+
+/// The whole template.
+pub fn template() -> Node {
+    map([
+        ("AWSTemplateFormatVersion", s("2010-09-09")),
+        ("Transform", s("AWS::Serverless-2016-10-31")),
+        (
+            "Description",
+            s("Keel booking functions with the Keel extension layer, the idempotency table, and where their errors are routed"),
+        ),
+        ("Parameters", parameters()),
+        ("Globals", globals()),
+        ("Resources", resources()),
+        ("Outputs", outputs()),
+    ])
+}
+
+fn parameters() -> Node {
+    map([
+        (
+            "LogLevel",
+            map([
+                ("Type", s("String")),
+                ("Default", s("INFO")),
+                (
+                    "AllowedValues",
+                    list([s("TRACE"), s("DEBUG"), s("INFO"), s("WARN"), s("ERROR")]),
+                ),
+                ("Description", s("KEEL_LOG_LEVEL of every function")),
+            ]),
+        ),
+        (
+            "LogRetentionDays",
+            map([
+                ("Type", s("Number")),
+                ("Default", 30.into()),
+                (
+                    "AllowedValues",
+                    list([7.into(), 14.into(), 30.into(), 90.into(), 365.into()]),
+                ),
+                (
+                    "Description",
+                    s("How long function logs and API access logs are kept"),
+                ),
+            ]),
+        ),
+    ])
+}
+
+fn globals() -> Node {
+    map([(
+        "Function",
+        map([
+            ("Runtime", s("provided.al2023")),
+            ("Handler", s("bootstrap")),
+            ("Architectures", list([s("x86_64")])),
+            ("MemorySize", 256.into()),
+            ("Timeout", 10.into()),
+            ("Tracing", s("Active")),
+            ("KmsKeyArn", get_att("KeelKey", "Arn")),
+            // Every function runs beside the Keel extension and hands its errors to it.
+            ("Layers", list([reference("KeelExtensionLayer")])),
+            (
+                "Environment",
+                map([(
+                    "Variables",
+                    map([
+                        ("KEEL_LOG_LEVEL", reference("LogLevel")),
+                        ("KEEL_EXTENSION_ADDR", s(RELAY_ADDR)),
+                        ("KEEL_ERROR_TOPIC_ARN", reference("ErrorTopic")),
+                        ("KEEL_DLQ_URL", reference("ErrorDeadLetterQueue")),
+                    ]),
+                )]),
+            ),
+        ]),
+    )])
+}
+
+fn resources() -> Node {
+    map([
+        ("KeelKey", kms_key()),
+        (
+            "KeelExtensionLayer",
+            map([
+                ("Type", s("AWS::Serverless::LayerVersion")),
+                (
+                    "Properties",
+                    map([
+                        ("LayerName", sub("${AWS::StackName}-keel-extension")),
+                        (
+                            "Description",
+                            s("Keel extension: publishes relayed errors after the response, reports timeouts, crashes and platform metrics"),
+                        ),
+                        ("ContentUri", s(LAYER_ZIP)),
+                        ("CompatibleRuntimes", list([s("provided.al2023"), s("provided.al2")])),
+                        ("CompatibleArchitectures", list([s("x86_64")])),
+                        ("LicenseInfo", s("Apache-2.0")),
+                        // Versions stay for rollbacks to the functions that used them.
+                        ("RetentionPolicy", s("Retain")),
+                    ]),
+                ),
+            ]),
+        ),
+        (
+            "IdempotencyTable",
+            map([
+                ("Type", s("AWS::DynamoDB::Table")),
+                // Records live an hour (TTL `expiration`): nothing to keep.
+                ("DeletionPolicy", s("Delete")),
+                ("UpdateReplacePolicy", s("Delete")),
+                (
+                    "Properties",
+                    map([
+                        ("BillingMode", s("PAY_PER_REQUEST")),
+                        (
+                            "AttributeDefinitions",
+                            list([map([("AttributeName", s("id")), ("AttributeType", s("S"))])]),
+                        ),
+                        ("KeySchema", list([map([("AttributeName", s("id")), ("KeyType", s("HASH"))])])),
+                        (
+                            "TimeToLiveSpecification",
+                            map([("AttributeName", s("expiration")), ("Enabled", true.into())]),
+                        ),
+                        (
+                            "PointInTimeRecoverySpecification",
+                            map([("PointInTimeRecoveryEnabled", true.into())]),
+                        ),
+                        (
+                            "SSESpecification",
+                            map([
+                                ("SSEEnabled", true.into()),
+                                ("SSEType", s("KMS")),
+                                ("KMSMasterKeyId", reference("KeelKey")),
+                            ]),
+                        ),
+                    ]),
+                ),
+            ]),
+        ),
+        (
+            "ErrorTopic",
+            map([
+                ("Type", s("AWS::SNS::Topic")),
+                (
+                    "Properties",
+                    map([
+                        ("DisplayName", s("Keel routed errors")),
+                        ("KmsMasterKeyId", reference("KeelKey")),
+                    ]),
+                ),
+            ]),
+        ),
+        (
+            "ErrorDeadLetterQueue",
+            map([
+                ("Type", s("AWS::SQS::Queue")),
+                (
+                    "Properties",
+                    map([
+                        // The longest SQS keeps a message: 14 days to look at what SNS missed.
+                        ("MessageRetentionPeriod", 1_209_600.into()),
+                        ("KmsMasterKeyId", reference("KeelKey")),
+                        ("KmsDataKeyReusePeriodSeconds", 300.into()),
+                    ]),
+                ),
+            ]),
+        ),
+        ("BookingApiFunction", booking_api()),
+        (
+            "BookingApiRole",
+            function_role(vec![
+                allow(
+                    ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
+                    get_att("IdempotencyTable", "Arn"),
+                ),
+                allow(["sns:Publish"], reference("ErrorTopic")),
+                allow(["sqs:SendMessage"], get_att("ErrorDeadLetterQueue", "Arn")),
+                allow(["kms:Decrypt", "kms:GenerateDataKey"], get_att("KeelKey", "Arn")),
+            ]),
+        ),
+        ("BookingApiLogGroup", log_group(sub("/aws/lambda/${BookingApiFunction}"))),
+        ("BookingApiLogPolicy", log_policy("BookingApiRole", "BookingApiLogGroup")),
+        (
+            "BookingHttpApi",
+            map([
+                ("Type", s("AWS::Serverless::HttpApi")),
+                (
+                    "Properties",
+                    map([
+                        (
+                            "Auth",
+                            map([
+                                ("EnableIamAuthorizer", true.into()),
+                                ("DefaultAuthorizer", s("AWS_IAM")),
+                            ]),
+                        ),
+                        (
+                            "AccessLogSettings",
+                            map([
+                                ("DestinationArn", get_att("BookingApiAccessLogs", "Arn")),
+                                (
+                                    "Format",
+                                    s(r#"{"requestId":"$context.requestId","ip":"$context.identity.sourceIp","routeKey":"$context.routeKey","status":"$context.status","latencyMs":"$context.responseLatency","integrationError":"$context.integrationErrorMessage"}"#),
+                                ),
+                            ]),
+                        ),
+                    ]),
+                ),
+            ]),
+        ),
+        ("BookingApiAccessLogs", log_group(sub("/keel/${AWS::StackName}/booking-api-access"))),
+    ])
+}
+
+/// The key for the table, the topic, the queue, the logs and the functions' environment.
+fn kms_key() -> Node {
+    let account = map([("AWS", sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root"))]);
+    let logs = map([("Service", sub("logs.${AWS::Region}.amazonaws.com"))]);
+    map([
+        ("Type", s("AWS::KMS::Key")),
+        (
+            "Properties",
+            map([
+                ("Description", s("Keel: booking tables, routed errors and logs")),
+                ("EnableKeyRotation", true.into()),
+                (
+                    "KeyPolicy",
+                    map([
+                        ("Version", s("2012-10-17")),
+                        (
+                            "Statement",
+                            list([
+                                map([
+                                    ("Sid", s("AccountAdministersTheKey")),
+                                    ("Effect", s("Allow")),
+                                    ("Principal", account),
+                                    ("Action", s("kms:*")),
+                                    ("Resource", s("*")),
+                                ]),
+                                map([
+                                    ("Sid", s("LogsEncryptThisStacksLogGroups")),
+                                    ("Effect", s("Allow")),
+                                    ("Principal", logs),
+                                    (
+                                        "Action",
+                                        list([
+                                            s("kms:Encrypt*"),
+                                            s("kms:Decrypt*"),
+                                            s("kms:ReEncrypt*"),
+                                            s("kms:GenerateDataKey*"),
+                                            s("kms:Describe*"),
+                                        ]),
+                                    ),
+                                    ("Resource", s("*")),
+                                    (
+                                        "Condition",
+                                        map([(
+                                            "ArnLike",
+                                            map([(
+                                                "kms:EncryptionContext:aws:logs:arn",
+                                                sub("arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:*"),
+                                            )]),
+                                        )]),
+                                    ),
+                                ]),
+                            ]),
+                        ),
+                    ]),
+                ),
+            ]),
+        ),
+    ])
+}
+
+/// A function's role: `statements`, plus X-Ray (which has no resource-level permissions); its
+/// log group's permissions come with [`log_policy`] (the log group is named after the function,
+/// which needs the role first).
+fn function_role(mut statements: Vec<Node>) -> Node {
+    statements.push(allow(
+        ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
+        s("*"),
+    ));
+    map([
+        ("Type", s("AWS::IAM::Role")),
+        (
+            "Properties",
+            map([
+                (
+                    "AssumeRolePolicyDocument",
+                    map([
+                        ("Version", s("2012-10-17")),
+                        (
+                            "Statement",
+                            list([map([
+                                ("Effect", s("Allow")),
+                                ("Principal", map([("Service", s("lambda.amazonaws.com"))])),
+                                ("Action", s("sts:AssumeRole")),
+                            ])]),
+                        ),
+                    ]),
+                ),
+                (
+                    "Policies",
+                    list([map([
+                        ("PolicyName", s("function")),
+                        (
+                            "PolicyDocument",
+                            map([
+                                ("Version", s("2012-10-17")),
+                                ("Statement", Node::List(statements)),
+                            ]),
+                        ),
+                    ])]),
+                ),
+            ]),
+        ),
+    ])
+}
+
+/// Writing to `log_group` only, for `role`.
+fn log_policy(role: &str, log_group: &str) -> Node {
+    map([
+        ("Type", s("AWS::IAM::Policy")),
+        (
+            "Properties",
+            map([
+                ("PolicyName", s("logs")),
+                ("Roles", list([reference(role)])),
+                (
+                    "PolicyDocument",
+                    map([
+                        ("Version", s("2012-10-17")),
+                        (
+                            "Statement",
+                            list([allow(
+                                ["logs:CreateLogStream", "logs:PutLogEvents"],
+                                get_att(log_group, "Arn"),
+                            )]),
+                        ),
+                    ]),
+                ),
+            ]),
+        ),
+    ])
+}
+
+fn log_group(name: Node) -> Node {
+    map([
+        ("Type", s("AWS::Logs::LogGroup")),
+        (
+            "Properties",
+            map([
+                ("LogGroupName", name),
+                ("RetentionInDays", reference("LogRetentionDays")),
+                ("KmsKeyId", get_att("KeelKey", "Arn")),
+            ]),
+        ),
+    ])
+}
+
+fn booking_api() -> Node {
+    map([
+        ("Type", s("AWS::Serverless::Function")),
+        (
+            "Metadata",
+            map([(
+                "checkov",
+                map([(
+                    "skip",
+                    list([
+                        checkov_skip("CKV_AWS_116", "invoked synchronously by the HTTP API: failed requests are answered, and routed to the error topic or the dead-letter queue by Keel; an asynchronous-invocation DLQ would never be used"),
+                        checkov_skip("CKV_AWS_117", "talks only to DynamoDB, SNS and SQS over their public endpoints; no VPC resources to reach"),
+                        checkov_skip("CKV_AWS_115", "concurrency towards partners is bounded by Keel's concurrency guards; reserving account concurrency is a per-account decision"),
+                    ]),
+                )]),
+            )]),
+        ),
+        (
+            "Properties",
+            map([
+                ("Description", s("Booking API (HTTP API), wrapped by Keel")),
+                ("CodeUri", s("../target/lambda/booking-api/")),
+                (
+                    "Environment",
+                    map([(
+                        "Variables",
+                        map([
+                            ("KEEL_SERVICE", s("booking-api")),
+                            ("KEEL_IDEMPOTENCY_TABLE", reference("IdempotencyTable")),
+                        ]),
+                    )]),
+                ),
+                ("Role", get_att("BookingApiRole", "Arn")),
+                (
+                    "Events",
+                    map([(
+                        "CreateBooking",
+                        map([
+                            ("Type", s("HttpApi")),
+                            (
+                                "Properties",
+                                map([
+                                    ("ApiId", reference("BookingHttpApi")),
+                                    ("Path", s("/bookings")),
+                                    ("Method", s("POST")),
+                                ]),
+                            ),
+                        ]),
+                    )]),
+                ),
+            ]),
+        ),
+    ])
+}
+
+fn outputs() -> Node {
+    let output = |description: &str, value: Node| map([("Description", s(description)), ("Value", value)]);
+    map([
+        (
+            "BookingApiUrl",
+            output(
+                "POST /bookings here (IAM-signed requests)",
+                sub("https://${BookingHttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/bookings"),
+            ),
+        ),
+        (
+            "KeelExtensionLayerArn",
+            output(
+                "The Keel extension layer version",
+                reference("KeelExtensionLayer"),
+            ),
+        ),
+        (
+            "ErrorTopicArn",
+            output(
+                "Subscribe on-call here: routed error envelopes",
+                reference("ErrorTopic"),
+            ),
+        ),
+        (
+            "ErrorDeadLetterQueueUrl",
+            output(
+                "Envelopes the topic could not take",
+                reference("ErrorDeadLetterQueue"),
+            ),
+        ),
+        (
+            "IdempotencyTableName",
+            output("Idempotency records", reference("IdempotencyTable")),
+        ),
+    ])
+}
