@@ -30,6 +30,11 @@ pub fn sub(text: &str) -> Node {
     map([("Fn::Sub", s(text))])
 }
 
+/// A resource of type `kind` with `properties`.
+fn resource(kind: &str, properties: Node) -> Node {
+    map([("Type", s(kind)), ("Properties", properties)])
+}
+
 /// One IAM statement allowing `actions` on `resource`.
 fn allow<const N: usize>(actions: [&str; N], resource: Node) -> Node {
     map([
@@ -126,11 +131,7 @@ fn resources() -> Node {
         ("KeelKey", kms_key()),
         (
             "KeelExtensionLayer",
-            map([
-                ("Type", s("AWS::Serverless::LayerVersion")),
-                (
-                    "Properties",
-                    map([
+            resource("AWS::Serverless::LayerVersion", map([
                         ("LayerName", sub("${AWS::StackName}-keel-extension")),
                         (
                             "Description",
@@ -142,9 +143,7 @@ fn resources() -> Node {
                         ("LicenseInfo", s("Apache-2.0")),
                         // Versions stay for rollbacks to the functions that used them.
                         ("RetentionPolicy", s("Retain")),
-                    ]),
-                ),
-            ]),
+                    ])),
         ),
         (
             "IdempotencyTable",
@@ -184,31 +183,19 @@ fn resources() -> Node {
         ),
         (
             "ErrorTopic",
-            map([
-                ("Type", s("AWS::SNS::Topic")),
-                (
-                    "Properties",
-                    map([
+            resource("AWS::SNS::Topic", map([
                         ("DisplayName", s("Keel routed errors")),
                         ("KmsMasterKeyId", reference("KeelKey")),
-                    ]),
-                ),
-            ]),
+                    ])),
         ),
         (
             "ErrorDeadLetterQueue",
-            map([
-                ("Type", s("AWS::SQS::Queue")),
-                (
-                    "Properties",
-                    map([
+            resource("AWS::SQS::Queue", map([
                         // The longest SQS keeps a message: 14 days to look at what SNS missed.
                         ("MessageRetentionPeriod", 1_209_600.into()),
                         ("KmsMasterKeyId", reference("KeelKey")),
                         ("KmsDataKeyReusePeriodSeconds", 300.into()),
-                    ]),
-                ),
-            ]),
+                    ])),
         ),
         ("BookingApiFunction", booking_api()),
         (
@@ -227,11 +214,7 @@ fn resources() -> Node {
         ("BookingApiLogPolicy", log_policy("BookingApiRole", "BookingApiLogGroup")),
         (
             "BookingHttpApi",
-            map([
-                ("Type", s("AWS::Serverless::HttpApi")),
-                (
-                    "Properties",
-                    map([
+            resource("AWS::Serverless::HttpApi", map([
                         (
                             "Auth",
                             map([
@@ -249,9 +232,7 @@ fn resources() -> Node {
                                 ),
                             ]),
                         ),
-                    ]),
-                ),
-            ]),
+                    ])),
         ),
         ("BookingApiAccessLogs", log_group(sub("/keel/${AWS::StackName}/booking-api-access"))),
     ])
@@ -261,11 +242,7 @@ fn resources() -> Node {
 fn kms_key() -> Node {
     let account = map([("AWS", sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root"))]);
     let logs = map([("Service", sub("logs.${AWS::Region}.amazonaws.com"))]);
-    map([
-        ("Type", s("AWS::KMS::Key")),
-        (
-            "Properties",
-            map([
+    resource("AWS::KMS::Key", map([
                 ("Description", s("Keel: booking tables, routed errors and logs")),
                 ("EnableKeyRotation", true.into()),
                 (
@@ -312,9 +289,7 @@ fn kms_key() -> Node {
                         ),
                     ]),
                 ),
-            ]),
-        ),
-    ])
+            ]))
 }
 
 /// A function's role: `statements`, plus X-Ray (which has no resource-level permissions); its
@@ -325,82 +300,73 @@ fn function_role(mut statements: Vec<Node>) -> Node {
         ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
         s("*"),
     ));
-    map([
-        ("Type", s("AWS::IAM::Role")),
-        (
-            "Properties",
-            map([
-                (
-                    "AssumeRolePolicyDocument",
-                    map([
-                        ("Version", s("2012-10-17")),
-                        (
-                            "Statement",
-                            list([map([
-                                ("Effect", s("Allow")),
-                                ("Principal", map([("Service", s("lambda.amazonaws.com"))])),
-                                ("Action", s("sts:AssumeRole")),
-                            ])]),
-                        ),
-                    ]),
-                ),
-                (
-                    "Policies",
-                    list([map([
-                        ("PolicyName", s("function")),
-                        (
-                            "PolicyDocument",
-                            map([
-                                ("Version", s("2012-10-17")),
-                                ("Statement", Node::List(statements)),
-                            ]),
-                        ),
-                    ])]),
-                ),
-            ]),
-        ),
-    ])
+    resource(
+        "AWS::IAM::Role",
+        map([
+            (
+                "AssumeRolePolicyDocument",
+                map([
+                    ("Version", s("2012-10-17")),
+                    (
+                        "Statement",
+                        list([map([
+                            ("Effect", s("Allow")),
+                            ("Principal", map([("Service", s("lambda.amazonaws.com"))])),
+                            ("Action", s("sts:AssumeRole")),
+                        ])]),
+                    ),
+                ]),
+            ),
+            (
+                "Policies",
+                list([map([
+                    ("PolicyName", s("function")),
+                    (
+                        "PolicyDocument",
+                        map([
+                            ("Version", s("2012-10-17")),
+                            ("Statement", Node::List(statements)),
+                        ]),
+                    ),
+                ])]),
+            ),
+        ]),
+    )
 }
 
 /// Writing to `log_group` only, for `role`.
 fn log_policy(role: &str, log_group: &str) -> Node {
-    map([
-        ("Type", s("AWS::IAM::Policy")),
-        (
-            "Properties",
-            map([
-                ("PolicyName", s("logs")),
-                ("Roles", list([reference(role)])),
-                (
-                    "PolicyDocument",
-                    map([
-                        ("Version", s("2012-10-17")),
-                        (
-                            "Statement",
-                            list([allow(
-                                ["logs:CreateLogStream", "logs:PutLogEvents"],
-                                get_att(log_group, "Arn"),
-                            )]),
-                        ),
-                    ]),
-                ),
-            ]),
-        ),
-    ])
+    resource(
+        "AWS::IAM::Policy",
+        map([
+            ("PolicyName", s("logs")),
+            ("Roles", list([reference(role)])),
+            (
+                "PolicyDocument",
+                map([
+                    ("Version", s("2012-10-17")),
+                    (
+                        "Statement",
+                        list([allow(
+                            ["logs:CreateLogStream", "logs:PutLogEvents"],
+                            get_att(log_group, "Arn"),
+                        )]),
+                    ),
+                ]),
+            ),
+        ]),
+    )
 }
 
 fn log_group(name: Node) -> Node {
-    map([
-        ("Type", s("AWS::Logs::LogGroup")),
-        (
-            "Properties",
-            map([
-                ("LogGroupName", name),
-                ("RetentionInDays", reference("LogRetentionDays")),
-                ("KmsKeyId", get_att("KeelKey", "Arn")),
-            ]),
-        ),
-    ])
+    resource(
+        "AWS::Logs::LogGroup",
+        map([
+            ("LogGroupName", name),
+            ("RetentionInDays", reference("LogRetentionDays")),
+            ("KmsKeyId", get_att("KeelKey", "Arn")),
+        ]),
+    )
 }
 
 fn booking_api() -> Node {
@@ -440,17 +406,11 @@ fn booking_api() -> Node {
                     "Events",
                     map([(
                         "CreateBooking",
-                        map([
-                            ("Type", s("HttpApi")),
-                            (
-                                "Properties",
-                                map([
+                        resource("HttpApi", map([
                                     ("ApiId", reference("BookingHttpApi")),
                                     ("Path", s("/bookings")),
                                     ("Method", s("POST")),
-                                ]),
-                            ),
-                        ]),
+                                ])),
                     )]),
                 ),
             ]),

@@ -21,11 +21,28 @@ async fn only_envelope(
     serde_json::from_str(received[0].body().unwrap()).unwrap()
 }
 
+/// Starts the extension against `emulator` with `env`, and waits until its relay (`relay`)
+/// listens.
+fn start_extension(
+    emulator: &Emulator,
+    env: &[(String, String)],
+    relay: &str,
+) -> keel_tests::FunctionProcess {
+    let binary = build_binary("keel-extension").expect("keel-extension builds");
+    let extension = emulator.start_function(&binary, env).expect("extension starts");
+    assert!(
+        keel_tests::wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(relay)
+            .is_ok()),
+        "the relay listens\n{}",
+        extension.output()
+    );
+    extension
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_function_relays_its_error_to_the_extension_which_publishes_it() {
     let moto = Moto::start().expect("moto starts");
     let (topic, on_call) = moto.subscribed_topic("booking-errors").await.unwrap();
-    let extension_binary = build_binary("keel-extension").expect("keel-extension builds");
     let function_binary = build_binary("booking-api").expect("booking-api builds");
     let emulator = Emulator::start().expect("emulator starts");
 
@@ -36,15 +53,7 @@ async fn the_function_relays_its_error_to_the_extension_which_publishes_it() {
     extension_env.push(("KEEL_ERROR_TOPIC_ARN".into(), topic.clone()));
     extension_env.push(("KEEL_TELEMETRY_ADDR".into(), format!("127.0.0.1:{}", free_port())));
     extension_env.push(("KEEL_LOG_LEVEL".into(), "DEBUG".into()));
-    let extension = emulator
-        .start_function(&extension_binary, &extension_env)
-        .expect("extension starts");
-    assert!(
-        keel_tests::wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(&relay)
-            .is_ok()),
-        "the relay listens\n{}",
-        extension.output()
-    );
+    let extension = start_extension(&emulator, &extension_env, &relay);
     // The function publishes nothing itself: it only knows the relay (its topic is unset).
     let function = emulator
         .start_function(&function_binary, &env)
@@ -77,7 +86,6 @@ async fn the_function_relays_its_error_to_the_extension_which_publishes_it() {
 async fn on_shutdown_the_extension_publishes_every_pending_envelope() {
     let moto = Moto::start().expect("moto starts");
     let (topic, on_call) = moto.subscribed_topic("booking-errors").await.unwrap();
-    let extension_binary = build_binary("keel-extension").expect("keel-extension builds");
     build_binary("booking-api").expect("booking-api builds");
 
     let relay = format!("127.0.0.1:{}", free_port());
@@ -87,15 +95,7 @@ async fn on_shutdown_the_extension_publishes_every_pending_envelope() {
     let mut emulator = Emulator::serving("booking-api", &env).expect("emulator starts");
     env.push(("KEEL_ERROR_TOPIC_ARN".into(), topic));
     env.push(("KEEL_TELEMETRY_ADDR".into(), format!("127.0.0.1:{}", free_port())));
-    let extension = emulator
-        .start_function(&extension_binary, &env)
-        .expect("extension starts");
-    assert!(
-        keel_tests::wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(&relay)
-            .is_ok()),
-        "the relay listens\n{}",
-        extension.output()
-    );
+    let extension = start_extension(&emulator, &env, &relay);
 
     // One envelope from a failed invocation, then a burst the runtime would relay: most are
     // still queued when the environment ends.
