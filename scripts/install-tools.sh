@@ -4,6 +4,9 @@
 #   and the cargo-lambda Lambda emulator;
 # - .venv-lint (or $KEEL_LINT_VENV): the template linters, cfn-lint, samtranslator and checkov
 #   (apart: checkov pins its own boto3).
+# - with --arm64 (scripts/test.sh), what building the arm64 extension layer takes on an x86_64
+#   machine: the aarch64-unknown-linux-gnu Rust target and a cross linker (Debian's
+#   gcc-aarch64-linux-gnu, when run as root); without them the arm64 layer is skipped.
 # Idempotent: returns at once when the pinned versions are already there.
 set -euo pipefail
 
@@ -44,3 +47,21 @@ install "${KEEL_VENV:-$root/.venv}" cargo-lambda \
   "moto[server,dynamodb,sqs,sns,cloudwatch,logs]==5.2.5" --no-deps "cargo-lambda==1.9.2"
 install "${KEEL_LINT_VENV:-$root/.venv-lint}" checkov \
   "cfn-lint==1.58.0" "aws-sam-translator==1.115.0" "checkov==3.3.30"
+
+if [[ "${1:-}" == --arm64 && "$(uname -m)" == x86_64 ]]; then
+  skipped() { echo "keel: $1: the arm64 extension layer will be skipped" >&2; }
+  if command -v rustup > /dev/null 2>&1; then
+    if ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
+      rustup target add aarch64-unknown-linux-gnu > /dev/null 2>&1 || skipped "the aarch64 Rust target could not be installed"
+    fi
+  fi
+  if ! command -v aarch64-linux-gnu-gcc > /dev/null 2>&1; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get > /dev/null 2>&1; then
+      echo "keel: installing gcc-aarch64-linux-gnu" >&2
+      { apt-get install -y -q gcc-aarch64-linux-gnu || { apt-get update -q && apt-get install -y -q gcc-aarch64-linux-gnu; }; } > /dev/null 2>&1 \
+        || skipped "gcc-aarch64-linux-gnu could not be installed"
+    else
+      skipped "no aarch64-linux-gnu-gcc (Debian: gcc-aarch64-linux-gnu)"
+    fi
+  fi
+fi

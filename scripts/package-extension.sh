@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Keel extension layer: a zip holding `extensions/keel-extension`, the layout Lambda
 # expects for an external extension, for x86_64 — and for arm64 when the aarch64 target and its
-# linker are installed. Prints each zip's size and its binary's.
+# linker are installed (`scripts/install-tools.sh --arm64`). Prints each zip's size and its
+# binary's. infra/template.yaml deploys these zips.
 #
 #   scripts/package-extension.sh            # release build, into target/layers/
 #   KEEL_LAYER_PROFILE=dev scripts/package-extension.sh   # a quick debug build (tests)

@@ -3,17 +3,37 @@
 //! topic and the dead-letter queue — under one customer-managed KMS key, with least-privilege
 //! roles: each function may touch only its own table items, topic, queue, key and log group.
 //!
-//! Paths are relative to `infra/`: functions come from `cargo lambda build --release`
-//! (`target/lambda/<function>/bootstrap`), the layer from `scripts/package-extension.sh`
-//! (`target/layers/keel-extension-x86_64.zip`).
+//! Paths are relative to `infra/`: functions come from `cargo lambda build --release` (with
+//! `--arm64` for arm64; `target/lambda/<function>/bootstrap`), the layers from
+//! `scripts/package-extension.sh` (`target/layers/keel-extension-<architecture>.zip`). The
+//! `Architecture` parameter picks the functions' instruction set and the layer they carry.
 
 use crate::yaml::{list, map, s, Node};
 
 /// Where the relay listens in the execution environment (`KEEL_EXTENSION_ADDR`).
 pub const RELAY_ADDR: &str = "127.0.0.1:9124";
 
-/// The layer zip the template deploys, relative to `infra/`.
-pub const LAYER_ZIP: &str = "../target/layers/keel-extension-x86_64.zip";
+/// The Lambda architectures the template deploys to, each with the logical id of the Keel
+/// extension layer built for it.
+pub const ARCHITECTURES: [(&str, &str); 2] = [
+    ("x86_64", "KeelExtensionLayerX8664"),
+    ("arm64", "KeelExtensionLayerArm64"),
+];
+
+/// The layer zip for `architecture`, relative to `infra/` (as `scripts/package-extension.sh`
+/// names it).
+pub fn layer_zip(architecture: &str) -> String {
+    format!("../target/layers/keel-extension-{architecture}.zip")
+}
+
+/// The extension layer of the architecture the stack is deployed with.
+fn extension_layer() -> Node {
+    let [(_, x86_64), (_, arm64)] = ARCHITECTURES;
+    map([(
+        "Fn::If",
+        list([s("OnArm64"), reference(arm64), reference(x86_64)]),
+    )])
+}
 
 /// `{Ref: name}`.
 pub fn reference(name: &str) -> Node {
@@ -59,6 +79,13 @@ pub fn template() -> Node {
             s("Keel booking functions with the Keel extension layer, the idempotency table, and where their errors are routed"),
         ),
         ("Parameters", parameters()),
+        (
+            "Conditions",
+            map([(
+                "OnArm64",
+                map([("Fn::Equals", list([reference("Architecture"), s("arm64")]))]),
+            )]),
+        ),
         ("Globals", globals()),
         ("Resources", resources()),
         ("Outputs", outputs()),
@@ -67,6 +94,21 @@ pub fn template() -> Node {
 
 fn parameters() -> Node {
     map([
+        (
+            "Architecture",
+            map([
+                ("Type", s("String")),
+                ("Default", s("x86_64")),
+                (
+                    "AllowedValues",
+                    Node::List(ARCHITECTURES.iter().map(|(a, _)| s(*a)).collect()),
+                ),
+                (
+                    "Description",
+                    s("Instruction set of the functions and of the Keel extension layer they carry"),
+                ),
+            ]),
+        ),
         (
             "LogLevel",
             map([
@@ -103,13 +145,13 @@ fn globals() -> Node {
         map([
             ("Runtime", s("provided.al2023")),
             ("Handler", s("bootstrap")),
-            ("Architectures", list([s("x86_64")])),
+            ("Architectures", list([reference("Architecture")])),
             ("MemorySize", 256.into()),
             ("Timeout", 10.into()),
             ("Tracing", s("Active")),
             ("KmsKeyArn", get_att("KeelKey", "Arn")),
             // Every function runs beside the Keel extension and hands its errors to it.
-            ("Layers", list([reference("KeelExtensionLayer")])),
+            ("Layers", list([extension_layer()])),
             (
                 "Environment",
                 map([(
@@ -129,22 +171,8 @@ fn globals() -> Node {
 fn resources() -> Node {
     map([
         ("KeelKey", kms_key()),
-        (
-            "KeelExtensionLayer",
-            resource("AWS::Serverless::LayerVersion", map([
-                        ("LayerName", sub("${AWS::StackName}-keel-extension")),
-                        (
-                            "Description",
-                            s("Keel extension: publishes relayed errors after the response, reports timeouts, crashes and platform metrics"),
-                        ),
-                        ("ContentUri", s(LAYER_ZIP)),
-                        ("CompatibleRuntimes", list([s("provided.al2023"), s("provided.al2")])),
-                        ("CompatibleArchitectures", list([s("x86_64")])),
-                        ("LicenseInfo", s("Apache-2.0")),
-                        // Versions stay for rollbacks to the functions that used them.
-                        ("RetentionPolicy", s("Retain")),
-                    ])),
-        ),
+        (ARCHITECTURES[0].1, extension_layer_version(ARCHITECTURES[0].0)),
+        (ARCHITECTURES[1].1, extension_layer_version(ARCHITECTURES[1].0)),
         (
             "IdempotencyTable",
             map([
@@ -160,7 +188,10 @@ fn resources() -> Node {
                             "AttributeDefinitions",
                             list([map([("AttributeName", s("id")), ("AttributeType", s("S"))])]),
                         ),
-                        ("KeySchema", list([map([("AttributeName", s("id")), ("KeyType", s("HASH"))])])),
+                        (
+                            "KeySchema",
+                            list([map([("AttributeName", s("id")), ("KeyType", s("HASH"))])]),
+                        ),
                         (
                             "TimeToLiveSpecification",
                             map([("AttributeName", s("expiration")), ("Enabled", true.into())]),
@@ -183,26 +214,37 @@ fn resources() -> Node {
         ),
         (
             "ErrorTopic",
-            resource("AWS::SNS::Topic", map([
-                        ("DisplayName", s("Keel routed errors")),
-                        ("KmsMasterKeyId", reference("KeelKey")),
-                    ])),
+            resource(
+                "AWS::SNS::Topic",
+                map([
+                    ("DisplayName", s("Keel routed errors")),
+                    ("KmsMasterKeyId", reference("KeelKey")),
+                ]),
+            ),
         ),
         (
             "ErrorDeadLetterQueue",
-            resource("AWS::SQS::Queue", map([
-                        // The longest SQS keeps a message: 14 days to look at what SNS missed.
-                        ("MessageRetentionPeriod", 1_209_600.into()),
-                        ("KmsMasterKeyId", reference("KeelKey")),
-                        ("KmsDataKeyReusePeriodSeconds", 300.into()),
-                    ])),
+            resource(
+                "AWS::SQS::Queue",
+                map([
+                    // The longest SQS keeps a message: 14 days to look at what SNS missed.
+                    ("MessageRetentionPeriod", 1_209_600.into()),
+                    ("KmsMasterKeyId", reference("KeelKey")),
+                    ("KmsDataKeyReusePeriodSeconds", 300.into()),
+                ]),
+            ),
         ),
         ("BookingApiFunction", booking_api()),
         (
             "BookingApiRole",
             function_role(vec![
                 allow(
-                    ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
+                    [
+                        "dynamodb:GetItem",
+                        "dynamodb:PutItem",
+                        "dynamodb:UpdateItem",
+                        "dynamodb:DeleteItem",
+                    ],
                     get_att("IdempotencyTable", "Arn"),
                 ),
                 allow(["sns:Publish"], reference("ErrorTopic")),
@@ -210,32 +252,66 @@ fn resources() -> Node {
                 allow(["kms:Decrypt", "kms:GenerateDataKey"], get_att("KeelKey", "Arn")),
             ]),
         ),
-        ("BookingApiLogGroup", log_group(sub("/aws/lambda/${BookingApiFunction}"))),
-        ("BookingApiLogPolicy", log_policy("BookingApiRole", "BookingApiLogGroup")),
+        (
+            "BookingApiLogGroup",
+            log_group(sub("/aws/lambda/${BookingApiFunction}")),
+        ),
+        (
+            "BookingApiLogPolicy",
+            log_policy("BookingApiRole", "BookingApiLogGroup"),
+        ),
         (
             "BookingHttpApi",
-            resource("AWS::Serverless::HttpApi", map([
-                        (
-                            "Auth",
-                            map([
-                                ("EnableIamAuthorizer", true.into()),
-                                ("DefaultAuthorizer", s("AWS_IAM")),
-                            ]),
-                        ),
-                        (
-                            "AccessLogSettings",
-                            map([
-                                ("DestinationArn", get_att("BookingApiAccessLogs", "Arn")),
-                                (
-                                    "Format",
-                                    s(r#"{"requestId":"$context.requestId","ip":"$context.identity.sourceIp","routeKey":"$context.routeKey","status":"$context.status","latencyMs":"$context.responseLatency","integrationError":"$context.integrationErrorMessage"}"#),
+            resource(
+                "AWS::Serverless::HttpApi",
+                map([
+                    (
+                        "Auth",
+                        map([
+                            ("EnableIamAuthorizer", true.into()),
+                            ("DefaultAuthorizer", s("AWS_IAM")),
+                        ]),
+                    ),
+                    (
+                        "AccessLogSettings",
+                        map([
+                            ("DestinationArn", get_att("BookingApiAccessLogs", "Arn")),
+                            (
+                                "Format",
+                                s(
+                                    r#"{"requestId":"$context.requestId","ip":"$context.identity.sourceIp","routeKey":"$context.routeKey","status":"$context.status","latencyMs":"$context.responseLatency","integrationError":"$context.integrationErrorMessage"}"#,
                                 ),
-                            ]),
-                        ),
-                    ])),
+                            ),
+                        ]),
+                    ),
+                ]),
+            ),
         ),
-        ("BookingApiAccessLogs", log_group(sub("/keel/${AWS::StackName}/booking-api-access"))),
+        (
+            "BookingApiAccessLogs",
+            log_group(sub("/keel/${AWS::StackName}/booking-api-access")),
+        ),
     ])
+}
+
+/// The Keel extension layer built for `architecture`.
+fn extension_layer_version(architecture: &str) -> Node {
+    resource(
+        "AWS::Serverless::LayerVersion",
+        map([
+            ("LayerName", sub(&format!("${{AWS::StackName}}-keel-extension-{architecture}"))),
+            (
+                "Description",
+                s("Keel extension: publishes relayed errors after the response, reports timeouts, crashes and platform metrics"),
+            ),
+            ("ContentUri", s(layer_zip(architecture))),
+            ("CompatibleRuntimes", list([s("provided.al2023"), s("provided.al2")])),
+            ("CompatibleArchitectures", list([s(architecture)])),
+            ("LicenseInfo", s("Apache-2.0")),
+            // Versions stay for rollbacks to the functions that used them.
+            ("RetentionPolicy", s("Retain")),
+        ]),
+    )
 }
 
 /// The key for the table, the topic, the queue, the logs and the functions' environment.
@@ -431,8 +507,8 @@ fn outputs() -> Node {
         (
             "KeelExtensionLayerArn",
             output(
-                "The Keel extension layer version",
-                reference("KeelExtensionLayer"),
+                "The Keel extension layer version the functions carry",
+                extension_layer(),
             ),
         ),
         (

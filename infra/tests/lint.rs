@@ -38,21 +38,30 @@ fn the_template_lints_clean_and_every_function_carries_the_extension_layer() {
         let layers = properties["Layers"]
             .as_array()
             .unwrap_or_else(|| panic!("{name} has no layers"));
-        let carries_extension = layers.iter().any(|layer| {
-            layer["Ref"]
-                .as_str()
-                .and_then(|id| resources.get(id))
-                .is_some_and(|r| {
-                    r["Type"] == "AWS::Lambda::LayerVersion"
-                        && r["Properties"]["LayerName"]
-                            .to_string()
-                            .contains("keel-extension")
-                })
-        });
-        assert!(
-            carries_extension,
-            "{name} carries the Keel extension layer: {layers:?}"
+        // One layer, the extension built for the stack's architecture: `Fn::If` over the two.
+        assert_eq!(layers.len(), 1, "{name}: {layers:?}");
+        let choice = &layers[0]["Fn::If"];
+        assert_eq!(choice[0], "OnArm64", "{name}: {layers:?}");
+        let architectures: Vec<&str> = [&choice[1], &choice[2]]
+            .iter()
+            .map(|layer| {
+                let id = layer["Ref"].as_str().unwrap_or_default();
+                let version = &resources[id];
+                assert_eq!(version["Type"], "AWS::Lambda::LayerVersion", "{name}: {id}");
+                assert!(version["Properties"]["LayerName"]
+                    .to_string()
+                    .contains("keel-extension"));
+                version["Properties"]["CompatibleArchitectures"][0]
+                    .as_str()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            architectures,
+            ["arm64", "x86_64"],
+            "{name}: the arm64 layer when OnArm64"
         );
+        assert_eq!(properties["Architectures"][0]["Ref"], "Architecture");
         let variables = &properties["Environment"]["Variables"];
         assert_eq!(variables["KEEL_EXTENSION_ADDR"], RELAY_ADDR, "{name}");
         assert!(variables["KEEL_ERROR_TOPIC_ARN"].is_object() && variables["KEEL_DLQ_URL"].is_object());

@@ -275,32 +275,49 @@ async fn a_function_that_outlives_its_deadline_is_reported_with_its_last_lines()
 }
 
 #[test]
-fn the_layer_zip_holds_the_extension_where_lambda_looks_for_it() {
+fn the_layer_zips_hold_the_extension_where_lambda_looks_for_it() {
     let root = keel_tests::workspace_root();
-    let status = std::process::Command::new("bash")
+    let packaged = std::process::Command::new("bash")
         .arg(root.join("scripts/package-extension.sh"))
         .env("KEEL_LAYER_PROFILE", "dev")
-        .status()
+        .output()
         .expect("the packaging script runs");
-    assert!(status.success());
-    let arch = match std::env::consts::ARCH {
+    let said = String::from_utf8_lossy(&packaged.stdout);
+    assert!(
+        packaged.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&packaged.stderr)
+    );
+    let host = match std::env::consts::ARCH {
         "aarch64" => "arm64",
         other => other,
     };
-    // Python's zipfile, as the script itself uses: entry names and Unix modes.
-    let listing = std::process::Command::new(keel_tests::venv().join("bin/python"))
-        .args([
-            "-c",
-            "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); print([(i.filename, oct(i.external_attr >> 16)) for i in z.infolist()])",
-        ])
-        .arg(root.join(format!("target/layers/keel-extension-{arch}.zip")))
-        .output()
-        .expect("python reads the zip");
-    let listing = String::from_utf8_lossy(&listing.stdout);
-    assert_eq!(listing.trim(), "[('extensions/keel-extension', '0o755')]");
-    // The SAM template deploys that zip.
-    if arch == "x86_64" {
-        let deployed = root.join("infra").join(keel_infra::template::LAYER_ZIP);
-        assert!(deployed.is_file(), "{} is built", deployed.display());
+    // Python's zipfile, as the script itself uses: entry names, Unix modes, and the ELF
+    // machine of the binary (0xb7 aarch64, 0x3e x86-64).
+    let inspect = "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); \
+        print([(i.filename, oct(i.external_attr >> 16)) for i in z.infolist()], \
+        hex(int.from_bytes(z.read('extensions/keel-extension')[18:20], 'little')))";
+    for (architecture, _) in keel_infra::template::ARCHITECTURES {
+        // Where the SAM template deploys it from.
+        let zip = root
+            .join("infra")
+            .join(keel_infra::template::layer_zip(architecture));
+        if architecture != host && !said.contains(&format!("keel-extension-{architecture}.zip")) {
+            assert!(said.contains(&format!("{architecture}: skipped")), "{said}");
+            continue;
+        }
+        let listing = std::process::Command::new(keel_tests::venv().join("bin/python"))
+            .args(["-c", inspect])
+            .arg(&zip)
+            .output()
+            .expect("python reads the zip");
+        let machine = if architecture == "arm64" { "0xb7" } else { "0x3e" };
+        assert_eq!(
+            String::from_utf8_lossy(&listing.stdout).trim(),
+            format!("[('extensions/keel-extension', '0o755')] {machine}"),
+            "{}: {}",
+            zip.display(),
+            String::from_utf8_lossy(&listing.stderr)
+        );
     }
 }
