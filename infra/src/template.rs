@@ -305,7 +305,8 @@ fn extension_layer_version(architecture: &str) -> Node {
                 s("Keel extension: publishes relayed errors after the response, reports timeouts, crashes and platform metrics"),
             ),
             ("ContentUri", s(layer_zip(architecture))),
-            ("CompatibleRuntimes", list([s("provided.al2023"), s("provided.al2")])),
+            // Built against glibc ≤ 2.34 (the layer test checks): AL2023, not AL2 (2.26).
+            ("CompatibleRuntimes", list([s("provided.al2023")])),
             ("CompatibleArchitectures", list([s(architecture)])),
             ("LicenseInfo", s("Apache-2.0")),
             // Versions stay for rollbacks to the functions that used them.

@@ -292,11 +292,14 @@ fn the_layer_zips_hold_the_extension_where_lambda_looks_for_it() {
         "aarch64" => "arm64",
         other => other,
     };
-    // Python's zipfile, as the script itself uses: entry names, Unix modes, and the ELF
-    // machine of the binary (0xb7 aarch64, 0x3e x86-64).
-    let inspect = "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); \
+    // Python's zipfile, as the script itself uses: entry names, Unix modes, the ELF machine of
+    // the binary (0xb7 aarch64, 0x3e x86-64), and the newest glibc symbol version it needs:
+    // provided.al2023 has glibc 2.34.
+    let inspect = "import re, sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); \
+        b = z.read('extensions/keel-extension'); \
+        glibc = max((int(m), int(n)) for m, n in re.findall(rb'GLIBC_(\\d+)\\.(\\d+)', b)); \
         print([(i.filename, oct(i.external_attr >> 16)) for i in z.infolist()], \
-        hex(int.from_bytes(z.read('extensions/keel-extension')[18:20], 'little')))";
+        hex(int.from_bytes(b[18:20], 'little')), glibc <= (2, 34), '%d.%d' % glibc)";
     for (architecture, _) in keel_infra::template::ARCHITECTURES {
         // Where the SAM template deploys it from.
         let zip = root
@@ -312,12 +315,15 @@ fn the_layer_zips_hold_the_extension_where_lambda_looks_for_it() {
             .output()
             .expect("python reads the zip");
         let machine = if architecture == "arm64" { "0xb7" } else { "0x3e" };
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&listing.stdout),
+            String::from_utf8_lossy(&listing.stderr),
+        );
         assert_eq!(
-            String::from_utf8_lossy(&listing.stdout).trim(),
-            format!("[('extensions/keel-extension', '0o755')] {machine}"),
-            "{}: {}",
+            stdout.trim().rsplit_once(' ').map_or("", |(head, _glibc)| head),
+            format!("[('extensions/keel-extension', '0o755')] {machine} True"),
+            "{}: {stdout}{stderr} (the last figure: the newest glibc it needs)",
             zip.display(),
-            String::from_utf8_lossy(&listing.stderr)
         );
     }
 }
