@@ -56,7 +56,7 @@ pub struct Telemetry {
     routing: Arc<ErrorRouting>,
     queue: Queue,
     metrics: MetricsLayer,
-    /// Bumped after each batch that finished a request.
+    /// Bumped after each batch is read: waiters look again.
     batches: watch::Sender<u64>,
 }
 
@@ -116,11 +116,23 @@ impl Telemetry {
         let items: Vec<Value> = serde_json::from_slice(body)
             .map_err(|e| format!("the telemetry batch is not a JSON array: {e}"))?;
         let (read, failures) = self.metrics.collect(None, async { self.records(&items) }).await;
-        self.batches.send_modify(|n| *n += 1);
         let mut routed = 0;
+        let mut finished = Vec::with_capacity(failures.len());
         for failure in failures {
+            finished.push(failure.request_id.clone());
             routed += usize::from(self.route(failure));
         }
+        // Only now are failed requests finished: a wait that ends on them also waits for their
+        // envelopes.
+        if !finished.is_empty() {
+            let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+            for request_id in finished {
+                requests
+                    .get_or_insert_mut(request_id, RequestState::default)
+                    .runtime_done = true;
+            }
+        }
+        self.batches.send_modify(|n| *n += 1);
         Ok(Read { routed, ..read })
     }
 
@@ -207,12 +219,14 @@ impl Telemetry {
         };
         let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
         let state = requests.get_or_insert_mut(request_id.to_owned(), RequestState::default);
-        state.runtime_done = true;
         let (class, metric) = match status {
             "timeout" => (ErrorClass::Timeout, &catalog::INVOCATION_TIMEOUT),
             "failure" => (ErrorClass::Crash, &catalog::RUNTIME_CRASH),
             // `success`, and `error` (the function reported its own error, and routed it).
-            _ => return true,
+            _ => {
+                state.runtime_done = true;
+                return true;
+            }
         };
         if state.routed || failures.iter().any(|f| f.request_id == request_id) {
             return true;

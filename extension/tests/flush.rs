@@ -13,8 +13,12 @@ use keel_tests::Moto;
 use serde_json::json;
 
 fn runtime_done(request_id: &str) -> Vec<u8> {
+    runtime_done_with(request_id, "error")
+}
+
+fn runtime_done_with(request_id: &str, status: &str) -> Vec<u8> {
     json!([{"time": "2026-11-21T10:00:01.000Z", "type": "platform.runtimeDone", "record": {
-        "requestId": request_id, "status": "error", "metrics": {"durationMs": 12.5, "producedBytes": 180}
+        "requestId": request_id, "status": status, "metrics": {"durationMs": 12.5, "producedBytes": 180}
     }}])
     .to_string()
     .into_bytes()
@@ -76,6 +80,41 @@ async fn the_invocation_ends_once_the_runtime_is_done_and_its_envelope_is_publis
     let received = moto.drain_queue(&on_call, Duration::from_secs(5)).await.unwrap();
     assert_eq!(received.len(), 1);
     assert!(received[0].body().unwrap().contains(&envelope.id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_invocation_ends_once_the_extensions_own_envelope_is_published() {
+    let moto = Moto::start().expect("moto starts");
+    let (topic, on_call) = moto.subscribed_topic("keel-errors").await.unwrap();
+    let routing = Arc::new(ErrorRouting::new("booking-api").topic(moto.sns(), &topic));
+    let (queue, publisher, _shutdown) = relay::queue(16, routing.clone());
+    tokio::spawn(publisher.run());
+    let telemetry = Arc::new(Telemetry::new(
+        routing,
+        queue.clone(),
+        Keel::new("booking-api").metrics_layer(),
+    ));
+    let end = Arc::new(EndOfInvocation::new(telemetry.clone(), queue));
+    let waiting = {
+        let end = end.clone();
+        tokio::spawn(async move { end.wait("req-t", Instant::now() + Duration::from_secs(10)).await })
+    };
+    telemetry
+        .read(&runtime_done_with("req-t", "timeout"))
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the wait ends")
+        .unwrap();
+    assert!(ended.runtime_done && ended.settled, "{ended:?}");
+    let received = moto.drain_queue(&on_call, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        received.len(),
+        1,
+        "the timeout's envelope went out before the wait ended"
+    );
+    assert!(received[0].body().unwrap().contains("Runtime.Timeout"));
 }
 
 #[tokio::test]
