@@ -108,7 +108,8 @@ pub struct Drained {
     pub logged: usize,
 }
 
-/// Asks the publisher to drain before its deadline.
+/// Asks the publisher to drain before its deadline. Dropping it leaves the publisher running,
+/// with no drain to come.
 pub struct ShutdownHandle {
     sender: Option<oneshot::Sender<Shutdown>>,
 }
@@ -154,16 +155,19 @@ pub fn queue(capacity: usize, routing: Arc<ErrorRouting>) -> (Queue, Publisher, 
 impl Publisher {
     /// Publishes envelopes as they come, until asked to drain; then drains and stops.
     pub async fn run(mut self) {
+        let mut can_drain = true;
         loop {
             tokio::select! {
                 biased;
-                shutdown = &mut self.shutdown => {
-                    if let Ok(shutdown) = shutdown {
+                shutdown = &mut self.shutdown, if can_drain => match shutdown {
+                    Ok(shutdown) => {
                         let drained = self.drain(shutdown.deadline).await;
                         let _ = shutdown.done.send(drained);
+                        return;
                     }
-                    return;
-                }
+                    // The handle was dropped: no drain will be asked for; publishing goes on.
+                    Err(_) => can_drain = false,
+                },
                 envelope = self.receiver.recv() => match envelope {
                     // Off the response path: no invocation deadline applies (0 = unknown).
                     Some(envelope) => {

@@ -24,8 +24,18 @@ fn runtime_done_with(request_id: &str, status: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_invocation_ends_once_the_runtime_is_done_and_its_envelope_is_published() {
+/// An extension's publishing side against moto: the relay's queue with its publisher running,
+/// the telemetry reader, and the end of invocations they tell.
+struct Published {
+    moto: Moto,
+    on_call: String,
+    routing: Arc<ErrorRouting>,
+    queue: relay::Queue,
+    telemetry: Arc<Telemetry>,
+    end: Arc<EndOfInvocation>,
+}
+
+async fn published() -> Published {
     let moto = Moto::start().expect("moto starts");
     let (topic, on_call) = moto.subscribed_topic("keel-errors").await.unwrap();
     let routing = Arc::new(ErrorRouting::new("booking-api").topic(moto.sns(), &topic));
@@ -37,14 +47,31 @@ async fn the_invocation_ends_once_the_runtime_is_done_and_its_envelope_is_publis
         Keel::new("booking-api").metrics_layer(),
     ));
     let end = Arc::new(EndOfInvocation::new(telemetry.clone(), queue.clone()));
+    Published {
+        moto,
+        on_call,
+        routing,
+        queue,
+        telemetry,
+        end,
+    }
+}
 
-    // INVOKE arrives: the extension waits.
-    let waiting = {
-        let end = end.clone();
-        tokio::spawn(async move { end.wait("req-1", Instant::now() + Duration::from_secs(10)).await })
-    };
+/// INVOKE of `request_id` arrives: the extension waits (10 s at most).
+fn invoke(end: &Arc<EndOfInvocation>, request_id: &'static str) -> tokio::task::JoinHandle<Ended> {
+    let end = end.clone();
+    tokio::spawn(async move {
+        end.wait(request_id, Instant::now() + Duration::from_secs(10))
+            .await
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_invocation_ends_once_the_runtime_is_done_and_its_envelope_is_published() {
+    let setup = published().await;
+    let waiting = invoke(&setup.end, "req-1");
     // The function fails and relays its envelope, then answers.
-    let envelope = routing.report(
+    let envelope = setup.routing.report(
         Source::Runtime,
         "req-1",
         "Booking.PartnerDown",
@@ -52,18 +79,18 @@ async fn the_invocation_ends_once_the_runtime_is_done_and_its_envelope_is_publis
         ErrorClass::Transient,
         json!({"booking_id": "bk-1"}),
     );
-    queue.push(envelope.clone()).unwrap();
+    setup.queue.push(envelope.clone()).unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!waiting.is_finished(), "no runtimeDone yet: still waiting");
 
     // Telemetry reports the runtime done (another request's record first).
-    telemetry.read(&runtime_done("req-0")).await.unwrap();
+    setup.telemetry.read(&runtime_done("req-0")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
         !waiting.is_finished(),
         "another request's runtimeDone does not end this one"
     );
-    telemetry.read(&runtime_done("req-1")).await.unwrap();
+    setup.telemetry.read(&runtime_done("req-1")).await.unwrap();
     let ended = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await
         .expect("the wait ends")
@@ -77,29 +104,21 @@ async fn the_invocation_ends_once_the_runtime_is_done_and_its_envelope_is_publis
     );
 
     // Published before the environment could be frozen.
-    let received = moto.drain_queue(&on_call, Duration::from_secs(5)).await.unwrap();
+    let received = setup
+        .moto
+        .drain_queue(&setup.on_call, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(received.len(), 1);
     assert!(received[0].body().unwrap().contains(&envelope.id));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_out_invocation_ends_once_the_extensions_own_envelope_is_published() {
-    let moto = Moto::start().expect("moto starts");
-    let (topic, on_call) = moto.subscribed_topic("keel-errors").await.unwrap();
-    let routing = Arc::new(ErrorRouting::new("booking-api").topic(moto.sns(), &topic));
-    let (queue, publisher, _shutdown) = relay::queue(16, routing.clone());
-    tokio::spawn(publisher.run());
-    let telemetry = Arc::new(Telemetry::new(
-        routing,
-        queue.clone(),
-        Keel::new("booking-api").metrics_layer(),
-    ));
-    let end = Arc::new(EndOfInvocation::new(telemetry.clone(), queue));
-    let waiting = {
-        let end = end.clone();
-        tokio::spawn(async move { end.wait("req-t", Instant::now() + Duration::from_secs(10)).await })
-    };
-    telemetry
+    let setup = published().await;
+    let waiting = invoke(&setup.end, "req-t");
+    setup
+        .telemetry
         .read(&runtime_done_with("req-t", "timeout"))
         .await
         .unwrap();
@@ -108,7 +127,11 @@ async fn a_timed_out_invocation_ends_once_the_extensions_own_envelope_is_publish
         .expect("the wait ends")
         .unwrap();
     assert!(ended.runtime_done && ended.settled, "{ended:?}");
-    let received = moto.drain_queue(&on_call, Duration::from_secs(5)).await.unwrap();
+    let received = setup
+        .moto
+        .drain_queue(&setup.on_call, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(
         received.len(),
         1,
