@@ -5,7 +5,9 @@
 # binary's. infra/template.yaml deploys these zips.
 #
 #   scripts/package-extension.sh            # release build, into target/layers/
-#   KEEL_LAYER_PROFILE=dev scripts/package-extension.sh   # a quick debug build (tests)
+#   KEEL_LAYER_PROFILE=dev scripts/package-extension.sh   # a quick debug build
+#   KEEL_EXTENSION_BINARY=target/debug/keel-extension scripts/package-extension.sh
+#                                           # the host's zip from a binary built already (tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,11 +17,13 @@ out=target/layers
 mkdir -p "$out"
 
 package() {
-    local target=$1 arch=$2
-    local flags=(--profile "$profile" -p keel-extension --bin keel-extension)
-    [ -n "$target" ] && flags+=(--target "$target")
-    cargo build --quiet "${flags[@]}"
-    local binary="target/${target:+$target/}$profile_dir/keel-extension"
+    local target=$1 arch=$2 binary=${3:-}
+    if [ -z "$binary" ]; then
+        local flags=(--profile "$profile" -p keel-extension --bin keel-extension)
+        [ -n "$target" ] && flags+=(--target "$target")
+        cargo build --quiet "${flags[@]}"
+        binary="target/${target:+$target/}$profile_dir/keel-extension"
+    fi
     local zip="$out/keel-extension-$arch.zip"
     python3 - "$binary" "$zip" <<'PY'
 import sys, zipfile
@@ -34,8 +38,8 @@ PY
 }
 
 case "$(uname -m)" in
-    x86_64) package "" x86_64 ;;
-    aarch64) package "" arm64 ;;
+    x86_64) package "" x86_64 "${KEEL_EXTENSION_BINARY:-}" ;;
+    aarch64) package "" arm64 "${KEEL_EXTENSION_BINARY:-}" ;;
 esac
 if [ "$(uname -m)" = x86_64 ]; then
     if rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-gnu$' \

@@ -31,6 +31,24 @@ pub struct Invocation {
     pub body: serde_json::Value,
 }
 
+/// A stand-in for `cargo`, written next to `binary`: `cargo run …` (as the emulator starts its
+/// function) runs `binary`; any other command (`cargo metadata`) goes to cargo itself.
+fn prebuilt_runner(binary: &Path) -> Result<std::path::PathBuf, HarnessError> {
+    use std::os::unix::fs::PermissionsExt;
+    let name = binary.file_name().and_then(|n| n.to_str()).unwrap_or("function");
+    let runner = binary.with_file_name(format!("{name}.cargo-run.sh"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let script = format!(
+        "#!/bin/sh\n# `cargo run` runs the test build's {name}; the rest is cargo's.\n\
+         if [ \"$1\" = run ]; then exec '{}'; fi\nexec '{cargo}' \"$@\"\n",
+        binary.display()
+    );
+    let written = std::fs::write(&runner, script)
+        .and_then(|()| std::fs::set_permissions(&runner, std::fs::Permissions::from_mode(0o755)));
+    written.map_err(|e| HarnessError::Setup(format!("writing {}: {e}", runner.display())))?;
+    Ok(runner)
+}
+
 impl Emulator {
     /// Starts the emulator (Runtime and Extensions APIs only) on a free port and waits until it
     /// listens.
@@ -38,11 +56,17 @@ impl Emulator {
         Self::spawn(FUNCTION_NAME, &["--only-lambda-apis"], &[])
     }
 
-    /// Starts the emulator serving the workspace binary `function` (`cargo run --bin`, on its
-    /// first invocation) with `env` set, and waits until it listens. Build the binary first
-    /// ([`crate::build_binary`]) so that the first invocation does not wait for a build.
+    /// Starts the emulator serving the workspace binary `function` with `env` set, and waits
+    /// until it listens. The emulator starts its function with `cargo run --bin`; here that
+    /// runs the binary of the test build ([`crate::build_binary`]) at once: a `cargo run` of
+    /// its own would build the workspace again, with other features, while the first
+    /// invocation waits.
     pub fn serving(function: &str, env: &[(String, String)]) -> Result<Self, HarnessError> {
-        Self::spawn(function, &["--ignore-changes", "--quiet"], env)
+        let binary = crate::build_binary(function)?;
+        let cargo = prebuilt_runner(&binary)?;
+        let mut env = env.to_vec();
+        env.push(("CARGO".to_owned(), cargo.display().to_string()));
+        Self::spawn(function, &["--ignore-changes", "--quiet"], &env)
     }
 
     fn spawn(function: &str, args: &[&str], env: &[(String, String)]) -> Result<Self, HarnessError> {

@@ -109,19 +109,41 @@ pub fn free_port() -> u16 {
         .expect("the loopback interface has free ports")
 }
 
-/// Builds the binary `name` of the workspace (debug profile, the caller's own target directory)
-/// and returns its path.
+/// The binary `name` of the workspace (debug profile, the caller's own target directory),
+/// built with the test build ([`build_workspace`]); returns its path.
 pub fn build_binary(name: &str) -> Result<PathBuf, HarnessError> {
-    build(name, "--bin", "")
+    Ok(build_workspace()?.join(name))
 }
 
-/// Builds the example `name` (of any workspace crate) with the profile of the running test
-/// executable; returns its path.
+/// The example `name` (of any workspace crate), built with the test build
+/// ([`build_workspace`]); returns its path.
 pub fn build_example(name: &str) -> Result<PathBuf, HarnessError> {
-    build(name, "--example", "examples")
+    Ok(build_workspace()?.join("examples").join(name))
 }
 
-fn build(name: &str, kind: &str, subdir: &str) -> Result<PathBuf, HarnessError> {
+/// Builds every target of the workspace once per test process, exactly as the test build
+/// (`cargo test --workspace --all-targets`) does, into the running test's own target directory;
+/// returns that profile's directory. After the test build this finds everything fresh: a
+/// narrower `cargo build --bin NAME` would resolve features without the dev-dependencies and
+/// compile the workspace a second time.
+pub fn build_workspace() -> Result<PathBuf, HarnessError> {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| cargo_build(&["--workspace", "--all-targets"]).map_err(|e| e.to_string()))
+        .clone()
+        .map_err(HarnessError::Setup)
+}
+
+/// Builds just the binaries `names` (for a runner outside the test build, such as
+/// `keel-local`), with the caller's profile and target directory; returns that profile's
+/// directory.
+pub fn build_binaries(names: &[&str]) -> Result<PathBuf, HarnessError> {
+    let args: Vec<&str> = names.iter().flat_map(|name| ["--bin", name]).collect();
+    cargo_build(&args)
+}
+
+fn cargo_build(what: &[&str]) -> Result<PathBuf, HarnessError> {
+    let failed = || HarnessError::Build(what.join(" "));
     // Test executables live in <target>/<profile>/deps, binaries in <target>/<profile>.
     let profile_dir = std::env::current_exe()
         .ok()
@@ -130,24 +152,24 @@ fn build(name: &str, kind: &str, subdir: &str) -> Result<PathBuf, HarnessError> 
             let dir = if dir.ends_with("deps") { dir.parent()? } else { dir };
             Some(dir.to_path_buf())
         })
-        .ok_or_else(|| HarnessError::Build(name.to_owned()))?;
-    let target_dir = profile_dir
-        .parent()
-        .ok_or_else(|| HarnessError::Build(name.to_owned()))?;
+        .ok_or_else(failed)?;
+    let target_dir = profile_dir.parent().ok_or_else(failed)?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = std::process::Command::new(cargo)
-        .args(["build", "--quiet", kind, name, "--target-dir"])
+        .args(["build", "--quiet"])
+        .args(what)
+        .arg("--target-dir")
         .arg(target_dir)
         .current_dir(workspace_root())
         .status()
         .map_err(|source| HarnessError::Spawn {
-            name: format!("cargo build {kind} {name}"),
+            name: format!("cargo build {}", what.join(" ")),
             source,
         })?;
     if !status.success() {
-        return Err(HarnessError::Build(name.to_owned()));
+        return Err(failed());
     }
-    Ok(profile_dir.join(subdir).join(name))
+    Ok(profile_dir)
 }
 
 /// Polls `ready` every 50 ms until it holds or `timeout` passes.

@@ -222,8 +222,11 @@ impl Moto {
         Ok(())
     }
 
-    /// Receives messages of `queue_url` until at least `count` have arrived or `timeout` has
-    /// passed: for messages published asynchronously (by the extension, after a response).
+    /// Receives messages of `queue_url` until `count` have arrived, polling for at most
+    /// `timeout`: for messages published asynchronously (by the extension, after a response, or
+    /// through SNS). Fails, saying how many arrived, when fewer than `count` did in time; returns
+    /// every message received (more than `count` when more were there). Received messages stay
+    /// invisible, so each is returned once.
     pub async fn wait_for_messages(
         &self,
         queue_url: &str,
@@ -233,26 +236,30 @@ impl Moto {
         let deadline = std::time::Instant::now() + timeout;
         let mut messages = Vec::new();
         loop {
-            messages.extend(self.drain_queue(queue_url, Duration::from_secs(5)).await?);
-            if messages.len() >= count || std::time::Instant::now() >= deadline {
+            messages.extend(self.receive_available(queue_url).await?);
+            if messages.len() >= count {
                 return Ok(messages);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(HarnessError::Setup(format!(
+                    "{} of the {count} messages expected arrived in {queue_url} within {timeout:?}",
+                    messages.len()
+                )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
-    /// Receives every message of `queue_url` (with their message attributes) until the queue
-    /// has been empty for one short poll or `timeout` has passed; received messages stay
-    /// invisible, so each is returned once.
-    pub async fn drain_queue(
+    /// Receives the messages of `queue_url` that are there now (with their message attributes),
+    /// until a receive comes back empty: to check that nothing (more) arrived. Received messages
+    /// stay invisible, so each is returned once.
+    pub async fn receive_available(
         &self,
         queue_url: &str,
-        timeout: Duration,
     ) -> Result<Vec<aws_sdk_sqs::types::Message>, HarnessError> {
         let sqs = self.sqs();
-        let deadline = std::time::Instant::now() + timeout;
         let mut messages = Vec::new();
-        while std::time::Instant::now() < deadline {
+        loop {
             let received = sqs
                 .receive_message()
                 .queue_url(queue_url)
@@ -269,11 +276,10 @@ impl Moto {
                 })?;
             let batch = received.messages.unwrap_or_default();
             if batch.is_empty() {
-                break;
+                return Ok(messages);
             }
             messages.extend(batch);
         }
-        Ok(messages)
     }
 }
 

@@ -83,7 +83,7 @@ async fn moto_serves_dynamodb_sns_and_sqs_and_stops_with_its_guard() {
     let pid = moto.pid();
     drop(moto);
     assert!(
-        wait_until(Duration::from_secs(5), || !process_exists(pid)),
+        wait_until(Duration::from_secs(60), || !process_exists(pid)),
         "moto {pid} still runs"
     );
 }
@@ -95,7 +95,7 @@ fn the_emulator_starts_and_stops_by_pid() {
     let pid = emulator.pid();
     drop(emulator);
     assert!(
-        wait_until(Duration::from_secs(5), || !process_exists(pid)),
+        wait_until(Duration::from_secs(60), || !process_exists(pid)),
         "emulator {pid} still runs"
     );
 }

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use keel_tests::{build_binary, free_port, wait_until, Emulator, FunctionProcess, HarnessError, Moto};
+use keel_tests::{build_binaries, free_port, wait_until, Emulator, FunctionProcess, HarnessError, Moto};
 use serde_json::{json, Value};
 
 fn api_event(correlation_id: &str, key: &str, method: &str, path: &str, body: Option<Value>) -> String {
@@ -112,8 +112,8 @@ fn print_new_lines(function: &FunctionProcess, printed: &mut usize) {
 fn main() -> Result<(), HarnessError> {
     let serve = std::env::args().any(|a| a == "--serve");
     eprintln!("keel-local: building booking-api and keel-extension …");
-    let binary = build_binary("booking-api")?;
-    let extension_binary = build_binary("keel-extension")?;
+    let built = build_binaries(&["booking-api", "keel-extension"])?;
+    let (binary, extension_binary) = (built.join("booking-api"), built.join("keel-extension"));
     let moto = Moto::start()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -158,7 +158,7 @@ fn main() -> Result<(), HarnessError> {
     // The extension first (Lambda starts extensions before the runtime): the function hands its
     // errors to its relay, which publishes them after the response.
     let extension = emulator.start_function(&extension_binary, &env)?;
-    if !wait_until(Duration::from_secs(20), || {
+    if !wait_until(Duration::from_secs(60), || {
         std::net::TcpStream::connect(&relay).is_ok()
     }) {
         return Err(HarnessError::NotReady {
@@ -190,7 +190,7 @@ fn main() -> Result<(), HarnessError> {
 
     println!("\n▶ what on-call received (the extension published the relayed error to the topic)");
     // The extension publishes after the response: it may take a moment.
-    let received = runtime.block_on(moto.wait_for_messages(&on_call, 1, Duration::from_secs(5)))?;
+    let received = runtime.block_on(moto.wait_for_messages(&on_call, 1, Duration::from_secs(30)))?;
     for message in received {
         println!("  {}", message.body().unwrap_or_default());
     }
