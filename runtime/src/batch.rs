@@ -216,6 +216,10 @@ impl BatchProcessor {
         let Some((routing, after)) = &self.routing else {
             return;
         };
+        // A duplicate still in progress elsewhere is retried, not reported.
+        if crate::routing::is_back_pressure(error) {
+            return;
+        }
         let receives = record
             .attributes
             .get("ApproximateReceiveCount")

@@ -51,6 +51,67 @@ pub struct InvocationError {
 /// `error_type` of an event that does not match the handler's payload type.
 pub const INVALID_EVENT: &str = "Keel.InvalidEvent";
 
+/// `error_type` of a handler that panicked.
+pub const HANDLER_PANICKED: &str = "Keel.HandlerPanicked";
+
+/// The handler panicked: the invocation fails with this error (class `crash` when routed)
+/// instead of unwinding through the layers, so that it is logged once with its context,
+/// counted, routed, and its idempotency key and concurrency slot are released.
+#[derive(Debug, thiserror::Error)]
+#[error("the handler panicked{}: {message}", location.as_deref().map(|l| format!(" at {l}")).unwrap_or_default())]
+pub struct Panicked {
+    /// The panic's message (`"Box<dyn Any>"` when it was not a string).
+    pub message: String,
+    /// Where it panicked (`file:line:column`), when Keel's panic hook saw it (see
+    /// `Keel::init`).
+    pub location: Option<String>,
+}
+
+thread_local! {
+    /// Set while this thread polls a handler: its panic is caught and reported by Keel.
+    static IN_HANDLER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Where the last panic on this thread happened, from the panic hook.
+    static PANIC_LOCATION: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Installs a panic hook that notes where a handler panicked (for [`Panicked`]) and leaves the
+/// reporting of such panics to Keel — the message is logged with the invocation's context and
+/// redacted, not printed raw on standard error. Other panics go to the hook installed before.
+pub fn install_panic_hook() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(install_hook);
+}
+
+fn install_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if IN_HANDLER.with(std::cell::Cell::get) {
+            let location = info
+                .location()
+                .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+            PANIC_LOCATION.with(|cell| *cell.borrow_mut() = location);
+        } else {
+            previous(info);
+        }
+    }));
+}
+
+/// Runs `poll` as a handler's: a panic inside becomes [`Panicked`].
+fn catch_panic<T>(poll: impl FnOnce() -> T) -> Result<T, InvocationError> {
+    let was_in_handler = IN_HANDLER.with(|flag| flag.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(poll));
+    IN_HANDLER.with(|flag| flag.set(was_in_handler));
+    result.map_err(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|m| (*m).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "Box<dyn Any>".to_owned());
+        let location = PANIC_LOCATION.with(|cell| cell.borrow_mut().take());
+        InvocationError::new(HANDLER_PANICKED, Panicked { message, location })
+    })
+}
+
 impl InvocationError {
     /// An error reported with the given `error_type`.
     pub fn new(error_type: impl Into<Cow<'static, str>>, source: impl Into<BoxError>) -> Self {
@@ -119,14 +180,23 @@ impl StdError for InvocationError {
 
 impl From<InvocationError> for Diagnostic {
     fn from(error: InvocationError) -> Self {
+        // What Lambda returns as `errorMessage`: masked by the process's redaction rules.
+        let message = error.source.to_string();
         Diagnostic {
-            error_message: error.source.to_string(),
+            error_message: crate::logging::Redactor::process()
+                .redact_string(&message)
+                .into_owned(),
             error_type: error.error_type.into_owned(),
         }
     }
 }
 
 /// The event did not match the handler's payload type.
+///
+/// It names where and what was expected, never the value found: serde's messages quote the
+/// offending value (`invalid type: string "a@b.c", expected u32`), and this error reaches the
+/// logs, routed envelopes and the `errorMessage` Lambda returns. Map keys in the path are kept
+/// only when they look like names (letters, digits, `_`, `-`, `.`; 64 at most), else `?`.
 #[derive(Debug, thiserror::Error)]
 #[error("the event does not match the payload type `{expected}` at `{path}`: {message}")]
 pub struct InvalidEvent {
@@ -134,7 +204,7 @@ pub struct InvalidEvent {
     pub expected: &'static str,
     /// The JSON path where deserialization failed (`.` for the root).
     pub path: String,
-    /// What serde reported.
+    /// What serde reported, without the values it quoted.
     pub message: String,
 }
 
@@ -195,14 +265,18 @@ where
 
     fn call(&mut self, event: LambdaEvent<RawEvent>) -> Self::Future {
         let (payload, context) = event.into_parts();
-        match parse::<T>(payload.get()) {
-            Ok(payload) => TypedFuture {
-                handler: Some(self.inner.call(LambdaEvent::new(payload, context))),
+        let called = match parse::<T>(payload.get()) {
+            Ok(payload) => catch_panic(|| self.inner.call(LambdaEvent::new(payload, context))),
+            Err(invalid) => Err(InvocationError::new(INVALID_EVENT, invalid)),
+        };
+        match called {
+            Ok(handler) => TypedFuture {
+                handler: Some(handler),
                 rejected: None,
             },
-            Err(invalid) => TypedFuture {
+            Err(rejected) => TypedFuture {
                 handler: None,
-                rejected: Some(InvocationError::new(INVALID_EVENT, invalid)),
+                rejected: Some(rejected),
             },
         }
     }
@@ -213,7 +287,10 @@ fn parse<T: DeserializeOwned>(json: &str) -> Result<T, InvalidEvent> {
     serde_json::from_str(json).map_err(|_| {
         let tracked = serde_path_to_error::deserialize::<_, T>(&mut serde_json::Deserializer::from_str(json));
         let (path, message) = match tracked {
-            Err(error) => (error.path().to_string(), error.into_inner().to_string()),
+            Err(error) => (
+                path_without_data(error.path()),
+                without_values(&error.into_inner().to_string()),
+            ),
             Ok(_) => (".".to_owned(), "the event could not be read".to_owned()),
         };
         InvalidEvent {
@@ -222,6 +299,82 @@ fn parse<T: DeserializeOwned>(json: &str) -> Result<T, InvalidEvent> {
             message,
         }
     })
+}
+
+/// Whether a key or quoted word from the event may be shown: it looks like a name.
+fn is_name_like(text: &str) -> bool {
+    (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// A deserialization path with the map keys that do not look like names shown as `?`.
+fn path_without_data(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut shown = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => {
+                let _ = fmt::Write::write_fmt(&mut shown, format_args!("[{index}]"));
+            }
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                shown.push('.');
+                shown.push_str(if is_name_like(key) { key } else { "?" });
+            }
+            Segment::Unknown => shown.push_str(".?"),
+        }
+    }
+    match shown.strip_prefix('.') {
+        Some(rest) if !rest.is_empty() => rest.to_owned(),
+        _ if shown.is_empty() => ".".to_owned(),
+        _ => shown,
+    }
+}
+
+/// serde's message without the values it quotes: `invalid type: string "a@b.c", expected u32`
+/// becomes `invalid type: string, expected u32`, and `unknown variant `x`, expected …`
+/// `unknown variant, expected …`. In any other message, quoted strings and quoted words that do
+/// not look like names are masked.
+fn without_values(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            // `<kind> <value>, expected <what>`: the value starts at its quote or backtick.
+            let (unexpected, expected) = rest.rsplit_once(", expected ").unwrap_or((rest, ""));
+            let kind = unexpected.split(['`', '"']).next().unwrap_or_default().trim_end();
+            return format!("{prefix}{kind}, expected {}", mask_quoted(expected));
+        }
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant `") {
+        let expected = rest.rsplit_once("`, expected").map_or("", |(_, e)| e);
+        return format!("unknown variant, expected{}", mask_quoted(expected));
+    }
+    mask_quoted(message)
+}
+
+/// Masks `"…"` strings, and `` `…` `` words that do not look like names (field names stay).
+fn mask_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find(['"', '`']) {
+        let quote = rest[open..].chars().next().unwrap_or('"');
+        out.push_str(&rest[..=open]);
+        let inner = &rest[open + 1..];
+        let Some(close) = inner.find(quote) else {
+            out.push_str(crate::logging::MASK);
+            return out;
+        };
+        let word = &inner[..close];
+        out.push_str(if quote == '`' && is_name_like(word) {
+            word
+        } else {
+            crate::logging::MASK
+        });
+        out.push(quote);
+        rest = &inner[close + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 pin_project! {
@@ -241,9 +394,16 @@ where
     type Output = Result<R, InvocationError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        match this.handler.as_pin_mut() {
-            Some(handler) => handler.poll(cx).map_err(InvocationError::from_handler),
+        let mut this = self.project();
+        match this.handler.as_mut().as_pin_mut() {
+            Some(handler) => match catch_panic(|| handler.poll(cx)) {
+                Ok(polled) => polled.map_err(InvocationError::from_handler),
+                Err(panicked) => {
+                    // A future that panicked is never polled again.
+                    this.handler.set(None);
+                    Poll::Ready(Err(panicked))
+                }
+            },
             None => match this.rejected.take() {
                 Some(error) => Poll::Ready(Err(error)),
                 None => panic!("TypedFuture polled after completion"),
@@ -271,6 +431,62 @@ mod tests {
             InvocationError::from_handler(boxed).error_type(),
             "Booking.Conflict"
         );
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Booking {
+        seats: u32,
+        guests: std::collections::HashMap<String, u32>,
+        kind: Option<Kind>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    enum Kind {
+        Room,
+        Desk,
+    }
+
+    #[test]
+    fn invalid_events_are_explained_without_their_values() {
+        let error = |json: &str| parse::<Booking>(json).unwrap_err().to_string();
+        let cases = [
+            (
+                r#"{"seats": "alice@example.com"}"#,
+                "at `seats`: invalid type: string, expected u32",
+            ),
+            (
+                r#"{"seats": 5551234567890}"#,
+                "at `seats`: invalid value: integer, expected u32",
+            ),
+            (
+                r#"{"seats": 1, "guests": {"bob@example.com": "x"}}"#,
+                "at `guests.?`: invalid type: string, expected u32",
+            ),
+            (
+                r#"{"seats": 1, "guests": {}, "kind": "carol@example.com"}"#,
+                "at `kind`: unknown variant, expected `Room` or `Desk`",
+            ),
+            (
+                r#"{"seats": 1, "guests": {}, "dave@example.com": 1}"#,
+                "unknown field `***`",
+            ),
+            (
+                r#"{"seats": 1, "guests": {}, "notes": 1}"#,
+                "unknown field `notes`",
+            ),
+            (r#"{"guests": {}}"#, "missing field `seats`"),
+        ];
+        for (json, expected) in cases {
+            let message = error(json);
+            assert!(message.contains(expected), "{json}: {message}");
+            assert!(
+                !message.contains("example.com") && !message.contains("5551234"),
+                "{message}"
+            );
+        }
     }
 
     #[test]

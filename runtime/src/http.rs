@@ -35,3 +35,14 @@ pub(crate) fn error_response<R: DeserializeOwned>(
     });
     serde_json::from_value(response).ok()
 }
+
+/// Writes the one line that says why a layer answered in place of the handler (`error_type`,
+/// the HTTP status an HTTP request gets, and the reason), inside the invocation's span: at
+/// ERROR when a store failed (status 503), at WARN otherwise.
+pub(crate) fn log_refusal(error_type: &str, status: u16, reason: &dyn std::fmt::Display) {
+    if status >= 500 {
+        tracing::error!("error.type" = error_type, status, reason = %reason, "the request was refused before the handler ran");
+    } else {
+        tracing::warn!("error.type" = error_type, status, reason = %reason, "the request was refused before the handler ran");
+    }
+}

@@ -231,9 +231,14 @@ impl Keel {
         self.logging.layer(metrics.layer(routed))
     }
 
-    /// Installs the log subscriber and the metrics recorder for the whole process. Returns an
-    /// error naming what was installed already, if anything was.
+    /// Installs the log subscriber and the metrics recorder for the whole process, the
+    /// redaction rules for outputs no configuration reaches (the `errorMessage` Lambda returns),
+    /// and a panic hook that leaves the report of a handler's panic to Keel (it fails the
+    /// invocation as `Keel.HandlerPanicked`, logged with its context and location and routed as
+    /// a `crash`). Returns an error naming what was installed already, if anything was.
     pub fn init(&self) -> Result<MetricsLayer, InitError> {
+        self.log.redactor.install();
+        handler::install_panic_hook();
         let subscriber = tracing_subscriber::registry().with(self.log_layer());
         let logs = tracing::subscriber::set_global_default(subscriber).is_ok();
         let metrics = self.metrics_layer();

@@ -225,3 +225,83 @@ fn poison_records_are_routed_once_received_often_enough() {
         routed[0].event
     );
 }
+
+/// A store the test shares with the processor.
+#[derive(Debug)]
+struct Shared(Arc<keel_runtime::idempotency::MemoryStore>);
+
+#[async_trait::async_trait]
+impl keel_runtime::idempotency::IdempotencyStore for Shared {
+    async fn acquire(
+        &self,
+        record: &keel_runtime::idempotency::Record,
+        now: keel_runtime::idempotency::Now,
+    ) -> Result<keel_runtime::idempotency::Acquire, keel_runtime::idempotency::StoreError> {
+        self.0.acquire(record, now).await
+    }
+
+    async fn complete(
+        &self,
+        id: &str,
+        owner: &str,
+        data: Option<Arc<str>>,
+        expiration: u64,
+    ) -> Result<(), keel_runtime::idempotency::StoreError> {
+        self.0.complete(id, owner, data, expiration).await
+    }
+
+    async fn release(&self, id: &str, owner: &str) -> Result<(), keel_runtime::idempotency::StoreError> {
+        self.0.release(id, owner).await
+    }
+
+    async fn get(
+        &self,
+        id: &str,
+    ) -> Result<Option<keel_runtime::idempotency::Record>, keel_runtime::idempotency::StoreError> {
+        self.0.get(id).await
+    }
+}
+
+#[test]
+fn a_record_still_in_progress_elsewhere_is_retried_not_routed() {
+    use keel_runtime::idempotency::{
+        canonical, sha256_hex, IdempotencyStore, MemoryStore, Now, Record, Status,
+    };
+    let store = Arc::new(MemoryStore::new());
+    // Another invocation is processing the same message right now.
+    let now = Now::system();
+    let held = Record {
+        id: format!("worker#{}", sha256_hex(&canonical(&json!("dup")))).into(),
+        status: Status::InProgress,
+        expiration: now.seconds() + 3600,
+        in_progress_expiration: now.millis() + 600_000,
+        owner: "another-invocation".into(),
+        validation: sha256_hex(&canonical(&json!({}))),
+        data: None,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(store.acquire(&held, now)).unwrap();
+
+    let (keel, lines) = common::keel();
+    let subscriber = tracing_subscriber::registry().with(keel.log_layer());
+    let processor = BatchProcessor::new()
+        .idempotent(Idempotency::with_store(Shared(store)).prefix("worker"))
+        .route_after(ErrorRouting::new("svc"), 1)
+        .allow_whole_batch_failure();
+    let records = batch(vec![record("dup", "{}", None, 5)]);
+    let seen = Arc::default();
+    let response = tracing::subscriber::with_default(subscriber, || {
+        runtime.block_on(processor.process(&records, &context(), handler(&seen)))
+    })
+    .unwrap();
+    assert_eq!(failed_ids(&response), ["dup"], "left for the retry");
+    assert!(seen.lock().unwrap().is_empty(), "not processed twice at once");
+    let routed = common::logs(&lines)
+        .iter()
+        .filter(|l| l["message"] == "keel.routed_error")
+        .count();
+    assert_eq!(routed, 0, "back-pressure is not a failure to route");
+}

@@ -231,17 +231,22 @@ async fn slots_are_freed_after_errors_and_panics_and_http_refusals_are_429() {
     };
     assert!(call("fail").await.unwrap().is_err());
     assert!(call("ok").await.unwrap().is_ok(), "freed after an error");
-    assert!(call("panic").await.unwrap_err().is_panic());
+    let panicked = call("panic")
+        .await
+        .expect("a panic is the invocation's error, not the task's");
+    assert_eq!(panicked.unwrap_err().error_type(), "Keel.HandlerPanicked");
     assert!(call("ok").await.unwrap().is_ok(), "freed after a panic");
 
     // An HTTP event refused while the only slot is held: 429 with Retry-After.
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let held = gate.clone();
+    let entered = Arc::new(tokio::sync::Semaphore::new(0));
+    let (held, inside) = (gate.clone(), entered.clone());
     let http: KeelService<_, Value> = Keel::new("b")
         .concurrency(ConcurrencyGuard::global("partner", 1))
         .service(service_fn(move |_: LambdaEvent<Value>| {
-            let held = held.clone();
+            let (held, inside) = (held.clone(), inside.clone());
             async move {
+                inside.add_permits(1);
                 let _permit = held.acquire().await?;
                 Ok::<ApiGatewayV2httpResponse, BoxError>(ApiGatewayV2httpResponse::default())
             }
@@ -254,7 +259,8 @@ async fn slots_are_freed_after_errors_and_panics_and_http_refusals_are_429() {
     };
     let mut first = http.clone();
     let holder = tokio::spawn(async move { first.ready().await.unwrap().call(api_event("a")).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The first request holds the slot once its handler runs.
+    let _inside = entered.acquire().await.unwrap();
     let mut second = http.clone();
     let refused = second.ready().await.unwrap().call(api_event("b")).await.unwrap();
     assert_eq!(refused.status_code, 429);
@@ -266,4 +272,34 @@ async fn slots_are_freed_after_errors_and_panics_and_http_refusals_are_429() {
     assert_eq!(body["code"], "ConcurrencyLimitReached");
     gate.add_permits(1);
     assert!(holder.await.unwrap().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_take_retried_after_a_lost_answer_keeps_its_dynamodb_slot() {
+    use keel_runtime::concurrency::{DynamoDbSlots, SlotStore};
+    let moto = Moto::start().expect("moto starts");
+    let table = moto
+        .create_table("keel-slots", Some(SLOT_TABLE.ttl_attribute))
+        .await
+        .unwrap();
+    let slots = DynamoDbSlots::new(moto.dynamodb(), &table);
+    let lease = now_ms() + 60_000;
+    assert!(slots
+        .take("partner#0", "request-1", lease, now_ms())
+        .await
+        .unwrap());
+    // The SDK sends the write again when its answer was lost: its own slot is taken, not refused.
+    assert!(slots
+        .take("partner#0", "request-1", lease, now_ms())
+        .await
+        .unwrap());
+    assert!(!slots
+        .take("partner#0", "request-2", lease, now_ms())
+        .await
+        .unwrap());
+    slots.free("partner#0", "request-1").await.unwrap();
+    assert!(slots
+        .take("partner#0", "request-2", lease, now_ms())
+        .await
+        .unwrap());
 }

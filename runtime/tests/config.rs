@@ -73,6 +73,24 @@ fn variables_are_read_and_bad_values_named() {
         }
     }
 
+    // A replay time so long that `now + ttl` would overflow is refused, as is zero.
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    for ttl in ["18446744073709551615", "315360001", "0"] {
+        std::env::set_var("KEEL_IDEMPOTENCY_TTL_SECONDS", ttl);
+        let refused = runtime.block_on(keel_runtime::idempotency::Idempotency::from_env());
+        match refused {
+            Err(ConfigError::InvalidVariable { variable, .. }) => {
+                assert_eq!(variable, "KEEL_IDEMPOTENCY_TTL_SECONDS", "{ttl}")
+            }
+            other => panic!("KEEL_IDEMPOTENCY_TTL_SECONDS={ttl}: {other:?}"),
+        }
+    }
+    std::env::set_var("KEEL_IDEMPOTENCY_TTL_SECONDS", "315360000");
+    assert!(runtime
+        .block_on(keel_runtime::idempotency::Idempotency::from_env())
+        .is_ok());
+    std::env::remove_var("KEEL_IDEMPOTENCY_TTL_SECONDS");
+
     std::env::remove_var("KEEL_LOG_LEVEL");
     std::env::set_var("AWS_LAMBDA_LOG_LEVEL", "FATAL");
     assert!(format!("{:?}", from_env().unwrap()).contains("level: Level(Error)"));

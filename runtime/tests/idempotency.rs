@@ -6,7 +6,7 @@ mod common;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use common::{emf, event, keel};
+use common::{emf, event, keel, logs};
 use keel_runtime::idempotency::{Idempotency, IdempotencyError, OnceError};
 use keel_runtime::{service_fn, BoxError, LambdaEvent};
 use serde_json::{json, Value};
@@ -130,4 +130,78 @@ async fn an_unreachable_store_is_counted_and_fails_open_on_request() {
     let answer = tower::Service::call(answer, event).await.unwrap();
     assert_eq!(answer, 7, "the handler ran without idempotency");
     assert_eq!(count(&emf(&lines), "IdempotencyStoreError"), 1);
+}
+
+#[tokio::test]
+async fn a_unit_of_work_that_panics_releases_its_key() {
+    let idempotency = Arc::new(Idempotency::memory().prefix("worker"));
+    let deadline = u64::MAX / 2;
+    let payload = json!({"booking": "bk-1"});
+    let panicking = {
+        let (idempotency, payload) = (idempotency.clone(), payload.clone());
+        tokio::spawn(async move {
+            idempotency
+                .once(&json!("msg-1"), &payload, "req-1", deadline, || async {
+                    if true {
+                        panic!("bug in the worker");
+                    }
+                    Ok::<u32, String>(1)
+                })
+                .await
+        })
+    };
+    assert!(panicking.await.unwrap_err().is_panic());
+    let retried = idempotency
+        .once(&json!("msg-1"), &payload, "req-2", deadline, || async {
+            Ok::<u32, String>(2)
+        })
+        .await;
+    assert_eq!(retried.unwrap(), 2, "the key was released: the retry runs");
+}
+
+#[tokio::test]
+async fn a_huge_ttl_does_not_overflow() {
+    let idempotency = Idempotency::memory().ttl(std::time::Duration::MAX);
+    let once = || async { Ok::<u32, String>(1) };
+    let deadline = u64::MAX / 2;
+    let first = idempotency
+        .once(&json!("k"), &json!({}), "req-1", deadline, once)
+        .await;
+    let replay = idempotency
+        .once(&json!("k"), &json!({}), "req-2", deadline, once)
+        .await;
+    assert_eq!((first.unwrap(), replay.unwrap()), (1, 1));
+}
+
+#[test]
+fn every_refusal_writes_one_line_with_its_context() {
+    let (keel, lines) = keel();
+    let keel = keel.idempotency(Idempotency::memory().key_from_pointer("/order"));
+    let handler = service_fn(|_: LambdaEvent<Value>| async { Ok::<_, BoxError>(json!({"booked": true})) });
+    let with_deadline = |id: &str, payload: Value| {
+        let mut event = event(id, payload);
+        event.context.deadline = u64::MAX / 2;
+        event
+    };
+    common::invoke(
+        &keel,
+        handler,
+        vec![
+            with_deadline("no-key", json!({"seats": 2})),
+            with_deadline("first", json!({"order": 1, "seats": 2})),
+            with_deadline("reused", json!({"order": 1, "seats": 3})),
+        ],
+    );
+    let logs = logs(&lines);
+    for (request, error_type) in [
+        ("no-key", "Keel.Idempotency.MissingKey"),
+        ("reused", "Keel.Idempotency.KeyReused"),
+    ] {
+        let said: Vec<&Value> = common::of_request(&logs, request)
+            .into_iter()
+            .filter(|l| l["error.type"] == error_type && l["level"] == "WARN")
+            .collect();
+        assert_eq!(said.len(), 1, "{request}: {logs:?}");
+        assert!(said[0]["reason"].as_str().is_some_and(|r| !r.is_empty()));
+    }
 }

@@ -6,6 +6,7 @@ use common::{event, invoke, keel, logs, of_request};
 use keel_runtime::logging::{CorrelationId, LogFormat};
 use keel_runtime::{service_fn, BoxError, LambdaEvent};
 use serde_json::{json, Value};
+use tracing_subscriber::layer::SubscriberExt;
 
 async fn chatty(event: LambdaEvent<Value>) -> Result<String, BoxError> {
     tracing::debug!(step = 1, "loading");
@@ -250,26 +251,39 @@ fn a_panicking_handler_is_logged_with_its_buffered_lines() {
         }
         Ok::<_, BoxError>(())
     });
-    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        invoke(&keel, handler, vec![event("boom", json!({}))]);
-    }));
-    assert!(caught.is_err());
+    let results = invoke(&keel, handler, vec![event("boom", json!({}))]);
+    let error = results.into_iter().next().unwrap().unwrap_err();
+    assert_eq!(error.error_type(), "Keel.HandlerPanicked");
     let logs = logs(&lines);
     let messages: Vec<&str> = of_request(&logs, "boom")
         .iter()
         .map(|l| l["message"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        messages,
-        vec![
-            "about to fail",
-            "invocation ended without a result: the handler panicked or was cancelled"
-        ]
-    );
+    assert_eq!(messages, vec!["about to fail", "invocation failed"]);
+    let failure = of_request(&logs, "boom")[1];
+    assert_eq!(failure["error.type"], "Keel.HandlerPanicked");
+    assert!(failure["error.message"].as_str().unwrap().contains("handler bug"));
     let documents = common::emf(&lines);
     assert!(documents
         .iter()
         .any(|d| d["BeforePanic"] == 1 && d["function_request_id"] == "boom"));
+}
+
+#[test]
+fn the_runtimes_echo_of_a_handler_error_is_not_a_second_error_line() {
+    let (keel, lines) = keel();
+    let subscriber = tracing_subscriber::registry().with(keel.log_layer());
+    tracing::subscriber::with_default(subscriber, || {
+        // What lambda_runtime logs after Keel's own line, outside the invocation's context.
+        tracing::error!(target: "lambda_runtime::layers::panic", "{}", "InvocationError { error_type: \"Booking.Failed\", message: \"no room\" }");
+        tracing::error!(target: "lambda_runtime::layers::api_client", "Lambda Runtime API request failed");
+    });
+    let logs = logs(&lines);
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    assert_eq!(
+        logs[0]["message"], "Lambda Runtime API request failed",
+        "the runtime's own failures stay"
+    );
 }
 
 #[test]

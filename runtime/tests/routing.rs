@@ -79,10 +79,27 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn drain(moto: &Moto, runtime: &tokio::runtime::Runtime, queue: &str) -> Vec<aws_sdk_sqs::types::Message> {
+/// The `count` messages expected in `queue`, waited for (SNS delivers to its subscribed queue
+/// asynchronously); fails saying how many arrived.
+fn receive(
+    moto: &Moto,
+    runtime: &tokio::runtime::Runtime,
+    queue: &str,
+    count: usize,
+) -> Vec<aws_sdk_sqs::types::Message> {
+    let received = runtime
+        .block_on(moto.wait_for_messages(queue, count, Duration::from_secs(300)))
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(received.len(), count, "no more than {count} messages in {queue}");
+    received
+}
+
+/// Whether `queue` holds no message now.
+fn is_empty(moto: &Moto, runtime: &tokio::runtime::Runtime, queue: &str) -> bool {
     runtime
-        .block_on(moto.drain_queue(queue, Duration::from_secs(30)))
+        .block_on(moto.receive_available(queue))
         .unwrap()
+        .is_empty()
 }
 
 fn envelope_of(message: &aws_sdk_sqs::types::Message) -> Envelope {
@@ -127,8 +144,7 @@ fn an_error_reaches_the_topic_subscribers_with_its_attributes_and_is_returned_un
     assert_eq!(error.error_type(), "Booking.UnknownRoom");
     assert_eq!(error.to_string(), "room `missing` does not exist");
 
-    let received = drain(&moto, &rt, &sinks.subscribed);
-    assert_eq!(received.len(), 1, "one envelope for one failure");
+    let received = receive(&moto, &rt, &sinks.subscribed, 1);
     let envelope = envelope_of(&received[0]);
     assert_eq!(envelope.service, "svc");
     assert_eq!(envelope.request_id, "r-fail");
@@ -145,7 +161,7 @@ fn an_error_reaches_the_topic_subscribers_with_its_attributes_and_is_returned_un
     );
     assert_eq!(attribute(&received[0], "error_class"), Some("permanent"));
     assert_eq!(attribute(&received[0], "service"), Some("svc"));
-    assert!(drain(&moto, &rt, &sinks.dlq).is_empty());
+    assert!(is_empty(&moto, &rt, &sinks.dlq));
     assert_eq!(routed_metric(&lines), ["sns"]);
     assert!(routed_lines(&lines).is_empty());
 }
@@ -166,8 +182,7 @@ fn a_missing_topic_sends_the_envelope_to_the_dlq_and_both_failing_to_the_log() {
         service_fn(book),
         vec![failing_event("r-dlq")],
     );
-    let in_dlq = drain(&moto, &rt, &sinks.dlq);
-    assert_eq!(in_dlq.len(), 1);
+    let in_dlq = receive(&moto, &rt, &sinks.dlq, 1);
     assert_eq!(envelope_of(&in_dlq[0]).request_id, "r-dlq");
     assert_eq!(attribute(&in_dlq[0], "error_class"), Some("permanent"));
     assert_eq!(routed_metric(&lines), ["dlq"]);
@@ -192,8 +207,8 @@ fn a_missing_topic_sends_the_envelope_to_the_dlq_and_both_failing_to_the_log() {
     assert_eq!(logged[0].request_id, "r-log");
     assert_eq!(logged[0].event["guest"]["email"], "***");
     assert_eq!(routed_metric(&lines), ["log"]);
-    assert!(drain(&moto, &rt, &sinks.subscribed).is_empty());
-    assert!(drain(&moto, &rt, &sinks.dlq).is_empty());
+    assert!(is_empty(&moto, &rt, &sinks.subscribed));
+    assert!(is_empty(&moto, &rt, &sinks.dlq));
 }
 
 /// A stand-in for the extension's relay: answers `status` to every request and keeps the
@@ -258,9 +273,12 @@ fn the_relay_takes_the_envelope_when_it_acknowledges_and_otherwise_it_is_publish
     assert_eq!(taken.len(), 1);
     let envelope: Envelope = serde_json::from_str(&taken[0]).unwrap();
     assert_eq!(envelope.request_id, "r-relay");
-    assert_eq!(routed_metric(&lines), ["relay"]);
     assert!(
-        drain(&moto, &rt, &sinks.subscribed).is_empty(),
+        routed_metric(&lines).is_empty(),
+        "the extension counts it where it lands, once"
+    );
+    assert!(
+        is_empty(&moto, &rt, &sinks.subscribed),
         "the extension publishes, not the function"
     );
 
@@ -274,8 +292,7 @@ fn the_relay_takes_the_envelope_when_it_acknowledges_and_otherwise_it_is_publish
             vec![failing_event(request_id)],
         );
         assert_eq!(routed_metric(&lines), ["sns"], "{request_id}: published directly");
-        let received = drain(&moto, &rt, &sinks.subscribed);
-        assert_eq!(received.len(), 1);
+        let received = receive(&moto, &rt, &sinks.subscribed, 1);
         assert_eq!(envelope_of(&received[0]).request_id, request_id);
     }
 }
@@ -317,18 +334,19 @@ fn a_thousand_errors_over_failing_sinks_each_land_exactly_once() {
         })
     });
 
+    let count = |sink| landed.values().filter(|s| **s == sink).count();
     let mut found: HashMap<String, Vec<Sink>> = HashMap::new();
     for (sink, ids) in [
         (
             Sink::Sns,
-            drain(&moto, &rt, &sinks.subscribed)
+            receive(&moto, &rt, &sinks.subscribed, count(Sink::Sns))
                 .iter()
                 .map(|m| envelope_of(m).id)
                 .collect::<Vec<_>>(),
         ),
         (
             Sink::Dlq,
-            drain(&moto, &rt, &sinks.dlq)
+            receive(&moto, &rt, &sinks.dlq, count(Sink::Dlq))
                 .iter()
                 .map(|m| envelope_of(m).id)
                 .collect(),
@@ -347,7 +365,6 @@ fn a_thousand_errors_over_failing_sinks_each_land_exactly_once() {
         assert_eq!(sinks.len(), 1, "{id} found in {sinks:?}");
         assert_eq!(Some(&sinks[0]), landed.get(id), "{id} is where routing said");
     }
-    let count = |sink| landed.values().filter(|s| **s == sink).count();
     let (sns, dlq, log) = (count(Sink::Sns), count(Sink::Dlq), count(Sink::Log));
     assert!(
         sns > 500 && dlq > 100 && log > 50,
@@ -384,4 +401,38 @@ fn back_pressure_is_not_routed() {
         1,
         "a real failure with no sink configured is logged"
     );
+}
+
+#[test]
+fn a_panicking_handler_is_routed_as_a_crash_with_its_message_and_place() {
+    keel_runtime::handler::install_panic_hook();
+    let (stack, lines) = keel();
+    let panicking = service_fn(|_: LambdaEvent<Value>| async {
+        let rooms: Vec<&str> = Vec::new();
+        Ok::<_, BoxError>(json!({"room": rooms[3]}))
+    });
+    let results = invoke(
+        &stack.error_routing(ErrorRouting::new("svc")),
+        panicking,
+        vec![failing_event("r-panic")],
+    );
+    let error = results[0].as_ref().unwrap_err();
+    assert_eq!(error.error_type(), "Keel.HandlerPanicked");
+    let routed = routed_lines(&lines);
+    assert_eq!(routed.len(), 1, "routed once");
+    let envelope = &routed[0];
+    assert_eq!(envelope.error_class, ErrorClass::Crash);
+    assert_eq!(envelope.request_id, "r-panic");
+    assert!(
+        envelope.error_message.contains("index out of bounds")
+            && envelope.error_message.contains("runtime/tests/routing.rs:"),
+        "the panic's message and location: {}",
+        envelope.error_message
+    );
+    let failed: Vec<Value> = logs(&lines)
+        .into_iter()
+        .filter(|l| l["level"] == "ERROR" && l["message"] == "invocation failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "one line with the invocation's context");
+    assert_eq!(failed[0]["function_request_id"], "r-panic");
 }

@@ -89,7 +89,7 @@ fn booking_api_logs_and_metrics_under_the_lambda_emulator() {
 
     // Lines are written before the answer is posted; allow the pipe reader to catch up.
     assert!(
-        function.wait_for_line(Duration::from_secs(10), |l| l.contains("\"inv-4\"")),
+        function.wait_for_line(Duration::from_secs(60), |l| l.contains("\"inv-4\"")),
         "{}",
         function.output()
     );
@@ -226,7 +226,7 @@ async fn booking_api_books_once_per_idempotency_key_with_records_in_dynamodb() {
     assert_eq!(unkeyed.body["statusCode"], 400);
 
     // One booking was made, and its record is in DynamoDB with both time units right.
-    assert!(function.wait_for_line(Duration::from_secs(10), |l| l
+    assert!(function.wait_for_line(Duration::from_secs(60), |l| l
         .contains("\"IdempotencyKeyReused\":1")));
     let count = |metric: &str| {
         function
@@ -286,7 +286,10 @@ async fn booking_api_routes_a_failed_invocation_to_the_on_call_topic() {
         "returned unchanged"
     );
 
-    let received = moto.drain_queue(&on_call, Duration::from_secs(10)).await.unwrap();
+    let received = moto
+        .wait_for_messages(&on_call, 1, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", function.output()));
     assert_eq!(
         received.len(),
         1,
@@ -308,15 +311,21 @@ async fn booking_api_routes_a_failed_invocation_to_the_on_call_topic() {
             .map(str::to_owned)
     };
     assert_eq!(attribute("error_class").as_deref(), Some("permanent"));
-    assert!(moto
-        .drain_queue(&dlq, Duration::from_secs(5))
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(moto.receive_available(&dlq).await.unwrap().is_empty());
     assert!(
-        function.wait_for_line(Duration::from_secs(10), |l| l.contains("\"RoutedError\":1")
+        function.wait_for_line(Duration::from_secs(60), |l| l.contains("\"RoutedError\":1")
             && l.contains("\"sink\":\"sns\"")),
         "{}",
         function.output()
     );
+    // One failure, one ERROR line, with its context (the runtime's own echo is not written).
+    let errors: Vec<serde_json::Value> = function
+        .stdout_lines()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["level"] == "ERROR")
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}\n{}", function.output());
+    assert_eq!(errors[0]["function_request_id"], envelope.request_id.as_str());
+    assert_eq!(errors[0]["error.type"], "Keel.InvalidEvent");
 }

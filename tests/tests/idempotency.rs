@@ -46,6 +46,8 @@ struct Handler {
     fail_first: Option<Arc<AtomicU32>>,
     panic_first: Option<Arc<AtomicU32>>,
     delay: Duration,
+    /// Statuses to answer with, in turn (201 once they are used up).
+    statuses: Arc<std::sync::Mutex<Vec<i64>>>,
 }
 
 impl Handler {
@@ -64,7 +66,13 @@ impl Handler {
             assert_ne!(panics.fetch_add(1, Ordering::SeqCst), 0, "bug in the handler");
         }
         let mut response = ApiGatewayV2httpResponse::default();
-        response.status_code = 201;
+        let mut statuses = self.statuses.lock().unwrap();
+        response.status_code = if statuses.is_empty() {
+            201
+        } else {
+            statuses.remove(0)
+        };
+        drop(statuses);
         let booking_id = format!("bk-{run}-{}", event.context.request_id);
         response.body = Some(Body::Text(json!({"booking_id": booking_id}).to_string()));
         Ok(response)
@@ -346,12 +354,12 @@ async fn a_crashed_attempt_holds_its_key_only_until_its_deadline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panicking_handler_releases_its_key_at_once() {
+async fn a_panicking_or_cancelled_handler_releases_its_key_at_once() {
     let moto = Moto::start().expect("moto starts");
     let table = table(&moto).await;
     let deadline = now_ms() + 60_000;
 
-    // As the Lambda runtime does: the panic is caught, the invocation's future dropped.
+    // A panic fails the invocation (Keel catches it): the key is released before the answer.
     let panicking = service_fn(|_: LambdaEvent<Value>| async {
         if true {
             panic!("bug in the handler");
@@ -363,28 +371,56 @@ async fn a_panicking_handler_releases_its_key_at_once() {
         .service(panicking);
     let event = api_event("r1", Some("k"), booking("a"), deadline);
     let caught = tokio::spawn(async move { svc.ready().await.unwrap().call(event).await }).await;
-    assert!(caught.unwrap_err().is_panic());
-
-    // The release runs on the runtime shortly after; the retry does not wait for the deadline.
+    let failed = caught.expect("the panic is the invocation's error, not the task's");
+    assert_eq!(failed.unwrap_err().error_type(), "Keel.HandlerPanicked");
     let handler = Handler::default();
     let mut retry_svc = service(on_table(&moto, &table), &handler);
-    let mut answer = None;
-    for _ in 0..50 {
-        let retry = call(&mut retry_svc, api_event("r2", Some("k"), booking("a"), deadline))
-            .await
-            .unwrap();
-        if retry.status_code != 409 {
-            answer = Some(retry);
-            break;
+    let retry = call(&mut retry_svc, api_event("r2", Some("k"), booking("a"), deadline))
+        .await
+        .unwrap();
+    assert_eq!(retry.status_code, 201, "released at once");
+    assert_eq!(handler.runs(), 1);
+
+    // A cancelled invocation (its future dropped) releases the key on the runtime shortly
+    // after; the retry does not wait for the deadline.
+    let hanging = service_fn(|_: LambdaEvent<Value>| {
+        std::future::pending::<Result<ApiGatewayV2httpResponse, BoxError>>()
+    });
+    let mut svc = Keel::new("bookings")
+        .idempotency(on_table(&moto, &table))
+        .service(hanging);
+    let event = api_event("r3", Some("k2"), booking("a"), deadline);
+    let running = tokio::spawn(async move { svc.ready().await.unwrap().call(event).await });
+    let mut probe = service(on_table(&moto, &table), &handler);
+    let claimed = wait_for_status(&mut probe, "k2", 409).await;
+    assert_eq!(claimed, 409, "the hanging invocation holds the key");
+    running.abort();
+    let released = wait_for_status(&mut probe, "k2", 201).await;
+    assert_eq!(released, 201, "the key was released after the cancellation");
+    assert_eq!(handler.runs(), 2);
+}
+
+/// Sends `POST /bookings` with the key `key` until it is answered `status` (or 60 s pass);
+/// returns the last status.
+async fn wait_for_status(service: &mut Svc, key: &str, status: u16) -> i64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let event = api_event(
+            &keel_tests::unique_name("probe"),
+            Some(key),
+            booking("a"),
+            now_ms() + 60_000,
+        );
+        let answer = call(service, event).await.unwrap().status_code;
+        if answer == i64::from(status) || std::time::Instant::now() >= deadline {
+            return answer;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(answer.expect("the key was released").status_code, 201);
-    assert_eq!(handler.runs(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panicking_handler_releases_an_in_memory_key_before_the_panic_is_caught() {
+async fn a_panicking_handler_releases_an_in_memory_key_before_it_answers() {
     let handler = Handler {
         panic_first: Some(Arc::default()),
         ..Handler::default()
@@ -394,8 +430,9 @@ async fn a_panicking_handler_releases_an_in_memory_key_before_the_panic_is_caugh
     let mut first = svc.clone();
     let event = api_event("r1", Some("k"), booking("a"), deadline);
     let caught = tokio::spawn(async move { call(&mut first, event).await }).await;
-    assert!(caught.unwrap_err().is_panic());
-    // In memory, the release happens as the handler's future is dropped: no wait at all.
+    let failed = caught.expect("the panic is the invocation's error, not the task's");
+    assert_eq!(failed.unwrap_err().error_type(), "Keel.HandlerPanicked");
+    // In memory, the release happens as the handler fails: no wait at all.
     let mut retry = svc.clone();
     let answer = call(&mut retry, api_event("r2", Some("k"), booking("a"), deadline))
         .await
@@ -541,4 +578,267 @@ async fn fifty_simultaneous_duplicates_run_the_handler_exactly_once_per_round() 
     tokio::time::timeout(Duration::from_secs(240), run)
         .await
         .expect("the rounds finish in time");
+}
+
+/// An HTTP API event for `method path?query` with `body`, from the caller `sub` (a JWT
+/// authorizer's claim) when given, without an idempotency key.
+fn request(
+    method: &str,
+    path: &str,
+    query: &str,
+    body: Option<Value>,
+    sub: Option<&str>,
+) -> LambdaEvent<RawEvent> {
+    let mut context_json =
+        json!({"requestId": keel_tests::unique_name("r"), "http": {"method": method, "path": path}});
+    if let Some(sub) = sub {
+        context_json["authorizer"] = json!({"jwt": {"claims": {"sub": sub, "iat": now_ms()}, "scopes": []}});
+    }
+    let mut event = json!({
+        "version": "2.0", "routeKey": format!("{method} /bookings"), "rawPath": path, "rawQueryString": query,
+        "headers": {"x-request-time": now_ms().to_string()}, "requestContext": context_json, "isBase64Encoded": false,
+    });
+    if let Some(body) = body {
+        event["body"] = body.to_string().into();
+    }
+    let mut context = Context::default();
+    context.request_id = keel_tests::unique_name("request");
+    context.deadline = now_ms() + 60_000;
+    LambdaEvent::new(serde_json::value::to_raw_value(&event).unwrap(), context)
+}
+
+#[tokio::test]
+async fn the_default_key_identifies_the_http_request_and_its_caller() {
+    let handler = Handler::default();
+    let mut svc = service(Idempotency::memory(), &handler);
+    let get = |path: &str, query: &str| request("GET", path, query, None, None);
+    let one = call(&mut svc, get("/bookings/1", "")).await.unwrap();
+    let two = call(&mut svc, get("/bookings/2", "")).await.unwrap();
+    assert_eq!(handler.runs(), 2, "two paths, two requests");
+    assert_ne!(body(&one), body(&two));
+    let again = call(&mut svc, get("/bookings/1", "")).await.unwrap();
+    assert_eq!(body(&again), body(&one), "the same request is replayed");
+    assert_eq!(header(&again, "idempotent-replayed"), Some("true"));
+    call(&mut svc, get("/bookings/1", "view=full")).await.unwrap();
+    assert_eq!(handler.runs(), 3, "another query, another request");
+
+    let post = |sub| request("POST", "/bookings", "", Some(booking("a")), Some(sub));
+    let alice = call(&mut svc, post("alice")).await.unwrap();
+    let bob = call(&mut svc, post("bob")).await.unwrap();
+    assert_eq!(
+        handler.runs(),
+        5,
+        "two callers posting the same body are two requests"
+    );
+    assert_ne!(body(&alice), body(&bob), "neither gets the other's answer");
+    let alice_again = call(&mut svc, post("alice")).await.unwrap();
+    assert_eq!(
+        body(&alice_again),
+        body(&alice),
+        "a retry with a fresh token is replayed"
+    );
+    let delete = call(
+        &mut svc,
+        request("DELETE", "/bookings", "", Some(booking("a")), Some("alice")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (delete.status_code, handler.runs()),
+        (201, 6),
+        "another method, another request"
+    );
+}
+
+#[tokio::test]
+async fn a_key_from_a_header_is_scoped_to_its_caller() {
+    let handler = Handler::default();
+    let mut svc = service(in_memory(), &handler);
+    let keyed = |sub: &str| {
+        let mut event: Value = serde_json::from_str(
+            request("POST", "/bookings", "", Some(booking("a")), Some(sub))
+                .payload
+                .get(),
+        )
+        .unwrap();
+        event["headers"]["Idempotency-Key"] = "order-1".into();
+        let mut context = Context::default();
+        context.request_id = keel_tests::unique_name("request");
+        context.deadline = now_ms() + 60_000;
+        LambdaEvent::new(serde_json::value::to_raw_value(&event).unwrap(), context)
+    };
+    let alice = call(&mut svc, keyed("alice")).await.unwrap();
+    let bob = call(&mut svc, keyed("bob")).await.unwrap();
+    assert_eq!((alice.status_code, bob.status_code), (201, 201));
+    assert_eq!(handler.runs(), 2, "the same key from two callers: two requests");
+    assert_eq!(body(&call(&mut svc, keyed("alice")).await.unwrap()), body(&alice));
+}
+
+#[tokio::test]
+async fn retry_later_answers_are_not_stored_but_others_are() {
+    for store in ["memory", "remote"] {
+        let handler = Handler::default();
+        *handler.statuses.lock().unwrap() = vec![503, 429, 201, 404];
+        let idempotency = match store {
+            "memory" => in_memory(),
+            _ => Idempotency::with_store(keel_runtime::idempotency::MemoryStore::new())
+                .key_from_header("Idempotency-Key"),
+        };
+        let mut svc = service(idempotency, &handler);
+        let deadline = now_ms() + 60_000;
+        let mut statuses = Vec::new();
+        for n in 0..4 {
+            let answer = call(
+                &mut svc,
+                api_event(&format!("r{n}"), Some("k"), booking("a"), deadline),
+            )
+            .await
+            .unwrap();
+            statuses.push((
+                answer.status_code,
+                header(&answer, "idempotent-replayed").is_some(),
+            ));
+        }
+        assert_eq!(
+            statuses,
+            [(503, false), (429, false), (201, false), (201, true)],
+            "{store}: 503 and 429 are retried, 201 replayed"
+        );
+        let not_found = call(&mut svc, api_event("r5", Some("k404"), booking("a"), deadline))
+            .await
+            .unwrap();
+        let again = call(&mut svc, api_event("r6", Some("k404"), booking("a"), deadline))
+            .await
+            .unwrap();
+        assert_eq!((not_found.status_code, again.status_code), (404, 404));
+        assert_eq!(
+            header(&again, "idempotent-replayed"),
+            Some("true"),
+            "{store}: a 404 is replayed"
+        );
+        assert_eq!(handler.runs(), 4, "{store}");
+    }
+}
+
+/// Slots in memory that another environment can fill, shared with the test.
+#[derive(Clone, Debug, Default)]
+struct SharedSlots(Arc<keel_runtime::concurrency::MemorySlots>);
+
+#[async_trait::async_trait]
+impl keel_runtime::concurrency::SlotStore for SharedSlots {
+    async fn take(
+        &self,
+        id: &str,
+        holder: &str,
+        lease: u64,
+        now: u64,
+    ) -> Result<bool, keel_runtime::concurrency::SlotError> {
+        self.0.take(id, holder, lease, now).await
+    }
+
+    async fn free(&self, id: &str, holder: &str) -> Result<(), keel_runtime::concurrency::SlotError> {
+        self.0.free(id, holder).await
+    }
+}
+
+#[tokio::test]
+async fn a_full_guards_refusal_is_not_replayed() {
+    use keel_runtime::concurrency::{ConcurrencyGuard, SlotStore};
+    let handler = Handler::default();
+    let slots = SharedSlots::default();
+    let mut svc: Svc = Keel::new("bookings")
+        .idempotency(in_memory())
+        .concurrency(ConcurrencyGuard::global("partner", 1).with_store(slots.clone()))
+        .service(handler.clone());
+    let deadline = now_ms() + 60_000;
+    // Another environment holds the only slot.
+    assert!(slots
+        .take("partner#0", "elsewhere", deadline, now_ms())
+        .await
+        .unwrap());
+    let refused = call(&mut svc, api_event("r1", Some("k"), booking("a"), deadline))
+        .await
+        .unwrap();
+    assert_eq!(refused.status_code, 429);
+    slots.free("partner#0", "elsewhere").await.unwrap();
+    let retry = call(&mut svc, api_event("r2", Some("k"), booking("a"), deadline))
+        .await
+        .unwrap();
+    assert_eq!(
+        retry.status_code, 201,
+        "the retry runs: the refusal was not stored"
+    );
+    assert_eq!(header(&retry, "idempotent-replayed"), None);
+    let replayed = call(&mut svc, api_event("r3", Some("k"), booking("a"), deadline))
+        .await
+        .unwrap();
+    assert_eq!(header(&replayed, "idempotent-replayed"), Some("true"));
+    assert_eq!(handler.runs(), 1);
+}
+
+/// A store whose first acquire reaches the table but loses its answer, so that it is sent
+/// again — as the SDK retries a write whose response did not arrive.
+#[derive(Debug)]
+struct LostAnswer<S>(S);
+
+#[async_trait::async_trait]
+impl<S: keel_runtime::idempotency::IdempotencyStore> keel_runtime::idempotency::IdempotencyStore
+    for LostAnswer<S>
+{
+    async fn acquire(
+        &self,
+        record: &keel_runtime::idempotency::Record,
+        now: keel_runtime::idempotency::Now,
+    ) -> Result<keel_runtime::idempotency::Acquire, keel_runtime::idempotency::StoreError> {
+        self.0.acquire(record, now).await?;
+        self.0.acquire(record, now).await
+    }
+
+    async fn complete(
+        &self,
+        id: &str,
+        owner: &str,
+        data: Option<Arc<str>>,
+        expiration: u64,
+    ) -> Result<(), keel_runtime::idempotency::StoreError> {
+        self.0.complete(id, owner, data, expiration).await
+    }
+
+    async fn release(&self, id: &str, owner: &str) -> Result<(), keel_runtime::idempotency::StoreError> {
+        self.0.release(id, owner).await
+    }
+
+    async fn get(
+        &self,
+        id: &str,
+    ) -> Result<Option<keel_runtime::idempotency::Record>, keel_runtime::idempotency::StoreError> {
+        self.0.get(id).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquire_retried_after_a_lost_answer_finds_its_own_record() {
+    let moto = Moto::start().expect("moto starts");
+    let table = table(&moto).await;
+    let stores = [
+        Idempotency::with_store(LostAnswer(keel_runtime::idempotency::MemoryStore::new())),
+        Idempotency::with_store(LostAnswer(keel_runtime::idempotency::DynamoDbStore::new(
+            moto.dynamodb(),
+            &table,
+        ))),
+    ];
+    for idempotency in stores {
+        let handler = Handler::default();
+        let mut svc = service(idempotency.key_from_header("Idempotency-Key"), &handler);
+        let deadline = now_ms() + 60_000;
+        let first = call(&mut svc, api_event("r1", Some("k"), booking("a"), deadline))
+            .await
+            .unwrap();
+        assert_eq!(first.status_code, 201, "its own record does not hold it back");
+        let other = call(&mut svc, api_event("r2", Some("k"), booking("a"), deadline))
+            .await
+            .unwrap();
+        assert_eq!(header(&other, "idempotent-replayed"), Some("true"));
+        assert_eq!(handler.runs(), 1);
+    }
 }

@@ -58,6 +58,11 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Time kept back from the deadline when waiting for a slot.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(250);
 
+/// Longest key used as it is; a longer one is replaced by its SHA-256 (`sha256:<hex>`), so that
+/// slot ids stay within DynamoDB's 2,048-byte partition keys and a long key cannot make the
+/// store refuse the slot (and the invocation run unguarded with `fail_open`).
+pub const MAX_KEY_BYTES: usize = 1024;
+
 /// A function computing a key from an event's JSON text.
 pub type KeyFn = Arc<dyn Fn(&RawValue) -> Option<String> + Send + Sync>;
 
@@ -243,8 +248,17 @@ impl ConcurrencyGuard {
         self.limit
     }
 
-    /// The key of `event`, if it has one.
+    /// The key of `event`, if it has one: the configured one, or its SHA-256 (`sha256:<hex>`)
+    /// when it is longer than [`MAX_KEY_BYTES`].
     pub fn key_of(&self, event: &RawValue) -> Option<String> {
+        let key = self.configured_key(event)?;
+        if key.len() <= MAX_KEY_BYTES {
+            return Some(key);
+        }
+        Some(format!("sha256:{}", crate::idempotency::sha256_hex(&key)))
+    }
+
+    fn configured_key(&self, event: &RawValue) -> Option<String> {
         match &self.key {
             GuardKey::Fixed(key) => Some(key.clone()),
             GuardKey::Pointer(pointer) => {
@@ -296,11 +310,16 @@ impl ConcurrencyGuard {
                         catalog::CONCURRENCY_ACQUIRED.increment(1);
                         catalog::CONCURRENCY_WAIT_MS
                             .record_with(arrived.elapsed().as_secs_f64() * 1000.0, &[]);
-                        return Ok(Held { id, permit });
+                        return Ok(Held {
+                            id,
+                            key: key.to_owned(),
+                            permit,
+                        });
                     }
                 }
             }
             drop(permit);
+            self.forget_if_idle(key);
             match wait_until {
                 Some(until) if Instant::now() + backoff < until => {
                     tokio::time::sleep(backoff).await;
@@ -333,6 +352,19 @@ impl ConcurrencyGuard {
         semaphore.try_acquire_owned().ok()
     }
 
+    /// Forgets the local semaphore of `key` when nothing holds or waits for it, so that the map
+    /// holds only the keys in use.
+    fn forget_if_idle(&self, key: &str) {
+        let mut local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
+        // Every permit holds the semaphore too: one reference left is the map's own.
+        if local
+            .get(key)
+            .is_some_and(|semaphore| Arc::strong_count(semaphore) == 1)
+        {
+            local.remove(key);
+        }
+    }
+
     async fn take(&self, id: &str, holder: &str, lease: u64) -> Result<bool, SlotError> {
         match &self.slots {
             Slots::Memory(memory) => Ok(memory.take_now(id, holder, lease, now_ms())),
@@ -342,16 +374,20 @@ impl ConcurrencyGuard {
 
     /// Frees the slot `held` holds; a failure is logged (the slot is free when its lease ends).
     pub(crate) async fn release(&self, held: Held, holder: &str) {
+        let Held { id, key, permit } = held;
         let result = match &self.slots {
             Slots::Memory(memory) => {
-                memory.free_now(&held.id, holder);
+                memory.free_now(&id, holder);
                 Ok(())
             }
-            Slots::Any(store) => store.free(&held.id, holder).await,
+            Slots::Any(store) => store.free(&id, holder).await,
         };
         if let Err(error) = result {
-            tracing::warn!(slot = %held.id, error = %error, "the concurrency slot could not be freed; it is free when its lease ends");
+            tracing::warn!(slot = %id, error = %error, "the concurrency slot could not be freed; it is free when its lease ends");
         }
+        // Only now may the next local invocation try: the slot is free.
+        drop(permit);
+        self.forget_if_idle(&key);
     }
 }
 
@@ -364,7 +400,8 @@ fn now_ms() -> u64 {
 /// A slot taken (and the local permit that came with it).
 pub(crate) struct Held {
     id: String,
-    #[allow(dead_code)] // Held for as long as the slot: dropping it lets the next local invocation try.
+    key: String,
+    /// Held for as long as the slot: dropping it lets the next local invocation try.
     permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -527,11 +564,12 @@ where
 /// The answer to a refused invocation: HTTP 429 with `Retry-After` (or 503 for a failed store)
 /// for HTTP events, otherwise the error.
 fn refuse<R: DeserializeOwned>(error: ConcurrencyError, event: &RawValue) -> Result<R, InvocationError> {
+    let (status, code) = match &error {
+        ConcurrencyError::Rejected { .. } => (429, "ConcurrencyLimitReached"),
+        ConcurrencyError::Store(_) => (503, "ConcurrencyStoreUnavailable"),
+    };
+    crate::http::log_refusal(error.error_type(), status, &error);
     if crate::idempotency::is_http_event(event) {
-        let (status, code) = match &error {
-            ConcurrencyError::Rejected { .. } => (429, "ConcurrencyLimitReached"),
-            ConcurrencyError::Store(_) => (503, "ConcurrencyStoreUnavailable"),
-        };
         if let Some(response) =
             crate::http::error_response(status, code, &error.to_string(), error.retry_after())
         {
@@ -623,5 +661,95 @@ where
             };
             state.set(next);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Slots in memory, seen by the guard as a remote store (so that it keeps local semaphores).
+    #[derive(Debug)]
+    struct Remote(Arc<MemorySlots>);
+
+    #[async_trait::async_trait]
+    impl SlotStore for Remote {
+        async fn take(&self, id: &str, holder: &str, lease: u64, now: u64) -> Result<bool, SlotError> {
+            Ok(self.0.take_now(id, holder, lease, now))
+        }
+
+        async fn free(&self, id: &str, holder: &str) -> Result<(), SlotError> {
+            self.0.free_now(id, holder);
+            Ok(())
+        }
+    }
+
+    /// This process's resident memory, in KiB.
+    fn rss_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn a_million_distinct_keys_leave_nothing_behind() {
+        let deadline = now_ms() + 60_000;
+        for remote in [false, true] {
+            let slots = Arc::new(MemorySlots::new());
+            let guard = match remote {
+                false => ConcurrencyGuard::per_pointer("/resource_id", 2),
+                true => ConcurrencyGuard::per_pointer("/resource_id", 2).with_store(Remote(slots.clone())),
+            };
+            let taken = || match &guard.slots {
+                Slots::Memory(memory) => memory.taken(),
+                Slots::Any(_) => slots.taken(),
+            };
+            let before = rss_kib();
+            for n in 0..1_000_000 {
+                let key = format!("resource-{n}");
+                let held = now_or_never(guard.acquire(&key, "request-1", deadline))
+                    .expect("answered at once")
+                    .expect("a free slot");
+                now_or_never(guard.release(held, "request-1")).expect("answered at once");
+            }
+            let grown_kib = rss_kib().saturating_sub(before);
+            println!("remote store: {remote}; resident memory grew by {grown_kib} KiB over 1,000,000 keys");
+            assert_eq!(taken(), 0, "freed slots are forgotten");
+            let semaphores = guard.local.lock().unwrap_or_else(PoisonError::into_inner).len();
+            assert_eq!(semaphores, 0, "idle semaphores are forgotten");
+            // The figure is printed, not asserted: other tests of this process allocate too.
+        }
+    }
+
+    #[test]
+    fn a_slot_its_holder_takes_again_is_taken() {
+        let slots = MemorySlots::new();
+        assert!(slots.take_now("k#0", "request-1", 2_000, 1_000));
+        assert!(slots.take_now("k#0", "request-1", 2_000, 1_001), "a retried take");
+        assert!(
+            !slots.take_now("k#0", "request-2", 2_000, 1_002),
+            "another holder"
+        );
+    }
+
+    #[test]
+    fn long_keys_are_hashed() {
+        let guard = ConcurrencyGuard::per_pointer("/resource_id", 1);
+        let long = "r".repeat(MAX_KEY_BYTES + 1);
+        let event = serde_json::value::to_raw_value(&serde_json::json!({"resource_id": long})).unwrap();
+        let key = guard.key_of(&event).unwrap();
+        assert!(key.starts_with("sha256:") && key.len() == 71, "{key}");
+        let other =
+            serde_json::value::to_raw_value(&serde_json::json!({"resource_id": format!("{long}x")})).unwrap();
+        assert_ne!(
+            guard.key_of(&other).unwrap(),
+            key,
+            "different keys stay different"
+        );
+        let short = serde_json::value::to_raw_value(&serde_json::json!({"resource_id": "r-1"})).unwrap();
+        assert_eq!(guard.key_of(&short).as_deref(), Some("r-1"));
     }
 }

@@ -28,8 +28,9 @@ pub enum SlotError {
 /// one free slot, exactly one succeeds.
 #[async_trait]
 pub trait SlotStore: Send + Sync + fmt::Debug {
-    /// Takes the slot `id` for `holder` until `lease_expires_ms` (epoch ms), if it is free or its
-    /// lease ended before `now_ms`. Returns whether it was taken.
+    /// Takes the slot `id` for `holder` until `lease_expires_ms` (epoch ms), if it is free, its
+    /// lease ended before `now_ms`, or `holder` holds it already (a take retried after its
+    /// answer was lost). Returns whether it was taken.
     async fn take(
         &self,
         id: &str,
@@ -47,7 +48,7 @@ pub trait SlotStore: Send + Sync + fmt::Debug {
 /// all of them.
 #[derive(Debug, Default)]
 pub struct MemorySlots {
-    /// Slot id → (holder, lease end in epoch ms); a freed slot keeps its entry, its lease at 0.
+    /// Slot id → (holder, lease end in epoch ms) of the slots taken; a freed slot is removed.
     slots: Mutex<HashMap<String, (String, u64), foldhash::fast::RandomState>>,
 }
 
@@ -61,7 +62,7 @@ impl MemorySlots {
     pub(crate) fn take_now(&self, id: &str, holder: &str, lease_expires_ms: u64, now_ms: u64) -> bool {
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         match slots.get_mut(id) {
-            Some((owner, expires)) if *expires < now_ms => {
+            Some((owner, expires)) if *expires < now_ms || owner == holder => {
                 holder.clone_into(owner);
                 *expires = lease_expires_ms;
                 true
@@ -77,10 +78,15 @@ impl MemorySlots {
     /// [`SlotStore::free`], answered at once.
     pub(crate) fn free_now(&self, id: &str, holder: &str) {
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((owner, expires)) = slots.get_mut(id).filter(|(owner, _)| owner == holder) {
-            owner.clear();
-            *expires = 0;
+        if slots.get(id).is_some_and(|(owner, _)| owner == holder) {
+            slots.remove(id);
         }
+    }
+
+    /// How many slots are taken (their leases may have ended).
+    #[cfg(test)]
+    pub(crate) fn taken(&self) -> usize {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 }
 
@@ -162,10 +168,14 @@ impl SlotStore for DynamoDbSlots {
                 "expiration",
                 AttributeValue::N((lease_expires_ms / 1000 + KEEP_AFTER_LEASE_S).to_string()),
             )
-            .condition_expression("attribute_not_exists(#id) OR #lease_expires < :now_ms")
+            .condition_expression(
+                "attribute_not_exists(#id) OR #lease_expires < :now_ms OR #holder = :holder",
+            )
             .expression_attribute_names("#id", "id")
             .expression_attribute_names("#lease_expires", "lease_expires")
+            .expression_attribute_names("#holder", "holder")
             .expression_attribute_values(":now_ms", AttributeValue::N(now_ms.to_string()))
+            .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
             .send()
             .await;
         match result {

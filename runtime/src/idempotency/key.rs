@@ -18,15 +18,17 @@ pub enum KeySource {
     Header(String),
     /// A JSON pointer into the event, e.g. `/detail/order_id`.
     Pointer(String),
-    /// The whole request: for an HTTP event its body, otherwise the whole event.
+    /// The whole request: for an HTTP event, what identifies the request — its method, path,
+    /// query, body and caller (see [`request_key`]); otherwise the whole event.
     Request,
 }
 
 /// Which part of the event must be the same for a replay (its hash is stored with the record).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum PayloadSource {
-    /// The whole request: for an HTTP event its body (headers, request ids and timestamps
-    /// change between retries), otherwise the whole event. The default.
+    /// The whole request: for an HTTP event its method, path, query, body and caller (headers,
+    /// request ids and timestamps change between retries), otherwise the whole event. The
+    /// default.
     #[default]
     Request,
     /// A JSON pointer into the event; a missing part hashes as `null`.
@@ -48,8 +50,16 @@ pub struct RequestKey {
 ///
 /// Only the parts that make the key and the payload are read closely: the event's text is
 /// walked without building a tree, and each part is written in canonical form (see
-/// [`canonical`]) in one pass, into buffers the thread reuses, then hashed — about 1.5 µs for a
-/// 1 KB event, of which SHA-256 is 0.6 µs.
+/// [`canonical`]) in one pass, into buffers the thread reuses, then hashed.
+///
+/// For an HTTP event (API Gateway REST or HTTP API, ALB, function URL) "the request" is the
+/// canonical JSON object `{"body", "caller", "method", "path", "query"}`: `GET /bookings/1` and
+/// `GET /bookings/2` are different requests, and so are the same body posted by two callers.
+/// The caller is the identity the event carries (the JWT or Cognito `sub`, the IAM principal's
+/// ARN, a Lambda authorizer's principal), `null` without one. A key taken from a header or a
+/// pointer of an HTTP event is scoped to its caller too, so that two callers choosing the same
+/// key never meet. (Powertools for AWS Lambda hashes the whole event by default, which for HTTP
+/// events changes with every retry: request ids and timestamps are part of it.)
 pub fn request_key(
     event: &RawValue,
     key: &KeySource,
@@ -58,17 +68,33 @@ pub fn request_key(
 ) -> Result<RequestKey, String> {
     let event = event.get();
     let top = top_level_members(event, key);
-    let http = top.as_deref().is_some_and(is_http_event);
-    // The request is an HTTP event's body, otherwise the whole event.
-    let request_hash = |role| match top.as_deref() {
-        Some(members) if http => http_body_hash(members, role),
-        _ => canonical_hash(event, role),
+    let http = top.as_deref().filter(|members| is_http_event(members));
+    let caller = http.and_then(caller);
+    // The request is an HTTP event's method, path, query, body and caller, otherwise the whole
+    // event.
+    let request_hash = |role| match http {
+        Some(members) => http_request_hash(members, caller),
+        None => canonical_hash(event, role),
+    };
+    // A key chosen by the caller is scoped to the caller, when the event says who it is.
+    let scoped_hash = |part: &str| match caller {
+        Some(caller) => {
+            let key_hash = canonical_hash(part, Role::Key)?;
+            let mut scoped = String::with_capacity(128);
+            scoped.push_str("{\"caller\":");
+            push_canonical(&mut scoped, caller)?;
+            scoped.push_str(",\"key\":\"");
+            scoped.push_str(&key_hash);
+            scoped.push_str("\"}");
+            Ok(sha256_hex(&scoped))
+        }
+        None => canonical_hash(part, Role::Key),
     };
     let key_hash = match key {
-        KeySource::Header(name) => canonical_hash(header(top.as_deref(), name)?, Role::Key)?,
+        KeySource::Header(name) => scoped_hash(header(top.as_deref(), name)?)?,
         KeySource::Pointer(pointer) => match json_text::pointer(event, pointer) {
             Some("null") | None => return Err(format!("the event has no value at `{pointer}`")),
-            Some(value) => canonical_hash(value, Role::Key)?,
+            Some(value) => scoped_hash(value)?,
         },
         KeySource::Request => request_hash(Role::Key)?,
     };
@@ -84,7 +110,7 @@ pub fn request_key(
     Ok(RequestKey {
         id: record_id(prefix, &key_hash),
         validation,
-        http,
+        http: http.is_some(),
     })
 }
 
@@ -123,21 +149,92 @@ fn hash_part(canonical: &str, role: Role) -> Result<Arc<str>, String> {
     Ok(sha256_hex(canonical))
 }
 
-/// The hash of an HTTP event's body: of the JSON it holds, otherwise of the body as a JSON
-/// string (base64-encoded bodies are taken as they are); of `null` when there is none.
-fn http_body_hash(members: &[(Cow<'_, str>, &str)], role: Role) -> Result<Arc<str>, String> {
+/// Where an HTTP event says who its caller is, most specific first: a JWT authorizer's or a
+/// Cognito user pool's `sub`, the IAM principal, a Lambda authorizer's principal or context.
+const CALLER_POINTERS: &[&str] = &[
+    "/authorizer/jwt/claims/sub",
+    "/authorizer/claims/sub",
+    "/authorizer/iam/userArn",
+    "/identity/userArn",
+    "/identity/cognitoIdentityId",
+    "/authorizer/principalId",
+    "/authorizer/lambda",
+];
+
+/// The caller identity of an HTTP event (JSON text), if it carries one.
+fn caller<'a>(members: &[(Cow<'_, str>, &'a str)]) -> Option<&'a str> {
+    let context = json_text::get(members, "requestContext")?;
+    CALLER_POINTERS
+        .iter()
+        .find_map(|pointer| json_text::pointer(context, pointer).filter(|v| *v != "null"))
+}
+
+/// The first of `names` an HTTP event has (not `null`), as JSON text.
+fn first_member<'a>(members: &[(Cow<'_, str>, &'a str)], names: &[&str]) -> &'a str {
+    names
+        .iter()
+        .find_map(|name| json_text::get(members, name).filter(|v| *v != "null"))
+        .unwrap_or("null")
+}
+
+/// The hash of what identifies an HTTP request: the canonical object
+/// `{"body","caller","method","path","query"}` (members in canonical order).
+fn http_request_hash(members: &[(Cow<'_, str>, &str)], caller: Option<&str>) -> Result<Arc<str>, String> {
+    // REST APIs and ALB carry `httpMethod` and `path`; HTTP APIs and function URLs
+    // `requestContext.http.method` and `rawPath`.
+    let method = match json_text::get(members, "httpMethod") {
+        Some(method) => method,
+        None => json_text::get(members, "requestContext")
+            .and_then(|context| json_text::pointer(context, "/http/method"))
+            .unwrap_or("null"),
+    };
+    let path = first_member(members, &["rawPath", "path"]);
+    let query = first_member(
+        members,
+        &[
+            "multiValueQueryStringParameters",
+            "queryStringParameters",
+            "rawQueryString",
+        ],
+    );
+    let mut request = String::with_capacity(256);
+    request.push_str("{\"body\":");
+    push_http_body(&mut request, members)?;
+    for (name, part) in [
+        (",\"caller\":", caller.unwrap_or("null")),
+        (",\"method\":", method),
+        (",\"path\":", path),
+        (",\"query\":", query),
+    ] {
+        request.push_str(name);
+        push_canonical(&mut request, part)?;
+    }
+    request.push('}');
+    Ok(sha256_hex(&request))
+}
+
+/// Appends the canonical form of a part of the event.
+fn push_canonical(out: &mut String, text: &str) -> Result<(), String> {
+    json_text::with_canonical(text, |canonical| out.push_str(canonical))
+        .map_err(|_| "the event is not valid JSON".to_owned())
+}
+
+/// Appends the body of an HTTP event in canonical form: the JSON it holds, otherwise the body
+/// as a JSON string (base64-encoded bodies are taken as they are); `null` when there is none.
+fn push_http_body(out: &mut String, members: &[(Cow<'_, str>, &str)]) -> Result<(), String> {
     let Some(body) = json_text::get(members, "body") else {
-        return canonical_hash("null", role);
+        out.push_str("null");
+        return Ok(());
     };
     let base64 = json_text::get(members, "isBase64Encoded") == Some("true");
     if !base64 && body.starts_with('"') {
         if let Ok(text) = serde_json::from_str::<String>(body) {
-            if let Ok(hash) = json_text::with_canonical(&text, |json| hash_part(json, role)) {
-                return hash;
+            if json_text::with_canonical(&text, |json| out.push_str(json)).is_ok() {
+                return Ok(());
             }
         }
     }
-    canonical_hash(body, role)
+    push_canonical(out, body)
 }
 
 /// The value of the header `name` (case-insensitive; null values do not count).

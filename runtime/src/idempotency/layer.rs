@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tower::{Layer, Service};
 
-use super::{Begin, Idempotency, IdempotencyError, MissingKey};
+use super::{Begin, Idempotency, IdempotencyError, MissingKey, ReleaseOnDrop};
 use crate::handler::{InvocationError, RawEvent};
 use crate::ready::now_or_never;
 
@@ -123,7 +123,7 @@ pin_project! {
         // The handler runs without idempotency (none configured, or no key and requests pass
         // through), or on an in-memory record that `lease` completes when it answers.
         Handler { #[pin] handler: F },
-        Leased { #[pin] handler: F, lease: ReleaseOnDrop },
+        Leased { #[pin] handler: F, idempotency: Arc<Idempotency>, lease: ReleaseOnDrop },
         // Records in a remote store (or a wait for an in-progress duplicate): the whole exchange
         // as one future.
         Remote { future: BoxFuture<Result<R, InvocationError>> },
@@ -158,13 +158,17 @@ where
                     state.set(State::Done);
                     return Poll::Ready(result);
                 }
-                StateProjection::Leased { handler, lease } => {
+                StateProjection::Leased {
+                    handler,
+                    idempotency,
+                    lease,
+                } => {
                     let result = std::task::ready!(handler.poll(cx));
-                    if let Some((idempotency, lease)) = lease.take() {
+                    if let Some(lease) = lease.take() {
                         let done = match &result {
                             Ok(response) => {
-                                let data = idempotency.stored_form(response);
-                                now_or_never(idempotency.complete(lease, data))
+                                let outcome = idempotency.outcome(&lease, response);
+                                now_or_never(idempotency.finish(lease, outcome))
                             }
                             Err(_) => now_or_never(idempotency.release(lease)),
                         };
@@ -241,9 +245,8 @@ where
         Ok(Begin::Unguarded) => Ok(State::Handler { handler: run() }),
         Ok(Begin::Run(lease)) => Ok(State::Leased {
             handler: run(),
-            lease: ReleaseOnDrop {
-                held: Some((idempotency.clone(), lease)),
-            },
+            lease: ReleaseOnDrop::new(idempotency, lease),
+            idempotency: idempotency.clone(),
         }),
         Err(error) => Err(refuse(error, key.http)),
     }
@@ -268,17 +271,15 @@ where
         Ok(Begin::Replay(data)) => replay(&data, key.http),
         Ok(Begin::Unguarded) => service.call(*event).await,
         Ok(Begin::Run(lease)) => {
-            let mut guard = ReleaseOnDrop {
-                held: Some((idempotency.clone(), lease)),
-            };
+            let mut guard = ReleaseOnDrop::new(&idempotency, lease);
             let result = service.call(*event).await;
-            let Some((_, lease)) = guard.take() else {
+            let Some(lease) = guard.take() else {
                 return result;
             };
             match &result {
                 Ok(response) => {
-                    let data = idempotency.stored_form(response);
-                    idempotency.complete(lease, data).await;
+                    let outcome = idempotency.outcome(&lease, response);
+                    idempotency.finish(lease, outcome).await;
                 }
                 Err(_) => idempotency.release(lease).await,
             }
@@ -301,40 +302,6 @@ fn replay<R: DeserializeOwned>(data: &str, http: bool) -> Result<R, InvocationEr
         .map_err(|e| InvocationError::from(IdempotencyError::CorruptResponse(e.to_string())))
 }
 
-/// Releases the key when the handler is dropped unfinished — it panicked (the runtime catches
-/// the panic and goes on) or was cancelled — so a retry need not wait for the deadline. A crash
-/// of the whole process runs no code: then the record holds the key until the deadline.
-struct ReleaseOnDrop {
-    held: Option<(Arc<Idempotency>, super::Lease)>,
-}
-
-impl ReleaseOnDrop {
-    /// The lease, for the caller to complete or release.
-    fn take(&mut self) -> Option<(Arc<Idempotency>, super::Lease)> {
-        self.held.take()
-    }
-}
-
-impl Drop for ReleaseOnDrop {
-    fn drop(&mut self) {
-        let Some((idempotency, lease)) = self.held.take() else {
-            return;
-        };
-        if idempotency.is_in_memory() {
-            let _ = now_or_never(idempotency.release(lease));
-            return;
-        }
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move { idempotency.release(lease).await });
-            }
-            Err(_) => {
-                tracing::warn!("no runtime to release the idempotency record; it expires at the deadline")
-            }
-        }
-    }
-}
-
 impl From<IdempotencyError> for InvocationError {
     fn from(error: IdempotencyError) -> Self {
         InvocationError::new(error.error_type(), error)
@@ -344,6 +311,7 @@ impl From<IdempotencyError> for InvocationError {
 /// The answer to a refused request: an HTTP response for HTTP events (when the handler's
 /// response type is an HTTP response), otherwise the error.
 fn refuse<R: DeserializeOwned>(error: IdempotencyError, http: bool) -> Result<R, InvocationError> {
+    crate::http::log_refusal(error.error_type(), error.http_status().0, &error);
     if http {
         let (status, code) = error.http_status();
         let retry_after = match &error {

@@ -68,9 +68,13 @@ pub use store::{Acquire, IdempotencyStore, Now, Record, Status, StoreError};
 use crate::config::{parse_var, ConfigError};
 use crate::function::{var, FunctionInfo};
 use crate::metrics::catalog;
+use crate::ready::now_or_never;
 
 /// Default time a completed response is replayed (`KEEL_IDEMPOTENCY_TTL_SECONDS`).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+/// Longest time a completed response is replayed: ten years. DynamoDB's TTL deletes items only
+/// within five years of their `expiration`, and larger values serve no retry.
+pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Default lifetime of an in-progress record when the invocation's deadline is unknown.
 pub const DEFAULT_FALLBACK_TIMEOUT: Duration = Duration::from_secs(900);
 /// Largest response stored with its record: DynamoDB items hold at most 400 KB, and the rest of
@@ -164,7 +168,7 @@ pub enum WhileInProgress {
 
 /// The store records live in: the in-memory one is called directly (its operations are plain
 /// function calls), any other through [`IdempotencyStore`].
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Store {
     Memory(Arc<MemoryStore>),
     Any(Arc<dyn IdempotencyStore>),
@@ -195,6 +199,15 @@ impl Store {
         match self {
             Store::Memory(memory) => memory.release_now(id, owner),
             Store::Any(store) => store.release(id, owner).await,
+        }
+    }
+
+    /// Deletes the record `lease` holds; a failure is logged and counted (the record then
+    /// expires at the deadline).
+    async fn release_lease(&self, lease: &Lease) {
+        if let Err(error) = self.release(&lease.id, &lease.owner).await {
+            catalog::IDEMPOTENCY_STORE_ERROR.increment(1);
+            tracing::warn!(error = %error, "the idempotency record could not be released");
         }
     }
 
@@ -246,6 +259,8 @@ pub(crate) struct Lease {
     id: Arc<str>,
     owner: Arc<str>,
     validation: Arc<str>,
+    /// The request is an HTTP request: its response is an HTTP response.
+    http: bool,
 }
 
 impl Idempotency {
@@ -292,8 +307,12 @@ impl Idempotency {
     pub async fn from_env() -> Result<Self, ConfigError> {
         let ttl = parse_var(
             "KEEL_IDEMPOTENCY_TTL_SECONDS",
-            "a whole number of seconds above 0",
-            |v| v.parse::<u64>().ok().filter(|s| *s > 0),
+            "a whole number of seconds from 1 to 315360000 (ten years)",
+            |v| {
+                v.parse::<u64>()
+                    .ok()
+                    .filter(|s| (1..=MAX_TTL.as_secs()).contains(s))
+            },
         )?;
         let mut idempotency = match var("KEEL_IDEMPOTENCY_TABLE") {
             Some(table) => Self::with_store(DynamoDbStore::from_env(table).await),
@@ -340,10 +359,16 @@ impl Idempotency {
         self
     }
 
-    /// How long a completed response is replayed (default one hour).
+    /// How long a completed response is replayed (default one hour; at most [`MAX_TTL`], to
+    /// which longer times are cut).
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
+        self.ttl = ttl.min(MAX_TTL);
         self
+    }
+
+    /// When a record written at `now` stops being replayed, in epoch seconds.
+    fn expiration(&self, now: Now) -> u64 {
+        now.seconds().saturating_add(self.ttl.as_secs())
     }
 
     /// Requests without a key run without idempotency (logged) instead of being refused.
@@ -404,7 +429,8 @@ impl Idempotency {
         if deadline_ms > now.millis() {
             deadline_ms
         } else {
-            now.millis() + self.fallback_timeout.as_millis() as u64
+            now.millis()
+                .saturating_add(u64::try_from(self.fallback_timeout.as_millis()).unwrap_or(u64::MAX))
         }
     }
 
@@ -452,7 +478,7 @@ impl Idempotency {
             let record = Record {
                 id: key.id.clone(),
                 status: Status::InProgress,
-                expiration: now.seconds() + self.ttl.as_secs(),
+                expiration: self.expiration(now),
                 in_progress_expiration: deadline,
                 owner: Arc::clone(&owner),
                 validation: key.validation.clone(),
@@ -464,6 +490,21 @@ impl Idempotency {
                         id: record.id,
                         owner: record.owner,
                         validation: record.validation,
+                        http: key.http,
+                    }))
+                }
+                // This invocation's own record: an acquire retried after its answer was lost
+                // (the SDK retries a write whose response did not arrive) finds it.
+                Ok(Acquire::Exists(existing))
+                    if existing.status == Status::InProgress
+                        && existing.owner == owner
+                        && existing.validation == key.validation =>
+                {
+                    return Ok(Begin::Run(Lease {
+                        id: record.id,
+                        owner: record.owner,
+                        validation: record.validation,
+                        http: key.http,
                     }))
                 }
                 Ok(Acquire::Exists(existing)) => existing,
@@ -509,10 +550,8 @@ impl Idempotency {
     fn store_failed(&self, error: StoreError) -> Result<(), IdempotencyError> {
         catalog::IDEMPOTENCY_STORE_ERROR.increment(1);
         match self.store_failure {
-            StoreFailure::FailClosed => {
-                tracing::error!(error = %error, "idempotency store failed; the request is refused");
-                Err(IdempotencyError::Store(error))
-            }
+            // The refusal is logged with the answer.
+            StoreFailure::FailClosed => Err(IdempotencyError::Store(error)),
             StoreFailure::FailOpen => {
                 tracing::warn!(error = %error, "idempotency store failed; running without idempotency");
                 Ok(())
@@ -520,36 +559,42 @@ impl Idempotency {
         }
     }
 
-    /// What to store for a response: its JSON, or `None` when it is too large to store (later
-    /// duplicates are refused). `Err` when it does not serialize: then it cannot be replayed.
-    pub(crate) fn stored_form<T: Serialize>(
-        &self,
-        response: &T,
-    ) -> Result<Option<Arc<str>>, serde_json::Error> {
-        let response = serde_json::to_string(response)?;
+    /// What becomes of `response`, the answer of the request `lease` holds: stored for replay
+    /// as its JSON (`None` when too large to store: later duplicates are refused), or not
+    /// stored — a response that does not serialize cannot be replayed, and an HTTP answer of
+    /// 429 or 5xx says "try again", so a retry must run again rather than be told the same.
+    pub(crate) fn outcome<T: Serialize>(&self, lease: &Lease, response: &T) -> Outcome {
+        let response = match serde_json::to_string(response) {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::warn!(error = %error, "the response cannot be stored: it does not serialize");
+                return Outcome::Release;
+            }
+        };
+        if lease.http && !is_replayable_answer(&response) {
+            tracing::debug!("an HTTP 429 or 5xx answer is not stored: a retry runs again");
+            return Outcome::Release;
+        }
         if response.len() <= self.max_response_bytes {
-            return Ok(Some(Arc::from(response)));
+            return Outcome::Store(Some(Arc::from(response)));
         }
         tracing::warn!(
             bytes = response.len(),
             limit = self.max_response_bytes,
             "the response is too large to store: duplicates of this request will be refused, not replayed"
         );
-        Ok(None)
+        Outcome::Store(None)
     }
 
-    /// Stores the response of the request `lease` holds, in its [stored form](Self::stored_form)
-    /// (one that does not serialize releases the record instead). A store failure is logged and
-    /// counted: the response is still returned, and the record expires at the deadline.
-    pub(crate) async fn complete(&self, lease: Lease, data: Result<Option<Arc<str>>, serde_json::Error>) {
-        let data = match data {
-            Ok(data) => data,
-            Err(error) => {
-                tracing::warn!(error = %error, "the response cannot be stored: it does not serialize");
-                return self.release(lease).await;
-            }
+    /// Settles the record `lease` holds as [`outcome`](Self::outcome) decided: completed with the
+    /// response, or released. A store failure is logged and counted: the response is still
+    /// returned, and the record expires at the deadline.
+    pub(crate) async fn finish(&self, lease: Lease, outcome: Outcome) {
+        let data = match outcome {
+            Outcome::Store(data) => data,
+            Outcome::Release => return self.release(lease).await,
         };
-        let expiration = Now::system().seconds() + self.ttl.as_secs();
+        let expiration = self.expiration(Now::system());
         match self
             .store
             .complete(&lease.id, &lease.owner, data.clone(), expiration)
@@ -574,10 +619,7 @@ impl Idempotency {
 
     /// Deletes the record `lease` holds, after the handler failed, so that a retry runs again.
     pub(crate) async fn release(&self, lease: Lease) {
-        if let Err(error) = self.store.release(&lease.id, &lease.owner).await {
-            catalog::IDEMPOTENCY_STORE_ERROR.increment(1);
-            tracing::warn!(error = %error, "the idempotency record could not be released");
-        }
+        self.store.release_lease(&lease).await;
     }
 
     /// Runs `work` at most once for `key` (any JSON value, e.g. an SQS message id) — a unit of
@@ -606,18 +648,82 @@ impl Idempotency {
             Begin::Replay(data) => serde_json::from_str(&data)
                 .map_err(|e| OnceError::Idempotency(IdempotencyError::CorruptResponse(e.to_string()))),
             Begin::Unguarded => work().await.map_err(OnceError::Work),
-            Begin::Run(lease) => match work().await {
-                Ok(result) => {
-                    self.complete(lease, self.stored_form(&result)).await;
-                    Ok(result)
+            Begin::Run(lease) => {
+                // Released if `work` panics or is dropped unfinished, as the layer does.
+                let mut held = ReleaseOnDrop::new(self, lease);
+                let result = work().await;
+                let Some(lease) = held.take() else {
+                    return result.map_err(OnceError::Work);
+                };
+                match result {
+                    Ok(result) => {
+                        let outcome = self.outcome(&lease, &result);
+                        self.finish(lease, outcome).await;
+                        Ok(result)
+                    }
+                    Err(error) => {
+                        self.release(lease).await;
+                        Err(OnceError::Work(error))
+                    }
                 }
-                Err(error) => {
-                    self.release(lease).await;
-                    Err(OnceError::Work(error))
-                }
-            },
+            }
         }
     }
+}
+
+/// Releases the key when dropped still holding it — the work panicked (the runtime catches the
+/// panic and goes on) or was cancelled — so that a retry need not wait for the deadline. A crash
+/// of the whole process runs no code: then the record holds the key until the deadline.
+pub(crate) struct ReleaseOnDrop {
+    held: Option<(Store, Lease)>,
+}
+
+impl ReleaseOnDrop {
+    /// Holds `lease`, acquired through `idempotency`.
+    pub(crate) fn new(idempotency: &Idempotency, lease: Lease) -> Self {
+        Self {
+            held: Some((idempotency.store.clone(), lease)),
+        }
+    }
+
+    /// The lease, for the caller to settle.
+    pub(crate) fn take(&mut self) -> Option<Lease> {
+        self.held.take().map(|(_, lease)| lease)
+    }
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        let Some((store, lease)) = self.held.take() else {
+            return;
+        };
+        if let Store::Memory(_) = store {
+            let _ = now_or_never(store.release_lease(&lease));
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move { store.release_lease(&lease).await });
+            }
+            Err(_) => {
+                tracing::warn!("no runtime to release the idempotency record; it expires at the deadline")
+            }
+        }
+    }
+}
+
+/// What becomes of a response: see [`Idempotency::outcome`].
+pub(crate) enum Outcome {
+    /// Completed with this response (`None`: too large to store).
+    Store(Option<Arc<str>>),
+    /// Released, so that a retry runs again.
+    Release,
+}
+
+/// Whether an HTTP response (its JSON) may be replayed: any status but 429 and 5xx.
+fn is_replayable_answer(response: &str) -> bool {
+    let status = json_text::member(response, "statusCode").and_then(|s| s.parse::<u16>().ok());
+    !matches!(status, Some(429 | 500..=599))
 }
 
 /// The stored response for `key`, if its payload matches.

@@ -30,7 +30,7 @@ use tower::{Layer, Service};
 use tracing::{field, Span};
 
 pub use config::{LogConfig, LogFormat, DEFAULT_DEBUG_BUFFER};
-pub use redact::{Redactor, MASK};
+pub use redact::{Redactor, DEFAULT_REDACTED_FIELDS, MASK};
 pub use subscriber::StructuredLogLayer;
 
 use crate::handler::{InvocationError, RawEvent};

@@ -127,7 +127,8 @@ impl Line {
                 text.push_str(&layer.process_fields);
             }
             LogFormat::Text => {
-                let _ = write!(text, "{timestamp} {:<5} {message}", level.as_str());
+                let _ = write!(text, "{timestamp} {:<5} ", level.as_str());
+                push_escaped(&mut text, message);
             }
         }
         Self { text, format }
@@ -141,10 +142,12 @@ impl Line {
                 self.text.push_str(value);
             }
             LogFormat::Text => {
-                let _ = write!(self.text, " {key}=");
+                self.text.push(' ');
+                push_escaped(&mut self.text, key);
+                self.text.push('=');
                 match serde_json::from_str::<String>(value) {
-                    Ok(text) => self.text.push_str(&text),
-                    Err(_) => self.text.push_str(value),
+                    Ok(text) => push_escaped(&mut self.text, &text),
+                    Err(_) => push_escaped(&mut self.text, value),
                 }
             }
         }
@@ -155,6 +158,22 @@ impl Line {
             self.text.push('}');
         }
         self.text
+    }
+}
+
+/// Appends `text` to a Text-format line with line breaks, tabs and other control characters
+/// escaped (`\n`, `\t`, `\u{1b}`): a value can never start a line of its own.
+fn push_escaped(line: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '\n' => line.push_str("\\n"),
+            '\r' => line.push_str("\\r"),
+            '\t' => line.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(line, "{}", c.escape_unicode());
+            }
+            c => line.push(c),
+        }
     }
 }
 
@@ -204,16 +223,17 @@ impl<'a> FieldVisitor<'a> {
 
     fn push_text(&mut self, field: &Field, text: &str) {
         if field.name() == "message" {
-            self.message = Some(text.to_owned());
+            self.message = Some(self.redactor.redact_text(text).into_owned());
             return;
         }
         let mut rendered = String::with_capacity(text.len() + 2);
         if self.redactor.is_sensitive(field.name()) {
             json::push_str(&mut rendered, MASK);
         } else if let Some(value) = self.redactor.redact_json_text(text) {
+            // A JSON document stays one: written as JSON, not as a string holding it.
             rendered = value.to_string();
         } else {
-            json::push_str(&mut rendered, text);
+            json::push_str(&mut rendered, &self.redactor.redact_string(text));
         }
         self.push_raw(field, rendered);
     }
@@ -251,7 +271,7 @@ impl Visit for FieldVisitor<'_> {
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         self.push_text(field, &value.to_string());
         let chain: Vec<Value> = std::iter::successors(value.source(), |e| e.source())
-            .map(|e| Value::String(e.to_string()))
+            .map(|e| Value::String(self.redactor.redact_string(&e.to_string()).into_owned()))
             .collect();
         if !chain.is_empty() {
             let key = format!("{}.source_chain", field.name());
@@ -293,6 +313,13 @@ const DEPENDENCY_TARGETS: &[&str] = &[
 
 fn is_dependency(target: &str) -> bool {
     DEPENDENCY_TARGETS.iter().any(|prefix| target.starts_with(prefix))
+}
+
+/// Whether an event is `lambda_runtime`'s echo of a handler error (`InvocationError { … }`),
+/// written after Keel's own line for that failure and outside the invocation's context: one
+/// failure writes one ERROR line, Keel's.
+fn is_runtime_echo(metadata: &Metadata<'_>, message: &str) -> bool {
+    metadata.target().starts_with("lambda_runtime") && message.starts_with("InvocationError {")
 }
 
 impl<S> tracing_subscriber::Layer<S> for StructuredLogLayer
@@ -375,6 +402,9 @@ where
         let mut visitor = FieldVisitor::new(&self.config.redactor);
         event.record(&mut visitor);
         let message = visitor.message.take().unwrap_or_default();
+        if is_runtime_echo(event.metadata(), &message) {
+            return;
+        }
         let line = self.render(level, &message, &visitor.fields, &ctx, event);
         // Rendered before taking the span's write lock below: rendering reads the extensions.
         let eviction_note = (level == Level::ERROR && evicted > 0).then(|| {

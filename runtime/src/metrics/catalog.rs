@@ -164,7 +164,8 @@ pub static IDEMPOTENCY_STORE_ERROR: MetricDef = MetricDef {
     emitter: Emitter::Runtime,
 };
 
-/// A routed error, by where it landed (`relay`, `sns`, `dlq` or `log`).
+/// A routed error, counted once where it finally landed (`sns`, `dlq` or `log`): an envelope
+/// handed to the Keel extension's relay is counted by the extension when it publishes it.
 pub static ROUTED_ERROR: MetricDef = MetricDef {
     name: "RoutedError",
     unit: Unit::Count,

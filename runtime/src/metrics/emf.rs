@@ -238,9 +238,15 @@ impl EmfWriter {
         members.push('{');
         json::push_key(&mut members, "service");
         json::push_str(&mut members, &self.service);
+        // A label named like a sensitive field (`email`, …) is a dimension, so its value would be
+        // in every document: masked, as in the logs.
+        let redactor = crate::logging::Redactor::process();
         for (name, value) in dimensions {
             json::push_key(&mut members, name);
-            json::push_str(&mut members, value);
+            match redactor.is_sensitive(name) {
+                true => json::push_str(&mut members, crate::logging::MASK),
+                false => json::push_str(&mut members, value),
+            }
         }
         if let Some(id) = request_id {
             json::push_key(&mut members, "function_request_id");

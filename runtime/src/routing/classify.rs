@@ -172,6 +172,12 @@ pub(crate) fn classify(error: &InvocationError, registered: &[Classifier]) -> Cl
         if let Some(store) = link.downcast_ref::<StoreError>() {
             return Classification::of(store);
         }
+        if link.is::<crate::handler::Panicked>() {
+            return Classification {
+                class: ErrorClass::Crash,
+                retry_after: None,
+            };
+        }
     }
     let transient_io = chain().any(|link| {
         link.downcast_ref::<std::io::Error>().is_some_and(|io| {

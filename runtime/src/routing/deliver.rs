@@ -13,11 +13,15 @@ use serde_json::Value;
 use super::envelope::Envelope;
 use crate::metrics::catalog;
 
-/// The largest message SNS accepts (and the size an envelope is kept under).
+/// The largest message SNS and SQS accept, message attributes included (and the size an
+/// envelope and its attributes are kept under).
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// How much of an oversized event an envelope keeps, as text.
 const KEPT_EVENT_BYTES: usize = 64 * 1024;
+
+/// The longest `error_message` an envelope carries; a longer one keeps its start.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 8 * 1024;
 
 /// Where an envelope landed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,21 +147,61 @@ fn sqs_attribute(value: &str) -> Option<aws_sdk_sqs::types::MessageAttributeValu
     attribute.string_value(value).build().ok()
 }
 
-/// The envelope as JSON, kept under [`MAX_MESSAGE_BYTES`]: an event too large to fit is
-/// replaced by `{"keel_truncated": true, "bytes": <size>, "text": <its first 64 KB>}`.
+/// The envelope as JSON, kept with its message attributes under [`MAX_MESSAGE_BYTES`]: an
+/// `error_message` is cut to [`MAX_ERROR_MESSAGE_BYTES`], and an event too large to fit is
+/// replaced by `{"keel_truncated": true, "bytes": <size>, "text": <its first 64 KB>}` (without
+/// `text` when even that does not fit).
 pub(crate) fn message_body(envelope: &Envelope) -> String {
+    let limit = MAX_MESSAGE_BYTES.saturating_sub(attributes_size(envelope));
+    let capped;
+    let envelope = match cut(&envelope.error_message, MAX_ERROR_MESSAGE_BYTES) {
+        Some(message) => {
+            capped = Envelope {
+                error_message: message,
+                ..envelope.clone()
+            };
+            &capped
+        }
+        None => envelope,
+    };
     let body = serde_json::to_string(envelope).unwrap_or_default();
-    if body.len() <= MAX_MESSAGE_BYTES {
+    if body.len() <= limit {
         return body;
     }
     let text = envelope.event.to_string();
-    let mut end = KEPT_EVENT_BYTES.min(text.len());
+    let mut smaller = envelope.clone();
+    let kept = cut(&text, KEPT_EVENT_BYTES);
+    smaller.event = serde_json::json!({"keel_truncated": true, "bytes": text.len(), "text": kept.as_deref().unwrap_or(&text)});
+    let body = serde_json::to_string(&smaller).unwrap_or_default();
+    if body.len() <= limit {
+        return body;
+    }
+    smaller.event = serde_json::json!({"keel_truncated": true, "bytes": text.len()});
+    serde_json::to_string(&smaller).unwrap_or_default()
+}
+
+/// `text` cut to at most `limit` bytes (at a character boundary) and marked, if longer.
+pub(crate) fn cut(text: &str, limit: usize) -> Option<String> {
+    if text.len() <= limit {
+        return None;
+    }
+    let mut end = limit;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    let mut smaller = envelope.clone();
-    smaller.event = serde_json::json!({"keel_truncated": true, "bytes": text.len(), "text": &text[..end]});
-    serde_json::to_string(&smaller).unwrap_or_default()
+    Some(format!("{}… [cut: {} bytes in all]", &text[..end], text.len()))
+}
+
+/// The size SNS and SQS count for an envelope's message attributes: each name, data type and
+/// value.
+fn attributes_size(envelope: &Envelope) -> usize {
+    [
+        ("error_class", envelope.error_class.as_str()),
+        ("service", envelope.service.as_str()),
+    ]
+    .iter()
+    .map(|(name, value)| name.len() + "String".len() + value.len())
+    .sum()
 }
 
 /// Hands an envelope to the extension's relay: `POST /envelopes`, taken on `202 Accepted`.
@@ -189,9 +233,38 @@ pub(crate) async fn hand_over(addr: SocketAddr, body: String, timeout: Duration)
         .unwrap_or_else(|_| Err(format!("the relay did not answer within {timeout:?}")))
 }
 
-/// The event of an envelope, redacted: its JSON, or its text when it is not JSON.
+/// The event of an envelope, redacted: its JSON, or its text when it is not JSON (masked whole
+/// when it only looks like JSON).
 pub(crate) fn event_value(text: &str, redactor: &crate::logging::Redactor) -> Value {
-    let mut event = serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()));
+    let mut event = serde_json::from_str(text)
+        .unwrap_or_else(|_| Value::String(redactor.redact_string(text).into_owned()));
     redactor.redact(&mut event);
     event
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::ErrorRouting;
+
+    #[test]
+    fn an_envelope_and_its_attributes_always_fit_sns_and_sqs() {
+        let huge = "é".repeat(200 * 1024);
+        let routing = ErrorRouting::new("s".repeat(2048));
+        let error = crate::InvocationError::new("Booking.Failed", huge.clone());
+        for event in [serde_json::json!({"blob": huge}).to_string(), "{}".to_owned()] {
+            let envelope = routing.envelope(&error, &event, &lambda_runtime::Context::default(), 1);
+            assert!(envelope.error_message.len() < MAX_ERROR_MESSAGE_BYTES + 64);
+            let body = message_body(&envelope);
+            let sent = body.len() + attributes_size(&envelope);
+            assert!(sent <= MAX_MESSAGE_BYTES, "{sent} bytes");
+            let read: Envelope = serde_json::from_str(&body).expect("still an envelope");
+            assert!(read.error_message.ends_with(" bytes in all]"));
+        }
+        // An envelope built elsewhere (handed to the relay) is capped when it is sent.
+        let mut relayed = routing.envelope(&error, "{}", &lambda_runtime::Context::default(), 1);
+        relayed.error_message = huge;
+        let body = message_body(&relayed);
+        assert!(body.len() + attributes_size(&relayed) <= MAX_MESSAGE_BYTES);
+    }
 }

@@ -48,7 +48,7 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 pub use classify::{Classification, Classify, ErrorClass};
-pub use deliver::{Sink, MAX_MESSAGE_BYTES};
+pub use deliver::{Sink, MAX_ERROR_MESSAGE_BYTES, MAX_MESSAGE_BYTES};
 pub use envelope::{Envelope, Source};
 
 use crate::config::{parse_var, ConfigError};
@@ -73,6 +73,11 @@ const DEFAULT_FALLBACK_BUDGET: Duration = Duration::from_secs(3);
 /// Error types routing leaves out, as back-pressure rather than failures: a duplicate whose
 /// first attempt is still running, and an invocation refused by a full concurrency guard.
 const NOT_ROUTED: &[&str] = &["Keel.Idempotency.InProgress", "Keel.Concurrency.Rejected"];
+
+/// Whether `error` is back-pressure (answered "try again shortly"), not a failure to route.
+pub(crate) fn is_back_pressure(error: &InvocationError) -> bool {
+    NOT_ROUTED.contains(&error.error_type())
+}
 
 /// Where routed errors go and how they are built; see the [module docs](self).
 #[derive(Clone, Debug)]
@@ -222,6 +227,7 @@ impl ErrorRouting {
             error_message.push_str(": ");
             error_message.push_str(&cause);
         }
+        let error_message = self.message(&error_message);
         Envelope {
             id: Envelope::new_id(),
             time: Envelope::now(),
@@ -240,8 +246,17 @@ impl ErrorRouting {
         }
     }
 
+    /// An error message as envelopes carry it: redacted, and cut to
+    /// [`MAX_ERROR_MESSAGE_BYTES`].
+    fn message(&self, message: &str) -> String {
+        let redacted = self.redactor.redact_string(message);
+        deliver::cut(&redacted, MAX_ERROR_MESSAGE_BYTES).unwrap_or_else(|| redacted.into_owned())
+    }
+
     /// The envelope of a failure reported from outside the handler (the Keel extension reports
-    /// timeouts and crashes it saw in the Telemetry API): `event` is whatever context it has.
+    /// timeouts and crashes it saw in the Telemetry API): `event` is whatever context it has
+    /// (the function's last log lines, say), redacted like the events of the function's own
+    /// envelopes.
     pub fn report(
         &self,
         source: Source,
@@ -249,8 +264,10 @@ impl ErrorRouting {
         error_type: &str,
         error_message: String,
         error_class: ErrorClass,
-        event: serde_json::Value,
+        mut event: serde_json::Value,
     ) -> Envelope {
+        self.redactor.redact(&mut event);
+        let error_message = self.message(&error_message);
         Envelope {
             id: Envelope::new_id(),
             time: Envelope::now(),
@@ -279,11 +296,14 @@ impl ErrorRouting {
 
     /// Delivers `envelope`: to the relay when one is configured and acknowledges, otherwise
     /// [published](Self::publish) within the time left before `deadline_ms`.
+    ///
+    /// `RoutedError{sink}` counts each envelope once, where it finally landed: an envelope the
+    /// relay took is counted by the extension when it publishes it, not here.
     pub async fn route(&self, envelope: &Envelope, deadline_ms: u64) -> Sink {
         if let Some(addr) = self.relay {
             match deliver::hand_over(addr, deliver::message_body(envelope), RELAY_TIMEOUT).await {
                 Ok(()) => {
-                    crate::metrics::catalog::ROUTED_ERROR.increment_with(1, &[Sink::Relay.as_str()]);
+                    tracing::debug!(envelope_id = %envelope.id, "the routed error was handed to the extension's relay");
                     return Sink::Relay;
                 }
                 Err(reason) => tracing::warn!(
@@ -431,7 +451,7 @@ where
             let next = match state.as_mut().project() {
                 RoutingProjection::Handler { handler, kept } => {
                     let error = match std::task::ready!(handler.poll(cx)) {
-                        Err(error) if !NOT_ROUTED.contains(&error.error_type()) => error,
+                        Err(error) if !is_back_pressure(&error) => error,
                         result => return Poll::Ready(result),
                     };
                     let Some(Kept {
