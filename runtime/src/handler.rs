@@ -98,6 +98,8 @@ fn install_hook() {
 
 /// Runs `poll` as a handler's: a panic inside becomes [`Panicked`].
 fn catch_panic<T>(poll: impl FnOnce() -> T) -> Result<T, InvocationError> {
+    // A location left by a panic the handler caught itself is not this one's.
+    PANIC_LOCATION.with(|cell| cell.borrow_mut().take());
     let was_in_handler = IN_HANDLER.with(|flag| flag.replace(true));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(poll));
     IN_HANDLER.with(|flag| flag.set(was_in_handler));
@@ -196,7 +198,7 @@ impl From<InvocationError> for Diagnostic {
 /// It names where and what was expected, never the value found: serde's messages quote the
 /// offending value (`invalid type: string "a@b.c", expected u32`), and this error reaches the
 /// logs, routed envelopes and the `errorMessage` Lambda returns. Map keys in the path are kept
-/// only when they look like names (letters, digits, `_`, `-`, `.`; 64 at most), else `?`.
+/// only when they look like field names (a letter or `_` first; 40 at most), else `?`.
 #[derive(Debug, thiserror::Error)]
 #[error("the event does not match the payload type `{expected}` at `{path}`: {message}")]
 pub struct InvalidEvent {
@@ -301,11 +303,14 @@ fn parse<T: DeserializeOwned>(json: &str) -> Result<T, InvalidEvent> {
     })
 }
 
-/// Whether a key or quoted word from the event may be shown: it looks like a name.
+/// Whether a key or quoted word from the event may be shown: it looks like a field name (a
+/// letter or `_` first, then letters, digits, `_`, `-`, `.`; 40 at most), not like data.
 fn is_name_like(text: &str) -> bool {
-    (1..=64).contains(&text.len())
-        && text
-            .bytes()
+    let bytes = text.as_bytes();
+    (1..=40).contains(&bytes.len())
+        && (bytes[0].is_ascii_alphabetic() || bytes[0] == b'_')
+        && bytes
+            .iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 

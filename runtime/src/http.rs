@@ -36,13 +36,23 @@ pub(crate) fn error_response<R: DeserializeOwned>(
     serde_json::from_value(response).ok()
 }
 
-/// Writes the one line that says why a layer answered in place of the handler (`error_type`,
-/// the HTTP status an HTTP request gets, and the reason), inside the invocation's span: at
-/// ERROR when a store failed (status 503), at WARN otherwise.
-pub(crate) fn log_refusal(error_type: &str, status: u16, reason: &dyn std::fmt::Display) {
+/// The answer a layer gives in place of the handler to an HTTP request ([`error_response`]),
+/// with the one line that says why (`error.type`, the status and the reason, in the
+/// invocation's context: ERROR for a 5xx, WARN otherwise). `None`, and no line, when `R` is not
+/// an HTTP response type: the error is returned, and the logging layer writes its line.
+pub(crate) fn refusal<R: DeserializeOwned>(
+    error_type: &str,
+    status: u16,
+    code: &str,
+    reason: &dyn std::fmt::Display,
+    retry_after: Option<Duration>,
+) -> Option<R> {
+    let reason = reason.to_string();
+    let response = error_response(status, code, &reason, retry_after)?;
     if status >= 500 {
-        tracing::error!("error.type" = error_type, status, reason = %reason, "the request was refused before the handler ran");
+        tracing::error!("error.type" = error_type, status, reason = %reason, "answered in place of the handler");
     } else {
-        tracing::warn!("error.type" = error_type, status, reason = %reason, "the request was refused before the handler ran");
+        tracing::warn!("error.type" = error_type, status, reason = %reason, "answered in place of the handler");
     }
+    Some(response)
 }

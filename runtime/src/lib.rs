@@ -237,7 +237,9 @@ impl Keel {
     /// invocation as `Keel.HandlerPanicked`, logged with its context and location and routed as
     /// a `crash`). Returns an error naming what was installed already, if anything was.
     pub fn init(&self) -> Result<MetricsLayer, InitError> {
-        self.log.redactor.install();
+        if !self.log.redactor.install() {
+            eprintln!("keel: the process's redaction rules were set before Keel::init; error messages and EMF labels keep them");
+        }
         handler::install_panic_hook();
         let subscriber = tracing_subscriber::registry().with(self.log_layer());
         let logs = tracing::subscriber::set_global_default(subscriber).is_ok();

@@ -183,25 +183,48 @@ fn every_refusal_writes_one_line_with_its_context() {
         event.context.deadline = u64::MAX / 2;
         event
     };
-    common::invoke(
+    let http = |id: &str| {
+        let request = json!({"routeKey": "POST /bookings", "rawPath": "/bookings", "headers": {},
+            "requestContext": {"requestId": id, "http": {"method": "POST"}}, "body": "{}"});
+        with_deadline(id, request)
+    };
+    let results = common::invoke(
         &keel,
         handler,
         vec![
             with_deadline("no-key", json!({"seats": 2})),
             with_deadline("first", json!({"order": 1, "seats": 2})),
             with_deadline("reused", json!({"order": 1, "seats": 3})),
+            http("http-no-key"),
         ],
     );
+    assert_eq!(
+        results[3].as_ref().unwrap()["statusCode"],
+        400,
+        "answered in place of the handler"
+    );
     let logs = logs(&lines);
-    for (request, error_type) in [
-        ("no-key", "Keel.Idempotency.MissingKey"),
-        ("reused", "Keel.Idempotency.KeyReused"),
+    for (request, error_type, level) in [
+        ("no-key", "Keel.Idempotency.MissingKey", "ERROR"),
+        ("reused", "Keel.Idempotency.KeyReused", "ERROR"),
+        ("http-no-key", "Keel.Idempotency.MissingKey", "WARN"),
     ] {
         let said: Vec<&Value> = common::of_request(&logs, request)
             .into_iter()
-            .filter(|l| l["error.type"] == error_type && l["level"] == "WARN")
+            .filter(|l| l["level"] == "WARN" || l["level"] == "ERROR")
             .collect();
-        assert_eq!(said.len(), 1, "{request}: {logs:?}");
-        assert!(said[0]["reason"].as_str().is_some_and(|r| !r.is_empty()));
+        assert_eq!(said.len(), 1, "{request}: one line\n{said:?}");
+        assert_eq!(
+            (&said[0]["error.type"], &said[0]["level"]),
+            (&json!(error_type), &json!(level))
+        );
     }
+    let answered = &common::of_request(&logs, "http-no-key")[0];
+    assert_eq!(answered["status"], 400);
+    assert!(
+        answered["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("Idempotency-Key") || r.contains("/order")),
+        "{answered}"
+    );
 }

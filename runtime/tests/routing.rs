@@ -79,8 +79,8 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// The `count` messages expected in `queue`, waited for (SNS delivers to its subscribed queue
-/// asynchronously); fails saying how many arrived.
+/// The `count` messages expected in `queue`, waited for (however long delivery takes, within a
+/// generous bound); fails saying how many arrived.
 fn receive(
     moto: &Moto,
     runtime: &tokio::runtime::Runtime,

@@ -43,8 +43,11 @@ fn prebuilt_runner(binary: &Path) -> Result<std::path::PathBuf, HarnessError> {
          if [ \"$1\" = run ]; then exec '{}'; fi\nexec '{cargo}' \"$@\"\n",
         binary.display()
     );
-    let written = std::fs::write(&runner, script)
-        .and_then(|()| std::fs::set_permissions(&runner, std::fs::Permissions::from_mode(0o755)));
+    // Written aside and renamed into place: a runner in use is never seen half written.
+    let aside = runner.with_extension(crate::unique_name("tmp"));
+    let written = std::fs::write(&aside, script)
+        .and_then(|()| std::fs::set_permissions(&aside, std::fs::Permissions::from_mode(0o755)))
+        .and_then(|()| std::fs::rename(&aside, &runner));
     written.map_err(|e| HarnessError::Setup(format!("writing {}: {e}", runner.display())))?;
     Ok(runner)
 }

@@ -568,10 +568,9 @@ fn refuse<R: DeserializeOwned>(error: ConcurrencyError, event: &RawValue) -> Res
         ConcurrencyError::Rejected { .. } => (429, "ConcurrencyLimitReached"),
         ConcurrencyError::Store(_) => (503, "ConcurrencyStoreUnavailable"),
     };
-    crate::http::log_refusal(error.error_type(), status, &error);
     if crate::idempotency::is_http_event(event) {
         if let Some(response) =
-            crate::http::error_response(status, code, &error.to_string(), error.retry_after())
+            crate::http::refusal(error.error_type(), status, code, &error, error.retry_after())
         {
             return Ok(response);
         }

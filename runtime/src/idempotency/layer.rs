@@ -311,14 +311,13 @@ impl From<IdempotencyError> for InvocationError {
 /// The answer to a refused request: an HTTP response for HTTP events (when the handler's
 /// response type is an HTTP response), otherwise the error.
 fn refuse<R: DeserializeOwned>(error: IdempotencyError, http: bool) -> Result<R, InvocationError> {
-    crate::http::log_refusal(error.error_type(), error.http_status().0, &error);
     if http {
         let (status, code) = error.http_status();
         let retry_after = match &error {
             IdempotencyError::InProgress { retry_after } => Some(*retry_after),
             _ => None,
         };
-        if let Some(response) = crate::http::error_response(status, code, &error.to_string(), retry_after) {
+        if let Some(response) = crate::http::refusal(error.error_type(), status, code, &error, retry_after) {
             return Ok(response);
         }
     }

@@ -72,8 +72,8 @@ use crate::ready::now_or_never;
 
 /// Default time a completed response is replayed (`KEEL_IDEMPOTENCY_TTL_SECONDS`).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
-/// Longest time a completed response is replayed: ten years. DynamoDB's TTL deletes items only
-/// within five years of their `expiration`, and larger values serve no retry.
+/// Longest time a completed response is replayed: ten years — no retry comes later, and
+/// `now + ttl` stays far from overflowing.
 pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Default lifetime of an in-progress record when the invocation's deadline is unknown.
 pub const DEFAULT_FALLBACK_TIMEOUT: Duration = Duration::from_secs(900);
@@ -624,8 +624,10 @@ impl Idempotency {
 
     /// Runs `work` at most once for `key` (any JSON value, e.g. an SQS message id) — a unit of
     /// work inside a handler. `payload` must be the same for a replay; `owner` is the
-    /// invocation's request id and `deadline_ms` its deadline. A replay returns the stored
-    /// result without running `work`.
+    /// invocation's request id (the record's owner is `<owner>#<n>`, one per unit of work) and
+    /// `deadline_ms` its deadline. A replay returns the stored result without running `work`;
+    /// a duplicate running at the same time is refused as in progress, also within one
+    /// invocation.
     pub async fn once<T, E, F, Fut>(
         &self,
         key: &Value,
@@ -640,8 +642,13 @@ impl Idempotency {
         Fut: Future<Output = Result<T, E>>,
     {
         let key = key::work_key(key, payload, &self.prefix);
+        // Each unit of work owns its record alone: units of one invocation (which share its
+        // request id) never take each other's records for their own.
+        static UNITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let unit = UNITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let owner = format!("{owner}#{unit}");
         match self
-            .begin(&key, owner, deadline_ms)
+            .begin(&key, &owner, deadline_ms)
             .await
             .map_err(OnceError::Idempotency)?
         {

@@ -27,7 +27,7 @@ pub const DEFAULT_DEBUG_BUFFER: usize = 50;
 /// | `KEEL_SERVICE` | the `service` field | the name given to [`LogConfig::from_env`] |
 /// | `KEEL_LOG_LEVEL` / `AWS_LAMBDA_LOG_LEVEL` | lines at this level or more severe are written (DEBUG lines of the AWS SDK, hyper and rustls only at `TRACE`) | `INFO` |
 /// | `KEEL_LOG_SAMPLE_RATE` | share of invocations (0–1) logged at DEBUG, drawn per invocation | `0` |
-/// | `KEEL_REDACT_FIELDS` | comma-separated JSON field names masked as `"***"` | `email,phone,card_number` |
+/// | `KEEL_REDACT_FIELDS` | comma-separated field names whose values are masked as `***` (see [`Redactor`](super::Redactor)) | [`DEFAULT_REDACTED_FIELDS`](super::DEFAULT_REDACTED_FIELDS) |
 /// | `KEEL_LOG_BUFFER_SIZE` | DEBUG lines held per invocation and written only if it fails (0 = off) | `50` |
 /// | `AWS_LAMBDA_LOG_FORMAT` | `JSON` or `Text` | `JSON` |
 #[derive(Clone, Debug)]

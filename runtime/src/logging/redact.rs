@@ -11,7 +11,8 @@ use serde_json::Value;
 pub const MASK: &str = "***";
 
 /// The field names masked unless configured otherwise (`KEEL_REDACT_FIELDS`): personal data,
-/// card numbers, and the credentials HTTP requests carry in headers and bodies.
+/// card numbers, and the credentials HTTP requests carry in headers and bodies. A name also
+/// covers the names that end in it after `_` or `-` (`token`: `access_token`, `id-token`).
 pub const DEFAULT_REDACTED_FIELDS: &[&str] = &[
     "email",
     "phone",
@@ -19,15 +20,19 @@ pub const DEFAULT_REDACTED_FIELDS: &[&str] = &[
     "authorization",
     "cookie",
     "cookies",
+    "set-cookie",
     "x-amz-security-token",
     "password",
     "token",
     "secret",
+    "api_key",
+    "api-key",
 ];
 
 /// Replaces the values of configured field names with [`MASK`], wherever they appear.
 ///
-/// Names match case-insensitively. The default set is [`DEFAULT_REDACTED_FIELDS`]
+/// Names match case-insensitively, and cover the names that end in them after `_` or `-`
+/// (`secret`: `client_secret`). The default set is [`DEFAULT_REDACTED_FIELDS`]
 /// (`KEEL_REDACT_FIELDS` replaces it). Values are found in
 /// - JSON documents, at any depth, also inside string values that hold JSON (the `body` of an
 ///   API Gateway event) or base64-encoded JSON (`isBase64Encoded` bodies);
@@ -35,8 +40,9 @@ pub const DEFAULT_REDACTED_FIELDS: &[&str] = &[
 ///   header and `key: value` lines ([`Redactor::redact_text`]).
 ///
 /// Text that looks like a JSON document (it starts with `{` or `[` and ends with `}` or `]`)
-/// but cannot be read as one (a lone surrogate, a number out of range, nesting past 128 levels)
-/// is masked whole: what it holds cannot be told.
+/// but cannot be read as one (a lone surrogate, a number out of range, nesting past 128
+/// levels) is scanned as text; when it holds `\u` escapes, which can spell a name the scan
+/// would not see, it is masked whole.
 ///
 /// ```
 /// use keel_runtime::logging::Redactor;
@@ -51,6 +57,8 @@ pub const DEFAULT_REDACTED_FIELDS: &[&str] = &[
 #[derive(Clone, Debug)]
 pub struct Redactor {
     fields: Vec<String>,
+    /// The last bytes of the names: a word ending in none of them is no name (a quick check).
+    last_bytes: [bool; 256],
 }
 
 impl Default for Redactor {
@@ -70,12 +78,19 @@ impl Redactor {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let fields = fields
+        let fields: Vec<String> = fields
             .into_iter()
             .map(|f| f.as_ref().trim().to_ascii_lowercase())
             .filter(|f| !f.is_empty())
             .collect();
-        Self { fields }
+        let mut last_bytes = [false; 256];
+        for field in &fields {
+            if let Some(last) = field.bytes().last() {
+                last_bytes[usize::from(last)] = true;
+                last_bytes[usize::from(last.to_ascii_uppercase())] = true;
+            }
+        }
+        Self { fields, last_bytes }
     }
 
     /// Parses a comma-separated list, as `KEEL_REDACT_FIELDS` holds.
@@ -89,14 +104,32 @@ impl Redactor {
     }
 
     /// Makes this the process's redactor, unless one was installed (or used) already; whether
-    /// it was installed.
+    /// the process's redactor masks the same names now.
     pub fn install(&self) -> bool {
-        PROCESS_REDACTOR.set(self.clone()).is_ok()
+        let installed = PROCESS_REDACTOR.get_or_init(|| self.clone());
+        installed.fields == self.fields
     }
 
-    /// Whether values under `name` are masked.
+    /// Whether values under `name` are masked: it is one of the names, or ends in one after
+    /// `_` or `-` (leading dashes, as in `--password`, do not count).
     pub fn is_sensitive(&self, name: &str) -> bool {
-        self.fields.iter().any(|f| f.eq_ignore_ascii_case(name))
+        let name = name.trim_start_matches('-').as_bytes();
+        if !name
+            .last()
+            .is_some_and(|last| self.last_bytes[usize::from(*last)])
+        {
+            return false;
+        }
+        self.fields.iter().any(|field| {
+            let field = field.as_bytes();
+            match name.len().checked_sub(field.len()) {
+                Some(0) => name.eq_ignore_ascii_case(field),
+                Some(start) => {
+                    matches!(name[start - 1], b'_' | b'-') && name[start..].eq_ignore_ascii_case(field)
+                }
+                None => false,
+            }
+        })
     }
 
     /// Whether no field is masked.
@@ -162,9 +195,17 @@ impl Redactor {
         }
         match self.redact_json_text(text) {
             Some(value) => Cow::Owned(value.to_string()),
-            None if looks_like_json(text) => Cow::Owned(MASK.to_owned()),
-            None => self.redact_text(text),
+            None => self.redact_non_json(text),
         }
+    }
+
+    /// Text that is not a JSON document: scanned by [`redact_text`](Self::redact_text), or
+    /// masked whole when it looks like JSON and holds `\u` escapes (which can spell a name).
+    pub(crate) fn redact_non_json<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        if looks_like_json(text) && text.contains("\\u") {
+            return Cow::Owned(MASK.to_owned());
+        }
+        self.redact_text(text)
     }
 
     /// If `text` is a JSON object or array, returns it redacted; otherwise `None`.
@@ -236,24 +277,31 @@ fn looks_like_json(text: &str) -> bool {
 }
 
 /// Where the value after a name that ends at `end` lies (`start..stop`), if a separator
-/// (`=`, `:`, optionally after a closing quote and spaces) follows the name.
+/// (`=`, `:`, optionally after a closing quote — `\"` in escaped text — and spaces) follows the
+/// name.
 fn value_after(bytes: &[u8], end: usize) -> Option<(usize, usize)> {
     let mut at = end;
+    if bytes.get(at) == Some(&b'\\') && bytes.get(at + 1) == Some(&b'"') {
+        at += 1;
+    }
     if bytes.get(at) == Some(&b'"') {
         at += 1;
     }
     while bytes.get(at) == Some(&b' ') {
         at += 1;
     }
-    match bytes.get(at) {
-        Some(b'=' | b':') if bytes.get(at + 1) != Some(&b':') => at += 1,
+    let separator = match bytes.get(at) {
+        Some(&separator @ (b'=' | b':')) if bytes.get(at + 1) != Some(&b':') => separator,
         _ => return None,
-    }
+    };
+    at += 1;
     while bytes.get(at).is_some_and(|b| *b == b' ' || *b == b'\t') {
         at += 1;
     }
     let start = at;
     let stop = match bytes.get(at)? {
+        // A string inside escaped text (JSON held in a Debug-printed string): up to `\"`.
+        b'\\' if bytes.get(at + 1) == Some(&b'"') => escaped_quote_end(bytes, at + 2),
         b'"' | b'\'' => quoted_end(bytes, at),
         b'{' | b'[' | b'(' => group_end(bytes, at),
         _ => {
@@ -262,16 +310,36 @@ fn value_after(bytes: &[u8], end: usize) -> Option<(usize, usize)> {
             let after_space = word + bytes[word..].iter().take_while(|b| **b == b' ').count();
             match bytes.get(after_space) {
                 Some(b'{' | b'(' | b'[') if word > at => group_end(bytes, after_space),
+                // After `:` (a header, `Debug`), the rest of the line up to a closing bracket:
+                // `Authorization: AWS4-HMAC-SHA256 Credential=…, Signature=…`. After `=` (a form,
+                // a query), up to the next separator.
+                _ if separator == b':' => {
+                    at + bytes[at..]
+                        .iter()
+                        .take_while(|b| !matches!(b, b')' | b']' | b'}' | b'\n' | b'\r'))
+                        .count()
+                }
                 _ => {
                     at + bytes[at..]
                         .iter()
-                        .take_while(|b| !matches!(b, b',' | b';' | b'&' | b')' | b']' | b'}' | b'\n' | b'\r'))
+                        .take_while(|b| {
+                            !matches!(b, b',' | b';' | b'&' | b')' | b']' | b'}' | b'\n' | b'\r' | b' ')
+                        })
                         .count()
                 }
             }
         }
     };
     (stop > start).then_some((start, stop))
+}
+
+/// The end of an escaped string whose content starts at `at` (after its closing `\"`; the
+/// text's end if it is not closed).
+fn escaped_quote_end(bytes: &[u8], at: usize) -> usize {
+    bytes[at.min(bytes.len())..]
+        .windows(2)
+        .position(|pair| pair == b"\\\"")
+        .map_or(bytes.len(), |found| at + found + 2)
 }
 
 /// The end of the quoted string starting at `at` (after its closing quote; the text's end if
@@ -353,16 +421,46 @@ mod tests {
     }
 
     #[test]
-    fn text_that_only_looks_like_json_is_masked_whole() {
+    fn text_that_only_looks_like_json_is_scanned_or_masked_whole() {
         let redactor = Redactor::default();
         for text in [
             r#"{"email": "a@b.c", "bad": "\ud800"}"#,
-            r#"{"email": "a@b.c", "n": 1e400}"#,
-            &format!("{}{{\"email\":\"a@b.c\"}}{}", "[".repeat(200), "]".repeat(200)),
+            r#"{"em\u0061il": "a@b.c", "bad": "\ud800"}"#,
         ] {
-            assert_eq!(redactor.redact_string(text), MASK, "{text}");
+            assert_eq!(
+                redactor.redact_string(text),
+                MASK,
+                "{text}: escapes can hide a name"
+            );
+        }
+        let deep = format!("{}{{\"email\":\"a@b.c\"}}{}", "[".repeat(200), "]".repeat(200));
+        for text in [r#"{"email": "a@b.c", "n": 1e400}"#, deep.as_str()] {
+            let redacted = redactor.redact_string(text);
+            assert!(
+                !redacted.contains("a@b.c") && redacted.contains(MASK),
+                "{redacted}"
+            );
         }
         assert_eq!(redactor.redact_string("[retry 2] failed"), "[retry 2] failed");
+        assert_eq!(redactor.redact_string("[Room { id: 1 }]"), "[Room { id: 1 }]");
+    }
+
+    #[test]
+    fn names_cover_their_suffixed_forms() {
+        let redactor = Redactor::default();
+        for name in [
+            "access_token",
+            "ID-TOKEN",
+            "client_secret",
+            "x-api-key",
+            "--password",
+            "Set-Cookie",
+        ] {
+            assert!(redactor.is_sensitive(name), "{name}");
+        }
+        for name in ["tokens", "secretary", "emailed", "seats", "", "-"] {
+            assert!(!redactor.is_sensitive(name), "{name}");
+        }
     }
 
     #[test]
@@ -388,6 +486,20 @@ mod tests {
             (r#"{"phone": "555", "x": 1"#, r#"{"phone": ***, "x": 1"#),
             ("no names here", "no names here"),
             ("phones: 2, emailed", "phones: 2, emailed"),
+            (
+                r#"Some("{\"email\":\"a@b.c\",\"seats\":2}")"#,
+                r#"Some("{\"email\":***,\"seats\":2}")"#,
+            ),
+            ("--password=hunter2 --verbose", "--password=*** --verbose"),
+            (
+                "access_token=abc&client_secret=xyz",
+                "access_token=***&client_secret=***",
+            ),
+            (
+                "Authorization: AWS4-HMAC-SHA256 Credential=AKIA/x, Signature=abc\nHost: h",
+                "Authorization: ***\nHost: h",
+            ),
+            ("rooms: [Room { id: 1 }]", "rooms: [Room { id: 1 }]"),
         ] {
             assert_eq!(redactor.redact_text(text), redacted, "{text}");
         }

@@ -233,7 +233,7 @@ impl<'a> FieldVisitor<'a> {
             // A JSON document stays one: written as JSON, not as a string holding it.
             rendered = value.to_string();
         } else {
-            json::push_str(&mut rendered, &self.redactor.redact_string(text));
+            json::push_str(&mut rendered, &self.redactor.redact_non_json(text));
         }
         self.push_raw(field, rendered);
     }

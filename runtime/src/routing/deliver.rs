@@ -37,7 +37,8 @@ pub enum Sink {
 }
 
 impl Sink {
-    /// The `sink` dimension of `RoutedError`.
+    /// The name of the sink: the `sink` dimension of `RoutedError` (which `relay` never is: a
+    /// relayed envelope is counted where the extension publishes it).
     pub fn as_str(self) -> &'static str {
         match self {
             Sink::Relay => "relay",
@@ -236,10 +237,13 @@ pub(crate) async fn hand_over(addr: SocketAddr, body: String, timeout: Duration)
 /// The event of an envelope, redacted: its JSON, or its text when it is not JSON (masked whole
 /// when it only looks like JSON).
 pub(crate) fn event_value(text: &str, redactor: &crate::logging::Redactor) -> Value {
-    let mut event = serde_json::from_str(text)
-        .unwrap_or_else(|_| Value::String(redactor.redact_string(text).into_owned()));
-    redactor.redact(&mut event);
-    event
+    match serde_json::from_str(text) {
+        Ok(mut event) => {
+            redactor.redact(&mut event);
+            event
+        }
+        Err(_) => Value::String(redactor.redact_non_json(text).into_owned()),
+    }
 }
 
 #[cfg(test)]
