@@ -9,7 +9,8 @@
 //!   (`source: extension`) holding the last lines the function logged for that request.
 //! - [`relay`]: the function POSTs routed error envelopes to `KEEL_EXTENSION_ADDR` and gets
 //!   `202` at once; a bounded queue is published off the response path (SNS → DLQ → log, as in
-//!   the function), and drained within the SHUTDOWN deadline.
+//!   the function), and drained within the SHUTDOWN deadline: what cannot be published in time
+//!   is written whole to the log.
 //! - [`flush`]: by default the extension lets Lambda freeze the environment only once the
 //!   invocation's runtime is done and the relay has published what it was handed.
 //!

@@ -1,6 +1,10 @@
 //! The relay: the function hands routed errors over (`POST /envelopes`) and gets an answer at
 //! once; the extension publishes them off the response path, and drains what is left on
 //! SHUTDOWN.
+//!
+//! Once SHUTDOWN asks for a drain, every publish, the one under way included, is raced against
+//! the drain's deadline: an envelope that cannot be published in time is written whole to the
+//! log.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -89,14 +93,11 @@ impl Queue {
 pub struct Publisher {
     receiver: mpsc::Receiver<Envelope>,
     routing: Arc<ErrorRouting>,
-    shutdown: oneshot::Receiver<Shutdown>,
+    /// The SHUTDOWN deadline, once a drain is asked for.
+    deadline: watch::Receiver<Option<Instant>>,
+    /// Where the drain's outcome goes.
+    drained: oneshot::Sender<Drained>,
     outstanding: Arc<watch::Sender<usize>>,
-}
-
-/// A request to drain the queue before `deadline`, answered when done.
-pub struct Shutdown {
-    deadline: Instant,
-    done: oneshot::Sender<Drained>,
 }
 
 /// What a drain did.
@@ -111,21 +112,20 @@ pub struct Drained {
 /// Asks the publisher to drain before its deadline. Dropping it leaves the publisher running,
 /// with no drain to come.
 pub struct ShutdownHandle {
-    sender: Option<oneshot::Sender<Shutdown>>,
+    deadline: watch::Sender<Option<Instant>>,
+    drained: Option<oneshot::Receiver<Drained>>,
 }
 
 impl ShutdownHandle {
-    /// Drains the queue: publishes while time remains before `deadline` (less a margin), writes
-    /// the rest whole to the log. Returns what was done.
+    /// Drains the queue: publishes while time remains before `deadline` (less a margin), the
+    /// envelope being published included, and writes the rest whole to the log. Returns what
+    /// was done (nothing, after the first drain).
     pub async fn drain(&mut self, deadline: Instant) -> Drained {
-        let Some(sender) = self.sender.take() else {
+        let Some(drained) = self.drained.take() else {
             return Drained::default();
         };
-        let (done, answer) = oneshot::channel();
-        if sender.send(Shutdown { deadline, done }).is_err() {
-            return Drained::default();
-        }
-        answer.await.unwrap_or_default()
+        self.deadline.send_replace(Some(deadline));
+        drained.await.unwrap_or_default()
     }
 }
 
@@ -133,7 +133,8 @@ impl ShutdownHandle {
 /// it on SHUTDOWN.
 pub fn queue(capacity: usize, routing: Arc<ErrorRouting>) -> (Queue, Publisher, ShutdownHandle) {
     let (sender, receiver) = mpsc::channel(capacity.max(1));
-    let (shutdown_sender, shutdown) = oneshot::channel();
+    let (deadline_sender, deadline) = watch::channel(None);
+    let (drained_sender, drained) = oneshot::channel();
     let outstanding = Arc::new(watch::Sender::new(0));
     (
         Queue {
@@ -143,11 +144,13 @@ pub fn queue(capacity: usize, routing: Arc<ErrorRouting>) -> (Queue, Publisher, 
         Publisher {
             receiver,
             routing,
-            shutdown,
+            deadline,
+            drained: drained_sender,
             outstanding,
         },
         ShutdownHandle {
-            sender: Some(shutdown_sender),
+            deadline: deadline_sender,
+            drained: Some(drained),
         },
     )
 }
@@ -155,59 +158,73 @@ pub fn queue(capacity: usize, routing: Arc<ErrorRouting>) -> (Queue, Publisher, 
 impl Publisher {
     /// Publishes envelopes as they come, until asked to drain; then drains and stops.
     pub async fn run(mut self) {
-        let mut can_drain = true;
-        loop {
-            tokio::select! {
-                biased;
-                shutdown = &mut self.shutdown, if can_drain => match shutdown {
-                    Ok(shutdown) => {
-                        let drained = self.drain(shutdown.deadline).await;
-                        let _ = shutdown.done.send(drained);
-                        return;
-                    }
-                    // The handle was dropped: no drain will be asked for; publishing goes on.
-                    Err(_) => can_drain = false,
-                },
-                envelope = self.receiver.recv() => match envelope {
-                    // Off the response path: no invocation deadline applies (0 = unknown).
-                    Some(envelope) => {
-                        self.routing.publish(&envelope, 0).await;
-                        self.finished();
-                    }
-                    None => return,
-                },
-            }
-        }
-    }
-
-    /// One envelope is off the queue for good.
-    fn finished(&self) {
-        self.outstanding.send_modify(|n| *n = n.saturating_sub(1));
-    }
-
-    async fn drain(&mut self, deadline: Instant) -> Drained {
-        self.receiver.close();
+        // Counted from the moment a drain is asked for.
         let mut drained = Drained::default();
-        let stop = deadline.checked_sub(SHUTDOWN_MARGIN).unwrap_or(deadline);
-        while let Ok(envelope) = self.receiver.try_recv() {
-            let left = stop.saturating_duration_since(Instant::now());
-            let published = !left.is_zero()
-                && tokio::time::timeout(left, self.routing.publish(&envelope, 0))
-                    .await
-                    .is_ok();
-            if published {
-                drained.published += 1;
+        loop {
+            let draining = self.deadline.borrow().is_some();
+            let next = if draining {
+                // Nothing more comes in; what is queued is still received.
+                self.receiver.close();
+                self.receiver.recv().await
             } else {
-                self.routing.write_to_log(&envelope);
-                drained.logged += 1;
+                tokio::select! {
+                    biased;
+                    _ = drain_asked(&mut self.deadline) => continue,
+                    next = self.receiver.recv() => next,
+                }
+            };
+            // Closed and empty, or every queue dropped.
+            let Some(envelope) = next else {
+                break;
+            };
+            let published = self.publish(&envelope).await;
+            // One envelope is off the queue for good.
+            self.outstanding.send_modify(|n| *n = n.saturating_sub(1));
+            // The envelope under way when the drain was asked for counts in it.
+            if self.deadline.borrow().is_some() {
+                if published {
+                    drained.published += 1;
+                } else {
+                    drained.logged += 1;
+                }
             }
-            self.finished();
         }
-        tracing::info!(
-            published = drained.published,
-            logged = drained.logged,
-            "the relay's queue is drained"
-        );
-        drained
+        if self.deadline.borrow().is_some() {
+            tracing::info!(
+                published = drained.published,
+                logged = drained.logged,
+                "the relay's queue is drained"
+            );
+            let _ = self.drained.send(drained);
+        }
+    }
+
+    /// Publishes `envelope` through the chain; once a drain is asked for, only until its
+    /// deadline (less [`SHUTDOWN_MARGIN`]), after which it is written whole to the log. Whether
+    /// it was published.
+    async fn publish(&self, envelope: &Envelope) -> bool {
+        let mut deadline = self.deadline.clone();
+        let time_up = async move {
+            let deadline = drain_asked(&mut deadline).await;
+            let stop = deadline.checked_sub(SHUTDOWN_MARGIN).unwrap_or(deadline);
+            tokio::time::sleep_until(stop.into()).await;
+        };
+        tokio::select! {
+            biased;
+            () = time_up => {
+                self.routing.write_to_log(envelope);
+                false
+            }
+            // Off the response path: no invocation deadline applies (0 = unknown).
+            _ = self.routing.publish(envelope, 0) => true,
+        }
+    }
+}
+
+/// The drain's deadline, once one is asked for; never, if the handle is dropped without asking.
+async fn drain_asked(deadline: &mut watch::Receiver<Option<Instant>>) -> Instant {
+    match deadline.wait_for(Option::is_some).await.map(|deadline| *deadline) {
+        Ok(Some(deadline)) => deadline,
+        _ => std::future::pending().await,
     }
 }
