@@ -6,7 +6,8 @@
 //! - [`telemetry`]: `platform.report` becomes metrics (`DurationMs`, `BilledDurationMs`,
 //!   `MaxMemoryUsedMB`, `InitDurationMs`); a `platform.runtimeDone`/`platform.report` with status
 //!   `timeout` or `failure` becomes `InvocationTimeout`/`RuntimeCrash` and a routed envelope
-//!   (`source: extension`) holding the last lines the function logged for that request.
+//!   (`source: extension`) holding the last lines the function logged for that request (those
+//!   that name no request too, when invocations come one at a time).
 //! - [`relay`]: the function POSTs routed error envelopes to `KEEL_EXTENSION_ADDR` and gets
 //!   `202` at once; a bounded queue is published off the response path (SNS → DLQ → log, as in
 //!   the function), and drained within the SHUTDOWN deadline: what cannot be published in time

@@ -8,6 +8,7 @@
 //! | `KEEL_RELAY_CAPACITY` | envelopes the relay holds before it answers 503 | `1024` |
 //! | `KEEL_EXTENSION_FLUSH` | `end`: publish what the function relayed before Lambda may freeze the environment after each invocation; `lazy`: whenever the environment runs (see `keel_extension::flush`) | `end` |
 //! | `KEEL_ERROR_TOPIC_ARN` / `KEEL_DLQ_URL` | where envelopes are published | log only |
+//! | `AWS_LAMBDA_MAX_CONCURRENCY` | (set by Lambda) invocations at once: with more than 1, only the lines that name their request go into a crash's envelope | `1` |
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -83,7 +84,9 @@ async fn main() -> Result<(), BoxError> {
     }));
 
     let telemetry_addr = var("KEEL_TELEMETRY_ADDR").unwrap_or_else(|| DEFAULT_TELEMETRY_ADDR.to_owned());
-    let telemetry = Arc::new(Telemetry::new(routing, queue.clone(), metrics));
+    let one_at_a_time = matches!(var("AWS_LAMBDA_MAX_CONCURRENCY").as_deref(), None | Some("1"));
+    let telemetry =
+        Arc::new(Telemetry::new(routing, queue.clone(), metrics).one_invocation_at_a_time(one_at_a_time));
     let telemetry_listener = match TcpListener::bind(&telemetry_addr).await {
         Ok(listener) => {
             let telemetry = telemetry.clone();

@@ -8,10 +8,16 @@
 //! the listener keeps running. State is kept per request id, bounded: a failure is routed once,
 //! whichever of `platform.runtimeDone` and `platform.report` reports it first, with the lines
 //! that arrived before it (those in the same batch included).
+//!
+//! A line belongs to the request it names (Keel's JSON lines carry `function_request_id`).
+//! When the environment runs one invocation at a time (`AWS_LAMBDA_MAX_CONCURRENCY` unset or
+//! 1), a line that names none (a panic's message, a crash's last words) belongs to the
+//! invocation under way: the one whose `platform.start` came last and whose
+//! `platform.runtimeDone` has not come yet.
 
 use std::collections::VecDeque;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use hyper::{Method, StatusCode};
@@ -41,6 +47,22 @@ struct RequestState {
     runtime_done: bool,
 }
 
+/// The requests remembered, and the invocation under way.
+struct Requests {
+    by_id: LruCache<String, RequestState>,
+    /// The request between its `platform.start` and its `platform.runtimeDone`, when the
+    /// environment runs one invocation at a time.
+    current: Option<String>,
+}
+
+impl Requests {
+    /// The state of `request_id`, remembered from now on if it was not.
+    fn state(&mut self, request_id: &str) -> &mut RequestState {
+        self.by_id
+            .get_or_insert_mut_ref(request_id, RequestState::default)
+    }
+}
+
 /// A failure seen in a platform record.
 struct Failure {
     request_id: String,
@@ -51,8 +73,9 @@ struct Failure {
 
 /// Reads telemetry batches; see the [module docs](self).
 pub struct Telemetry {
-    requests: Mutex<LruCache<String, RequestState>>,
+    requests: Mutex<Requests>,
     lines_per_request: usize,
+    one_at_a_time: bool,
     routing: Arc<ErrorRouting>,
     queue: Queue,
     metrics: MetricsLayer,
@@ -76,10 +99,12 @@ impl Telemetry {
     /// metrics with `metrics`.
     pub fn new(routing: Arc<ErrorRouting>, queue: Queue, metrics: MetricsLayer) -> Self {
         Self {
-            requests: Mutex::new(LruCache::new(
-                NonZeroUsize::new(REQUESTS_KEPT).unwrap_or(NonZeroUsize::MIN),
-            )),
+            requests: Mutex::new(Requests {
+                by_id: LruCache::new(NonZeroUsize::new(REQUESTS_KEPT).unwrap_or(NonZeroUsize::MIN)),
+                current: None,
+            }),
             lines_per_request: DEFAULT_LINES_PER_REQUEST,
+            one_at_a_time: true,
             routing,
             queue,
             metrics,
@@ -90,6 +115,15 @@ impl Telemetry {
     /// Keeps `lines` log lines per request (default [`DEFAULT_LINES_PER_REQUEST`]).
     pub fn lines_per_request(mut self, lines: usize) -> Self {
         self.lines_per_request = lines;
+        self
+    }
+
+    /// Whether the environment runs one invocation at a time (the default; Lambda's
+    /// `AWS_LAMBDA_MAX_CONCURRENCY` unset or 1): then the lines that name no request belong to
+    /// the invocation under way. With more at once, only the lines that name their request are
+    /// kept.
+    pub fn one_invocation_at_a_time(mut self, one: bool) -> Self {
+        self.one_at_a_time = one;
         self
     }
 
@@ -125,11 +159,9 @@ impl Telemetry {
         // Only now are failed requests finished: a wait that ends on them also waits for their
         // envelopes.
         if !finished.is_empty() {
-            let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut requests = self.lock();
             for request_id in finished {
-                requests
-                    .get_or_insert_mut(request_id, RequestState::default)
-                    .runtime_done = true;
+                requests.state(&request_id).runtime_done = true;
             }
         }
         self.batches.send_modify(|n| *n += 1);
@@ -141,11 +173,18 @@ impl Telemetry {
     pub async fn runtime_done(&self, request_id: &str, deadline: Instant) -> bool {
         let mut batches = self.batches.subscribe();
         let done = batches.wait_for(|_| {
-            let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-            requests.get(request_id).is_some_and(|state| state.runtime_done)
+            let mut requests = self.lock();
+            requests
+                .by_id
+                .get(request_id)
+                .is_some_and(|state| state.runtime_done)
         });
         let done = tokio::time::timeout_at(deadline.into(), done).await;
         matches!(done, Ok(Ok(_)))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Requests> {
+        self.requests.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Applies each record; returns the failures to route.
@@ -156,6 +195,7 @@ impl Telemetry {
             let record = &item["record"];
             let known = match item["type"].as_str() {
                 Some("function") => self.function_line(record),
+                Some("platform.start") => self.started(record),
                 Some("platform.runtimeDone") => self.done(record, false, &mut failures),
                 Some("platform.report") => self.done(record, true, &mut failures),
                 Some("platform.logsDropped") => dropped(record),
@@ -171,27 +211,42 @@ impl Telemetry {
         (read, failures)
     }
 
-    /// A line the function logged: kept for its request (Keel's JSON lines carry
-    /// `function_request_id`).
+    /// A line the function logged: kept for the request it names (Keel's JSON lines carry
+    /// `function_request_id`), or else for the invocation under way (one at a time).
     fn function_line(&self, record: &Value) -> bool {
         let line = match record {
             Value::String(text) => serde_json::from_str(text).unwrap_or_else(|_| record.clone()),
             other => other.clone(),
         };
-        let Some(request_id) = ["function_request_id", "requestId", "AWSRequestId"]
+        let named = ["function_request_id", "requestId", "AWSRequestId"]
             .iter()
-            .find_map(|field| line[field].as_str())
-            .map(str::to_owned)
-        else {
-            return true;
+            .find_map(|field| line[field].as_str());
+        let mut guard = self.lock();
+        let requests = &mut *guard;
+        let request_id = match (named, &requests.current) {
+            (Some(request_id), _) => request_id,
+            (None, Some(current)) if self.one_at_a_time => current,
+            (None, _) => return true,
         };
-        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-        let state = requests.get_or_insert_mut(request_id, RequestState::default);
+        let state = requests
+            .by_id
+            .get_or_insert_mut_ref(request_id, RequestState::default);
         if state.lines.len() == self.lines_per_request {
             state.lines.pop_front();
         }
         if self.lines_per_request > 0 {
             state.lines.push_back(line);
+        }
+        true
+    }
+
+    /// `platform.start`: the invocation under way, when they come one at a time.
+    fn started(&self, record: &Value) -> bool {
+        let Some(request_id) = record["requestId"].as_str() else {
+            return false;
+        };
+        if self.one_at_a_time {
+            self.lock().current = Some(request_id.to_owned());
         }
         true
     }
@@ -217,8 +272,11 @@ impl Telemetry {
         let Some(status) = record["status"].as_str() else {
             return false;
         };
-        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-        let state = requests.get_or_insert_mut(request_id.to_owned(), RequestState::default);
+        let mut requests = self.lock();
+        if requests.current.as_deref() == Some(request_id) {
+            requests.current = None;
+        }
+        let state = requests.state(request_id);
         let (class, metric) = match status {
             "timeout" => (ErrorClass::Timeout, &catalog::INVOCATION_TIMEOUT),
             "failure" => (ErrorClass::Crash, &catalog::RUNTIME_CRASH),
@@ -261,8 +319,8 @@ impl Telemetry {
     /// Builds and queues the envelope of `failure` (once per request); whether it was queued.
     fn route(&self, failure: Failure) -> bool {
         let lines = {
-            let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-            let state = requests.get_or_insert_mut(failure.request_id.clone(), RequestState::default);
+            let mut requests = self.lock();
+            let state = requests.state(&failure.request_id);
             if state.routed {
                 return false;
             }
