@@ -83,7 +83,7 @@ async fn the_function_relays_its_error_to_the_extension_which_publishes_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_shutdown_the_extension_publishes_every_pending_envelope() {
+async fn on_shutdown_every_pending_envelope_is_published_or_logged_whole() {
     let moto = Moto::start().expect("moto starts");
     let (topic, on_call) = moto.subscribed_topic("booking-errors").await.unwrap();
     build_binary("booking-api").expect("booking-api builds");
@@ -148,30 +148,55 @@ async fn on_shutdown_the_extension_publishes_every_pending_envelope() {
         .find(|l| l.contains("the relay's queue is drained"))
         .and_then(|l| serde_json::from_str(l).ok())
         .unwrap();
-    assert_eq!(
-        drained["logged"],
-        0,
-        "nothing left for the log\n{}",
-        extension.output()
-    );
     assert!(
-        drained["published"].as_u64().unwrap() > 0,
+        drained["published"].as_u64().unwrap_or(0) > 0,
         "envelopes were pending at SHUTDOWN\n{}",
         extension.output()
     );
 
+    // What the window left no time for (a loaded machine publishes fewer in 2 s) is in the
+    // extension's log, whole.
+    let logged = drained["logged"].as_u64().unwrap_or(0) as usize;
+    let in_log: Vec<keel_runtime::routing::Envelope> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["message"] == "keel.routed_error")
+        .filter_map(|l| match &l["envelope"] {
+            serde_json::Value::String(text) => serde_json::from_str(text).ok(),
+            object => serde_json::from_value(object.clone()).ok(),
+        })
+        .collect();
+    assert!(
+        in_log.len() >= logged,
+        "{logged} envelopes logged for lack of time, {} found in the log\n{}",
+        in_log.len(),
+        extension.output()
+    );
     let received = moto
-        .wait_for_messages(&on_call, burst + 1, Duration::from_secs(30))
+        .wait_for_messages(&on_call, burst + 1 - logged, Duration::from_secs(30))
         .await
         .unwrap();
-    let envelopes: Vec<keel_runtime::routing::Envelope> = received
+    let published: Vec<keel_runtime::routing::Envelope> = received
         .iter()
         .map(|m| serde_json::from_str(m.body().unwrap()).unwrap())
         .collect();
-    let ids: std::collections::HashSet<&str> = envelopes.iter().map(|e| e.id.as_str()).collect();
-    assert_eq!(received.len(), burst + 1, "every envelope reached the queue");
-    assert_eq!(ids.len(), burst + 1, "each once");
-    let mut types: Vec<&str> = envelopes.iter().map(|e| e.error_type.as_str()).collect();
+    let published_ids: std::collections::HashSet<&str> = published.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(published_ids.len(), published.len(), "each published once");
+    let mut all = published_ids.clone();
+    all.extend(in_log.iter().map(|e| e.id.as_str()));
+    assert_eq!(
+        all.len(),
+        burst + 1,
+        "every envelope reached the queue ({}) or the log ({})\n{}",
+        published.len(),
+        in_log.len(),
+        extension.output()
+    );
+    let mut types: Vec<&str> = published
+        .iter()
+        .chain(&in_log)
+        .map(|e| e.error_type.as_str())
+        .collect();
     types.sort();
     types.dedup();
     assert_eq!(types, ["Booking.PartnerDown", "Keel.InvalidEvent"]);
