@@ -2,41 +2,95 @@
 //! once; the extension publishes them off the response path, and drains what is left on
 //! SHUTDOWN.
 //!
-//! Once SHUTDOWN asks for a drain, every publish, the one under way included, is raced against
-//! the drain's deadline: an envelope that cannot be published in time is written whole to the
-//! log.
+//! The queue is bounded twice, by envelopes and by bytes ([`Limits`]): past either it refuses
+//! (`503`), and the function publishes the envelope itself. Once SHUTDOWN asks for a drain,
+//! every publish, the one under way included, is raced against the drain's deadline: an
+//! envelope that cannot be published in time is written whole to the log.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
-use keel_runtime::routing::{Envelope, ErrorRouting};
+use keel_runtime::routing::{Envelope, ErrorRouting, MAX_MESSAGE_BYTES};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::http::Answer;
 
-/// Envelopes waiting to be published, by default.
+/// Envelopes waiting to be published, by default (`KEEL_RELAY_CAPACITY`).
 pub const DEFAULT_CAPACITY: usize = 1024;
+
+/// Bytes of envelopes waiting to be published, by default (`KEEL_RELAY_MAX_BYTES`): 16 MiB.
+pub const DEFAULT_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// The largest body the relay reads: one envelope, which the runtime keeps under SNS's limit
+/// ([`MAX_MESSAGE_BYTES`]), with 16 KiB to spare. A larger one is refused (`413`) and the
+/// function publishes it itself.
+pub const MAX_ENVELOPE_BYTES: usize = MAX_MESSAGE_BYTES + 16 * 1024;
 
 /// Time kept back from the SHUTDOWN deadline: envelopes not published by then are logged.
 const SHUTDOWN_MARGIN: Duration = Duration::from_millis(300);
+
+/// How much the queue holds before it refuses envelopes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Envelopes (`KEEL_RELAY_CAPACITY`).
+    pub envelopes: usize,
+    /// Bytes of envelopes, as JSON (`KEEL_RELAY_MAX_BYTES`).
+    pub bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            envelopes: DEFAULT_CAPACITY,
+            bytes: DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+impl Limits {
+    /// `envelopes` envelopes, and the default byte budget.
+    pub fn envelopes(envelopes: usize) -> Self {
+        Self {
+            envelopes,
+            ..Self::default()
+        }
+    }
+}
+
+/// What the queue holds and has not finished with.
+#[derive(Clone, Copy, Debug, Default)]
+struct Outstanding {
+    envelopes: usize,
+    bytes: usize,
+}
+
+/// An envelope in the queue, with its size as JSON.
+struct Queued {
+    envelope: Envelope,
+    bytes: usize,
+}
 
 /// The sending side of the queue: the relay's listener and the telemetry processor put
 /// envelopes here.
 #[derive(Clone, Debug)]
 pub struct Queue {
-    sender: mpsc::Sender<Envelope>,
-    /// Envelopes queued and not yet published.
-    outstanding: Arc<watch::Sender<usize>>,
+    sender: mpsc::Sender<Queued>,
+    max_bytes: usize,
+    /// Queued and not yet published.
+    outstanding: Arc<watch::Sender<Outstanding>>,
 }
 
 /// Why an envelope was not queued.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Refused {
-    /// The queue is full: the sender publishes it itself.
+    /// The queue holds as many envelopes as it may: the sender publishes it itself.
     #[error("the relay's queue is full ({0} envelopes); publish directly")]
     Full(usize),
+    /// The envelope would take the queue past its byte budget: the sender publishes it itself.
+    #[error("the relay's queue is full ({0} bytes); publish directly")]
+    OverBudget(usize),
     /// The publisher has stopped (the extension is shutting down).
     #[error("the relay is shutting down; publish directly")]
     Closed,
@@ -45,10 +99,28 @@ pub enum Refused {
 impl Queue {
     /// Queues `envelope` for publishing, without waiting.
     pub fn push(&self, envelope: Envelope) -> Result<(), Refused> {
+        let bytes = json_len(&envelope);
+        self.enqueue(envelope, bytes)
+    }
+
+    /// Queues `envelope`, `bytes` long as JSON.
+    fn enqueue(&self, envelope: Envelope, bytes: usize) -> Result<(), Refused> {
         // Counted before it is queued, so that the publisher never finishes it uncounted.
-        self.outstanding.send_modify(|n| *n += 1);
-        self.sender.try_send(envelope).map_err(|error| {
-            self.outstanding.send_modify(|n| *n = n.saturating_sub(1));
+        let mut within = false;
+        self.outstanding.send_if_modified(|outstanding| {
+            within = outstanding.bytes.saturating_add(bytes) <= self.max_bytes;
+            if within {
+                outstanding.envelopes += 1;
+                outstanding.bytes += bytes;
+            }
+            within
+        });
+        if !within {
+            return Err(Refused::OverBudget(self.max_bytes));
+        }
+        self.sender.try_send(Queued { envelope, bytes }).map_err(|error| {
+            self.outstanding
+                .send_modify(|outstanding| outstanding.release(bytes));
             match error {
                 mpsc::error::TrySendError::Full(_) => Refused::Full(self.sender.max_capacity()),
                 mpsc::error::TrySendError::Closed(_) => Refused::Closed,
@@ -63,12 +135,17 @@ impl Queue {
     /// the function handed over goes out within its invocation.
     pub async fn settled(&self, deadline: Instant) -> bool {
         let mut outstanding = self.outstanding.subscribe();
-        let settled = tokio::time::timeout_at(deadline.into(), outstanding.wait_for(|n| *n == 0)).await;
+        let settled = tokio::time::timeout_at(
+            deadline.into(),
+            outstanding.wait_for(|outstanding| outstanding.envelopes == 0),
+        )
+        .await;
         matches!(settled, Ok(Ok(_)))
     }
 
     /// The relay's answer to `POST /envelopes`: `202` queued, `503` full (the runtime then
-    /// publishes itself), `400` not an envelope, `404` any other request.
+    /// publishes itself), `400` not an envelope, `404` any other request. (Its listener
+    /// answers `413` to a body over [`MAX_ENVELOPE_BYTES`].)
     pub fn answer(&self, method: Method, path: &str, body: &Bytes) -> Answer {
         if method != Method::POST || path != "/envelopes" {
             return (StatusCode::NOT_FOUND, "POST /envelopes only".into());
@@ -82,22 +159,48 @@ impl Queue {
                 )
             }
         };
-        match self.push(envelope) {
+        match self.enqueue(envelope, body.len()) {
             Ok(()) => (StatusCode::ACCEPTED, String::new()),
             Err(refused) => (StatusCode::SERVICE_UNAVAILABLE, refused.to_string()),
         }
     }
 }
 
+impl Outstanding {
+    /// One envelope of `bytes` is off the queue for good.
+    fn release(&mut self, bytes: usize) {
+        self.envelopes = self.envelopes.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(bytes);
+    }
+}
+
+/// The length of `envelope` as JSON, counted without keeping the text.
+fn json_len(envelope: &Envelope) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail, nor can an envelope's serialization.
+    let _ = serde_json::to_writer(&mut count, envelope);
+    count.0
+}
+
 /// The publishing side: one task publishes queued envelopes through `routing`, one at a time.
 pub struct Publisher {
-    receiver: mpsc::Receiver<Envelope>,
+    receiver: mpsc::Receiver<Queued>,
     routing: Arc<ErrorRouting>,
     /// The SHUTDOWN deadline, once a drain is asked for.
     deadline: watch::Receiver<Option<Instant>>,
     /// Where the drain's outcome goes.
     drained: oneshot::Sender<Drained>,
-    outstanding: Arc<watch::Sender<usize>>,
+    outstanding: Arc<watch::Sender<Outstanding>>,
 }
 
 /// What a drain did.
@@ -129,16 +232,17 @@ impl ShutdownHandle {
     }
 }
 
-/// A queue of `capacity` envelopes, the publisher that empties it, and the handle that drains
-/// it on SHUTDOWN.
-pub fn queue(capacity: usize, routing: Arc<ErrorRouting>) -> (Queue, Publisher, ShutdownHandle) {
-    let (sender, receiver) = mpsc::channel(capacity.max(1));
+/// A queue bounded by `limits`, the publisher that empties it, and the handle that drains it
+/// on SHUTDOWN.
+pub fn queue(limits: Limits, routing: Arc<ErrorRouting>) -> (Queue, Publisher, ShutdownHandle) {
+    let (sender, receiver) = mpsc::channel(limits.envelopes.max(1));
     let (deadline_sender, deadline) = watch::channel(None);
     let (drained_sender, drained) = oneshot::channel();
-    let outstanding = Arc::new(watch::Sender::new(0));
+    let outstanding = Arc::new(watch::Sender::new(Outstanding::default()));
     (
         Queue {
             sender,
+            max_bytes: limits.bytes,
             outstanding: outstanding.clone(),
         },
         Publisher {
@@ -174,12 +278,12 @@ impl Publisher {
                 }
             };
             // Closed and empty, or every queue dropped.
-            let Some(envelope) = next else {
+            let Some(Queued { envelope, bytes }) = next else {
                 break;
             };
             let published = self.publish(&envelope).await;
-            // One envelope is off the queue for good.
-            self.outstanding.send_modify(|n| *n = n.saturating_sub(1));
+            self.outstanding
+                .send_modify(|outstanding| outstanding.release(bytes));
             // The envelope under way when the drain was asked for counts in it.
             if self.deadline.borrow().is_some() {
                 if published {

@@ -31,7 +31,7 @@ fn body(envelope: &keel_runtime::routing::Envelope) -> Bytes {
 async fn the_relay_acknowledges_at_once_and_says_when_it_is_full() {
     let routing = Arc::new(ErrorRouting::new("svc"));
     // No publisher running: the queue fills.
-    let (queue, _publisher, _shutdown) = relay::queue(2, routing.clone());
+    let (queue, _publisher, _shutdown) = relay::queue(relay::Limits::envelopes(2), routing.clone());
     for n in 0..2 {
         let (status, _) = queue.answer(Method::POST, "/envelopes", &body(&envelope(&routing, n)));
         assert_eq!(status, StatusCode::ACCEPTED);
@@ -49,13 +49,54 @@ async fn the_relay_acknowledges_at_once_and_says_when_it_is_full() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+#[tokio::test]
+async fn the_relay_says_when_its_byte_budget_is_spent_and_takes_more_once_published() {
+    let routing = Arc::new(ErrorRouting::new("svc"));
+    // Every envelope here is as long as this one.
+    let one = body(&envelope(&routing, 0)).len();
+    let limits = relay::Limits {
+        envelopes: 100,
+        bytes: 2 * one + one / 2,
+    };
+    let (queue, publisher, _shutdown) = relay::queue(limits, routing.clone());
+    for n in 0..2 {
+        let (status, reason) = queue.answer(Method::POST, "/envelopes", &body(&envelope(&routing, n)));
+        assert_eq!(status, StatusCode::ACCEPTED, "{reason}");
+    }
+    let (status, reason) = queue.answer(Method::POST, "/envelopes", &body(&envelope(&routing, 2)));
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{reason}");
+    assert_eq!(
+        reason,
+        format!(
+            "the relay's queue is full ({} bytes); publish directly",
+            limits.bytes
+        )
+    );
+    assert_eq!(
+        queue.push(envelope(&routing, 3)),
+        Err(relay::Refused::OverBudget(limits.bytes)),
+        "the extension's own envelopes count too"
+    );
+
+    // Published (to the log: no sinks), the bytes are free again.
+    tokio::spawn(publisher.run());
+    assert!(
+        queue.settled(Instant::now() + Duration::from_secs(10)).await,
+        "the publisher empties the queue"
+    );
+    for n in 4..6 {
+        let (status, reason) = queue.answer(Method::POST, "/envelopes", &body(&envelope(&routing, n)));
+        assert_eq!(status, StatusCode::ACCEPTED, "{reason}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relayed_envelopes_are_published_and_shutdown_drains_the_rest() {
     let moto = Moto::start().expect("moto starts");
     let (topic, on_call) = moto.subscribed_topic("keel-errors").await.unwrap();
     let routing = Arc::new(ErrorRouting::new("svc").topic(moto.sns(), &topic));
 
-    let (queue, publisher, mut shutdown) = relay::queue(1024, routing.clone());
+    let (queue, publisher, mut shutdown) = relay::queue(relay::Limits::envelopes(1024), routing.clone());
     tokio::spawn(publisher.run());
     for n in 0..50 {
         assert_eq!(
@@ -84,7 +125,7 @@ async fn relayed_envelopes_are_published_and_shutdown_drains_the_rest() {
 #[tokio::test]
 async fn with_no_time_left_shutdown_logs_what_is_pending() {
     let routing = Arc::new(ErrorRouting::new("svc"));
-    let (queue, publisher, mut shutdown) = relay::queue(16, routing.clone());
+    let (queue, publisher, mut shutdown) = relay::queue(relay::Limits::envelopes(16), routing.clone());
     for n in 0..10 {
         queue.push(envelope(&routing, n)).unwrap();
     }
@@ -147,7 +188,7 @@ async fn a_publish_under_way_at_shutdown_ends_with_the_window_and_every_envelope
             )
             .fallback_budget(Duration::from_secs(10)),
     );
-    let (queue, publisher, mut shutdown) = relay::queue(16, routing.clone());
+    let (queue, publisher, mut shutdown) = relay::queue(relay::Limits::envelopes(16), routing.clone());
     tokio::spawn(publisher.run());
     let envelopes: Vec<_> = (0..5).map(|n| envelope(&routing, n)).collect();
     for envelope in &envelopes {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use keel_extension::relay;
-use keel_extension::telemetry::Telemetry;
+use keel_extension::telemetry::{Telemetry, MAX_BATCH_BYTES, MAX_LINE_BYTES};
 use keel_runtime::output::{CapturedLines, Output};
 use keel_runtime::routing::{Envelope, ErrorClass, ErrorRouting, Source};
 use keel_runtime::Keel;
@@ -90,16 +90,20 @@ async fn listener_with(configure: impl FnOnce(Telemetry) -> Telemetry) -> Listen
     let (output, metrics) = Output::memory();
     let keel = Keel::new("booking-api").output(output);
     let routing = Arc::new(ErrorRouting::new("booking-api"));
-    let (queue, publisher, _shutdown) = relay::queue(64, routing.clone());
+    let (queue, publisher, _shutdown) = relay::queue(relay::Limits::envelopes(64), routing.clone());
     tokio::spawn(publisher.run());
     let telemetry = Telemetry::new(routing, queue, keel.metrics_layer()).lines_per_request(3);
     let telemetry = Arc::new(configure(telemetry));
     let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/", socket.local_addr().unwrap());
-    tokio::spawn(keel_extension::http::serve(socket, move |method, _path, body| {
-        let telemetry = telemetry.clone();
-        async move { telemetry.answer(method, &body).await }
-    }));
+    tokio::spawn(keel_extension::http::serve(
+        socket,
+        MAX_BATCH_BYTES,
+        move |method, _path, body| {
+            let telemetry = telemetry.clone();
+            async move { telemetry.answer(method, &body).await }
+        },
+    ));
     Listener {
         url,
         metrics,
@@ -319,4 +323,33 @@ async fn a_crash_carries_the_plain_lines_printed_between_its_start_and_its_end()
     let last = last_lines(&envelope);
     assert_eq!(last.len(), 1, "only the line that names its request: {last:?}");
     assert_eq!(last[0]["message"], "loading the booking");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_line_is_kept_cut_and_marked() {
+    let listener = listener().await;
+    let huge = "x".repeat(100_000);
+    let batch = json!([
+        start("h-huge"),
+        line("h-huge", &huge),
+        text(&huge),
+        line("h-huge", "the last words"),
+        crash("h-huge"),
+    ]);
+    assert_eq!(listener.post(batch).await.0, 200);
+    let envelope = listener.envelopes("h-huge", 1).await.remove(0);
+    let last = last_lines(&envelope);
+    assert_eq!(last.len(), 3, "{last:?}");
+    for cut in &last[..2] {
+        assert_eq!(cut["keel_truncated"], true, "{cut}");
+        let bytes = cut["bytes"].as_u64().unwrap_or(0);
+        assert!(bytes >= 100_000, "the line's full size: {cut}");
+        let kept = cut["text"].as_str().unwrap_or_default();
+        assert!(
+            !kept.is_empty() && kept.len() <= MAX_LINE_BYTES,
+            "its start, no more than {MAX_LINE_BYTES} bytes: {} bytes",
+            kept.len()
+        );
+    }
+    assert_eq!(last[2]["message"], "the last words");
 }
