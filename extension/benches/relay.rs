@@ -26,12 +26,18 @@ fn route_one_error(c: &mut Criterion) {
     let direct = ErrorRouting::new("bench").topic(moto.sns(), &topic);
     let relay_addr = runtime.block_on(async {
         let publishing = Arc::new(ErrorRouting::new("bench").topic(moto.sns(), &topic));
-        let (queue, publisher, _shutdown) = relay::queue(100_000, publishing);
+        // Unbounded in bytes: the benchmark measures the relay's answer, never a refusal.
+        let limits = relay::Limits {
+            envelopes: 100_000,
+            bytes: usize::MAX,
+        };
+        let (queue, publisher, _shutdown) = relay::queue(limits, publishing);
         tokio::spawn(publisher.run());
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
         let addr = listener.local_addr().expect("bound");
         tokio::spawn(keel_extension::http::serve(
             listener,
+            relay::MAX_ENVELOPE_BYTES,
             move |method, path, body| {
                 let answer = queue.answer(method, &path, &body);
                 async move { answer }

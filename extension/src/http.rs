@@ -1,12 +1,14 @@
-//! A small HTTP/1 server for the extension's two listeners (telemetry and relay).
+//! A small HTTP/1 server for the extension's two listeners (telemetry and relay), each reading
+//! bodies up to a cap.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Body, Incoming};
+use hyper::header::{HeaderValue, CONNECTION};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -18,7 +20,11 @@ pub type Answer = (StatusCode, String);
 
 /// Serves every connection `listener` accepts with `handle` (method, path, body), until the
 /// process ends. A connection that fails is logged; the listener keeps running.
-pub async fn serve<H, F>(listener: TcpListener, handle: H)
+///
+/// A body longer than `max_body` bytes is never read whole: it is answered `413 Payload Too
+/// Large` at once when its `Content-Length` says so, else as soon as the bytes read pass the
+/// cap; the connection is then closed.
+pub async fn serve<H, F>(listener: TcpListener, max_body: usize, handle: H)
 where
     H: Fn(hyper::Method, String, Bytes) -> F + Send + Sync + 'static,
     F: Future<Output = Answer> + Send + 'static,
@@ -38,16 +44,19 @@ where
                 let handle = handle.clone();
                 async move {
                     let (parts, body) = request.into_parts();
-                    let answer = match body.collect().await {
-                        Ok(body) => handle(parts.method, parts.uri.path().to_owned(), body.to_bytes()).await,
-                        Err(error) => (
-                            StatusCode::BAD_REQUEST,
-                            format!("the body could not be read: {error}"),
-                        ),
+                    let path = parts.uri.path().to_owned();
+                    let (status, text) = match read_body(body, max_body).await {
+                        Ok(body) => handle(parts.method, path, body).await,
+                        Err(refused) => refused,
                     };
-                    let (status, text) = answer;
                     let mut response = Response::new(Full::new(Bytes::from(text)));
                     *response.status_mut() = status;
+                    if status == StatusCode::PAYLOAD_TOO_LARGE {
+                        // The rest of the body is not read: the connection ends here.
+                        response
+                            .headers_mut()
+                            .insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
                     Ok::<_, Infallible>(response)
                 }
             });
@@ -58,5 +67,33 @@ where
                 tracing::debug!(peer = %peer, error = %error, "a connection ended with an error");
             }
         });
+    }
+}
+
+/// The whole body, at most `max` bytes; otherwise the answer that refuses it.
+async fn read_body(body: Incoming, max: usize) -> Result<Bytes, Answer> {
+    let too_large = |announced: Option<u64>| {
+        tracing::warn!(
+            max_bytes = max,
+            announced_bytes = announced,
+            "a request body over the cap was refused"
+        );
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("bodies are limited to {max} bytes"),
+        )
+    };
+    // The announced length (Content-Length), checked before anything is read.
+    let announced = body.size_hint().exact();
+    if announced.is_some_and(|length| length > max as u64) {
+        return Err(too_large(announced));
+    }
+    match Limited::new(body, max).collect().await {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => Err(too_large(None)),
+        Err(error) => Err((
+            StatusCode::BAD_REQUEST,
+            format!("the body could not be read: {error}"),
+        )),
     }
 }

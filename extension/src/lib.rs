@@ -6,10 +6,13 @@
 //! - [`telemetry`]: `platform.report` becomes metrics (`DurationMs`, `BilledDurationMs`,
 //!   `MaxMemoryUsedMB`, `InitDurationMs`); a `platform.runtimeDone`/`platform.report` with status
 //!   `timeout` or `failure` becomes `InvocationTimeout`/`RuntimeCrash` and a routed envelope
-//!   (`source: extension`) holding the last lines the function logged for that request.
+//!   (`source: extension`) holding the last lines the function logged for that request (those
+//!   that name no request too, when invocations come one at a time).
 //! - [`relay`]: the function POSTs routed error envelopes to `KEEL_EXTENSION_ADDR` and gets
-//!   `202` at once; a bounded queue is published off the response path (SNS → DLQ → log, as in
-//!   the function), and drained within the SHUTDOWN deadline.
+//!   `202` at once; a queue bounded in envelopes and bytes is published off the response path
+//!   (SNS → DLQ → log, as in the function), and drained within the SHUTDOWN deadline: what
+//!   cannot be published in time is written whole to the log.
+//! - [`http`]: both listeners read bodies up to a cap, and answer `413` past it.
 //! - [`flush`]: by default the extension lets Lambda freeze the environment only once the
 //!   invocation's runtime is done and the relay has published what it was handed.
 //!

@@ -6,10 +6,15 @@
 //! | `KEEL_EXTENSION_ADDR` | where the relay listens (127.0.0.1 only) | `127.0.0.1:9124` |
 //! | `KEEL_TELEMETRY_ADDR` | where the Telemetry API listener listens, and the host Lambda sends to | `sandbox.localdomain:9125` |
 //! | `KEEL_RELAY_CAPACITY` | envelopes the relay holds before it answers 503 | `1024` |
+//! | `KEEL_RELAY_MAX_BYTES` | bytes of envelopes (as JSON) the relay holds before it answers 503 | `16777216` (16 MiB) |
 //! | `KEEL_EXTENSION_FLUSH` | `end`: publish what the function relayed before Lambda may freeze the environment after each invocation; `lazy`: whenever the environment runs (see `keel_extension::flush`) | `end` |
 //! | `KEEL_ERROR_TOPIC_ARN` / `KEEL_DLQ_URL` | where envelopes are published | log only |
+//! | `AWS_LAMBDA_MAX_CONCURRENCY` | (set by Lambda) invocations at once: with more than 1, only the lines that name their request go into a crash's envelope | `1` |
+//!
+//! A malformed value stops the extension with an error naming the variable and what it expects.
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,10 +23,10 @@ use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use keel_extension::flush::{EndOfInvocation, Flush};
 use keel_extension::http;
-use keel_extension::relay::{self, ShutdownHandle};
-use keel_extension::telemetry::Telemetry;
+use keel_extension::relay::{self, Limits, ShutdownHandle};
+use keel_extension::telemetry::{Telemetry, MAX_BATCH_BYTES, SUBSCRIBED_BATCH_BYTES};
 use keel_runtime::routing::{ErrorRouting, DEFAULT_RELAY_ADDR};
-use keel_runtime::{BoxError, Keel};
+use keel_runtime::{BoxError, ConfigError, Keel};
 use lambda_extension::{service_fn, Extension, LambdaEvent, NextEvent};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
@@ -45,8 +50,30 @@ fn var(name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// The whole number in `name`, or `default` when it is unset.
+fn whole_number(name: &'static str, expected: &'static str, default: usize) -> Result<usize, ConfigError> {
+    match var(name) {
+        None => Ok(default),
+        Some(value) => value.parse().map_err(|_| ConfigError::InvalidVariable {
+            variable: name,
+            value,
+            expected,
+        }),
+    }
+}
+
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("keel-extension: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), BoxError> {
     // The function's service (`KEEL_SERVICE`, else the function's name): its dashboards show these too.
     let keel = Keel::from_env("").await?;
     let metrics = keel.init().unwrap_or_else(|error| {
@@ -55,14 +82,20 @@ async fn main() -> Result<(), BoxError> {
     });
     // The extension publishes itself: its routing never relays.
     let routing = Arc::new(ErrorRouting::from_env("").await?.without_relay());
-    let capacity = match var("KEEL_RELAY_CAPACITY") {
-        Some(value) => value
-            .parse()
-            .map_err(|_| format!("KEEL_RELAY_CAPACITY={value:?} is not a whole number"))?,
-        None => relay::DEFAULT_CAPACITY,
+    let limits = Limits {
+        envelopes: whole_number(
+            "KEEL_RELAY_CAPACITY",
+            "a whole number of envelopes",
+            relay::DEFAULT_CAPACITY,
+        )?,
+        bytes: whole_number(
+            "KEEL_RELAY_MAX_BYTES",
+            "a whole number of bytes",
+            relay::DEFAULT_MAX_BYTES,
+        )?,
     };
     let flush: Flush = var("KEEL_EXTENSION_FLUSH").map_or(Ok(Flush::End), |v| v.parse())?;
-    let (queue, publisher, shutdown) = relay::queue(capacity, routing.clone());
+    let (queue, publisher, shutdown) = relay::queue(limits, routing.clone());
     tokio::spawn(publisher.run());
 
     let relay_addr: SocketAddr = var("KEEL_EXTENSION_ADDR")
@@ -77,20 +110,30 @@ async fn main() -> Result<(), BoxError> {
     }
     let relay_listener = TcpListener::bind(relay_addr).await?;
     let relay_queue = queue.clone();
-    tokio::spawn(http::serve(relay_listener, move |method, path, body: Bytes| {
-        let answer = relay_queue.answer(method, &path, &body);
-        async move { answer }
-    }));
+    tokio::spawn(http::serve(
+        relay_listener,
+        relay::MAX_ENVELOPE_BYTES,
+        move |method, path, body: Bytes| {
+            let answer = relay_queue.answer(method, &path, &body);
+            async move { answer }
+        },
+    ));
 
     let telemetry_addr = var("KEEL_TELEMETRY_ADDR").unwrap_or_else(|| DEFAULT_TELEMETRY_ADDR.to_owned());
-    let telemetry = Arc::new(Telemetry::new(routing, queue.clone(), metrics));
+    let one_at_a_time = matches!(var("AWS_LAMBDA_MAX_CONCURRENCY").as_deref(), None | Some("1"));
+    let telemetry =
+        Arc::new(Telemetry::new(routing, queue.clone(), metrics).one_invocation_at_a_time(one_at_a_time));
     let telemetry_listener = match TcpListener::bind(&telemetry_addr).await {
         Ok(listener) => {
             let telemetry = telemetry.clone();
-            tokio::spawn(http::serve(listener, move |method, _path, body: Bytes| {
-                let telemetry = telemetry.clone();
-                async move { telemetry.answer(method, &body).await }
-            }));
+            tokio::spawn(http::serve(
+                listener,
+                MAX_BATCH_BYTES,
+                move |method, _path, body: Bytes| {
+                    let telemetry = telemetry.clone();
+                    async move { telemetry.answer(method, &body).await }
+                },
+            ));
             true
         }
         Err(error) => {
@@ -189,7 +232,7 @@ async fn subscribe(extension_id: &str, listener: &str, flush: Flush) -> Result<(
         "schemaVersion": "2022-12-13",
         "destination": {"protocol": "HTTP", "URI": format!("http://{listener}")},
         "types": ["platform", "function"],
-        "buffering": {"maxItems": 1000, "maxBytes": 262_144, "timeoutMs": timeout_ms},
+        "buffering": {"maxItems": 1000, "maxBytes": SUBSCRIBED_BATCH_BYTES, "timeoutMs": timeout_ms},
     });
     let authority = api.split('/').next().unwrap_or(api).to_owned();
     let stream = tokio::net::TcpStream::connect(&authority).await?;

@@ -1,38 +1,96 @@
 //! The relay: the function hands routed errors over (`POST /envelopes`) and gets an answer at
 //! once; the extension publishes them off the response path, and drains what is left on
 //! SHUTDOWN.
+//!
+//! The queue is bounded twice, by envelopes and by bytes ([`Limits`]): past either it refuses
+//! (`503`), and the function publishes the envelope itself. Once SHUTDOWN asks for a drain,
+//! every publish, the one under way included, is raced against the drain's deadline: an
+//! envelope that cannot be published in time is written whole to the log.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
-use keel_runtime::routing::{Envelope, ErrorRouting};
+use keel_runtime::routing::{Envelope, ErrorRouting, MAX_MESSAGE_BYTES};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::http::Answer;
 
-/// Envelopes waiting to be published, by default.
+/// Envelopes waiting to be published, by default (`KEEL_RELAY_CAPACITY`).
 pub const DEFAULT_CAPACITY: usize = 1024;
+
+/// Bytes of envelopes waiting to be published, by default (`KEEL_RELAY_MAX_BYTES`): 16 MiB.
+pub const DEFAULT_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// The largest body the relay reads: one envelope, which the runtime keeps under SNS's limit
+/// ([`MAX_MESSAGE_BYTES`]), with 16 KiB to spare. A larger one is refused (`413`) and the
+/// function publishes it itself.
+pub const MAX_ENVELOPE_BYTES: usize = MAX_MESSAGE_BYTES + 16 * 1024;
 
 /// Time kept back from the SHUTDOWN deadline: envelopes not published by then are logged.
 const SHUTDOWN_MARGIN: Duration = Duration::from_millis(300);
+
+/// How much the queue holds before it refuses envelopes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Envelopes (`KEEL_RELAY_CAPACITY`).
+    pub envelopes: usize,
+    /// Bytes of envelopes, as JSON (`KEEL_RELAY_MAX_BYTES`).
+    pub bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            envelopes: DEFAULT_CAPACITY,
+            bytes: DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+impl Limits {
+    /// `envelopes` envelopes, and the default byte budget.
+    pub fn envelopes(envelopes: usize) -> Self {
+        Self {
+            envelopes,
+            ..Self::default()
+        }
+    }
+}
+
+/// What the queue holds and has not finished with.
+#[derive(Clone, Copy, Debug, Default)]
+struct Outstanding {
+    envelopes: usize,
+    bytes: usize,
+}
+
+/// An envelope in the queue, with its size as JSON.
+struct Queued {
+    envelope: Envelope,
+    bytes: usize,
+}
 
 /// The sending side of the queue: the relay's listener and the telemetry processor put
 /// envelopes here.
 #[derive(Clone, Debug)]
 pub struct Queue {
-    sender: mpsc::Sender<Envelope>,
-    /// Envelopes queued and not yet published.
-    outstanding: Arc<watch::Sender<usize>>,
+    sender: mpsc::Sender<Queued>,
+    max_bytes: usize,
+    /// Queued and not yet published.
+    outstanding: Arc<watch::Sender<Outstanding>>,
 }
 
 /// Why an envelope was not queued.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Refused {
-    /// The queue is full: the sender publishes it itself.
+    /// The queue holds as many envelopes as it may: the sender publishes it itself.
     #[error("the relay's queue is full ({0} envelopes); publish directly")]
     Full(usize),
+    /// The envelope would take the queue past its byte budget: the sender publishes it itself.
+    #[error("the relay's queue is full ({0} bytes); publish directly")]
+    OverBudget(usize),
     /// The publisher has stopped (the extension is shutting down).
     #[error("the relay is shutting down; publish directly")]
     Closed,
@@ -41,10 +99,28 @@ pub enum Refused {
 impl Queue {
     /// Queues `envelope` for publishing, without waiting.
     pub fn push(&self, envelope: Envelope) -> Result<(), Refused> {
+        let bytes = json_len(&envelope);
+        self.enqueue(envelope, bytes)
+    }
+
+    /// Queues `envelope`, `bytes` long as JSON.
+    fn enqueue(&self, envelope: Envelope, bytes: usize) -> Result<(), Refused> {
         // Counted before it is queued, so that the publisher never finishes it uncounted.
-        self.outstanding.send_modify(|n| *n += 1);
-        self.sender.try_send(envelope).map_err(|error| {
-            self.outstanding.send_modify(|n| *n = n.saturating_sub(1));
+        let mut within = false;
+        self.outstanding.send_if_modified(|outstanding| {
+            within = outstanding.bytes.saturating_add(bytes) <= self.max_bytes;
+            if within {
+                outstanding.envelopes += 1;
+                outstanding.bytes += bytes;
+            }
+            within
+        });
+        if !within {
+            return Err(Refused::OverBudget(self.max_bytes));
+        }
+        self.sender.try_send(Queued { envelope, bytes }).map_err(|error| {
+            self.outstanding
+                .send_modify(|outstanding| outstanding.release(bytes));
             match error {
                 mpsc::error::TrySendError::Full(_) => Refused::Full(self.sender.max_capacity()),
                 mpsc::error::TrySendError::Closed(_) => Refused::Closed,
@@ -59,12 +135,17 @@ impl Queue {
     /// the function handed over goes out within its invocation.
     pub async fn settled(&self, deadline: Instant) -> bool {
         let mut outstanding = self.outstanding.subscribe();
-        let settled = tokio::time::timeout_at(deadline.into(), outstanding.wait_for(|n| *n == 0)).await;
+        let settled = tokio::time::timeout_at(
+            deadline.into(),
+            outstanding.wait_for(|outstanding| outstanding.envelopes == 0),
+        )
+        .await;
         matches!(settled, Ok(Ok(_)))
     }
 
     /// The relay's answer to `POST /envelopes`: `202` queued, `503` full (the runtime then
-    /// publishes itself), `400` not an envelope, `404` any other request.
+    /// publishes itself), `400` not an envelope, `404` any other request. (Its listener
+    /// answers `413` to a body over [`MAX_ENVELOPE_BYTES`].)
     pub fn answer(&self, method: Method, path: &str, body: &Bytes) -> Answer {
         if method != Method::POST || path != "/envelopes" {
             return (StatusCode::NOT_FOUND, "POST /envelopes only".into());
@@ -78,25 +159,48 @@ impl Queue {
                 )
             }
         };
-        match self.push(envelope) {
+        match self.enqueue(envelope, body.len()) {
             Ok(()) => (StatusCode::ACCEPTED, String::new()),
             Err(refused) => (StatusCode::SERVICE_UNAVAILABLE, refused.to_string()),
         }
     }
 }
 
-/// The publishing side: one task publishes queued envelopes through `routing`, one at a time.
-pub struct Publisher {
-    receiver: mpsc::Receiver<Envelope>,
-    routing: Arc<ErrorRouting>,
-    shutdown: oneshot::Receiver<Shutdown>,
-    outstanding: Arc<watch::Sender<usize>>,
+impl Outstanding {
+    /// One envelope of `bytes` is off the queue for good.
+    fn release(&mut self, bytes: usize) {
+        self.envelopes = self.envelopes.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(bytes);
+    }
 }
 
-/// A request to drain the queue before `deadline`, answered when done.
-pub struct Shutdown {
-    deadline: Instant,
-    done: oneshot::Sender<Drained>,
+/// The length of `envelope` as JSON, counted without keeping the text.
+fn json_len(envelope: &Envelope) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail, nor can an envelope's serialization.
+    let _ = serde_json::to_writer(&mut count, envelope);
+    count.0
+}
+
+/// The publishing side: one task publishes queued envelopes through `routing`, one at a time.
+pub struct Publisher {
+    receiver: mpsc::Receiver<Queued>,
+    routing: Arc<ErrorRouting>,
+    /// The SHUTDOWN deadline, once a drain is asked for.
+    deadline: watch::Receiver<Option<Instant>>,
+    /// Where the drain's outcome goes.
+    drained: oneshot::Sender<Drained>,
+    outstanding: Arc<watch::Sender<Outstanding>>,
 }
 
 /// What a drain did.
@@ -111,43 +215,46 @@ pub struct Drained {
 /// Asks the publisher to drain before its deadline. Dropping it leaves the publisher running,
 /// with no drain to come.
 pub struct ShutdownHandle {
-    sender: Option<oneshot::Sender<Shutdown>>,
+    deadline: watch::Sender<Option<Instant>>,
+    drained: Option<oneshot::Receiver<Drained>>,
 }
 
 impl ShutdownHandle {
-    /// Drains the queue: publishes while time remains before `deadline` (less a margin), writes
-    /// the rest whole to the log. Returns what was done.
+    /// Drains the queue: publishes while time remains before `deadline` (less a margin), the
+    /// envelope being published included, and writes the rest whole to the log. Returns what
+    /// was done (nothing, after the first drain).
     pub async fn drain(&mut self, deadline: Instant) -> Drained {
-        let Some(sender) = self.sender.take() else {
+        let Some(drained) = self.drained.take() else {
             return Drained::default();
         };
-        let (done, answer) = oneshot::channel();
-        if sender.send(Shutdown { deadline, done }).is_err() {
-            return Drained::default();
-        }
-        answer.await.unwrap_or_default()
+        self.deadline.send_replace(Some(deadline));
+        drained.await.unwrap_or_default()
     }
 }
 
-/// A queue of `capacity` envelopes, the publisher that empties it, and the handle that drains
-/// it on SHUTDOWN.
-pub fn queue(capacity: usize, routing: Arc<ErrorRouting>) -> (Queue, Publisher, ShutdownHandle) {
-    let (sender, receiver) = mpsc::channel(capacity.max(1));
-    let (shutdown_sender, shutdown) = oneshot::channel();
-    let outstanding = Arc::new(watch::Sender::new(0));
+/// A queue bounded by `limits`, the publisher that empties it, and the handle that drains it
+/// on SHUTDOWN.
+pub fn queue(limits: Limits, routing: Arc<ErrorRouting>) -> (Queue, Publisher, ShutdownHandle) {
+    let (sender, receiver) = mpsc::channel(limits.envelopes.max(1));
+    let (deadline_sender, deadline) = watch::channel(None);
+    let (drained_sender, drained) = oneshot::channel();
+    let outstanding = Arc::new(watch::Sender::new(Outstanding::default()));
     (
         Queue {
             sender,
+            max_bytes: limits.bytes,
             outstanding: outstanding.clone(),
         },
         Publisher {
             receiver,
             routing,
-            shutdown,
+            deadline,
+            drained: drained_sender,
             outstanding,
         },
         ShutdownHandle {
-            sender: Some(shutdown_sender),
+            deadline: deadline_sender,
+            drained: Some(drained),
         },
     )
 }
@@ -155,59 +262,73 @@ pub fn queue(capacity: usize, routing: Arc<ErrorRouting>) -> (Queue, Publisher, 
 impl Publisher {
     /// Publishes envelopes as they come, until asked to drain; then drains and stops.
     pub async fn run(mut self) {
-        let mut can_drain = true;
-        loop {
-            tokio::select! {
-                biased;
-                shutdown = &mut self.shutdown, if can_drain => match shutdown {
-                    Ok(shutdown) => {
-                        let drained = self.drain(shutdown.deadline).await;
-                        let _ = shutdown.done.send(drained);
-                        return;
-                    }
-                    // The handle was dropped: no drain will be asked for; publishing goes on.
-                    Err(_) => can_drain = false,
-                },
-                envelope = self.receiver.recv() => match envelope {
-                    // Off the response path: no invocation deadline applies (0 = unknown).
-                    Some(envelope) => {
-                        self.routing.publish(&envelope, 0).await;
-                        self.finished();
-                    }
-                    None => return,
-                },
-            }
-        }
-    }
-
-    /// One envelope is off the queue for good.
-    fn finished(&self) {
-        self.outstanding.send_modify(|n| *n = n.saturating_sub(1));
-    }
-
-    async fn drain(&mut self, deadline: Instant) -> Drained {
-        self.receiver.close();
+        // Counted from the moment a drain is asked for.
         let mut drained = Drained::default();
-        let stop = deadline.checked_sub(SHUTDOWN_MARGIN).unwrap_or(deadline);
-        while let Ok(envelope) = self.receiver.try_recv() {
-            let left = stop.saturating_duration_since(Instant::now());
-            let published = !left.is_zero()
-                && tokio::time::timeout(left, self.routing.publish(&envelope, 0))
-                    .await
-                    .is_ok();
-            if published {
-                drained.published += 1;
+        loop {
+            let draining = self.deadline.borrow().is_some();
+            let next = if draining {
+                // Nothing more comes in; what is queued is still received.
+                self.receiver.close();
+                self.receiver.recv().await
             } else {
-                self.routing.write_to_log(&envelope);
-                drained.logged += 1;
+                tokio::select! {
+                    biased;
+                    _ = drain_asked(&mut self.deadline) => continue,
+                    next = self.receiver.recv() => next,
+                }
+            };
+            // Closed and empty, or every queue dropped.
+            let Some(Queued { envelope, bytes }) = next else {
+                break;
+            };
+            let published = self.publish(&envelope).await;
+            self.outstanding
+                .send_modify(|outstanding| outstanding.release(bytes));
+            // The envelope under way when the drain was asked for counts in it.
+            if self.deadline.borrow().is_some() {
+                if published {
+                    drained.published += 1;
+                } else {
+                    drained.logged += 1;
+                }
             }
-            self.finished();
         }
-        tracing::info!(
-            published = drained.published,
-            logged = drained.logged,
-            "the relay's queue is drained"
-        );
-        drained
+        if self.deadline.borrow().is_some() {
+            tracing::info!(
+                published = drained.published,
+                logged = drained.logged,
+                "the relay's queue is drained"
+            );
+            let _ = self.drained.send(drained);
+        }
+    }
+
+    /// Publishes `envelope` through the chain; once a drain is asked for, only until its
+    /// deadline (less [`SHUTDOWN_MARGIN`]), after which it is written whole to the log. Whether
+    /// it was published.
+    async fn publish(&self, envelope: &Envelope) -> bool {
+        let mut deadline = self.deadline.clone();
+        let time_up = async move {
+            let deadline = drain_asked(&mut deadline).await;
+            let stop = deadline.checked_sub(SHUTDOWN_MARGIN).unwrap_or(deadline);
+            tokio::time::sleep_until(stop.into()).await;
+        };
+        tokio::select! {
+            biased;
+            () = time_up => {
+                self.routing.write_to_log(envelope);
+                false
+            }
+            // Off the response path: no invocation deadline applies (0 = unknown).
+            _ = self.routing.publish(envelope, 0) => true,
+        }
+    }
+}
+
+/// The drain's deadline, once one is asked for; never, if the handle is dropped without asking.
+async fn drain_asked(deadline: &mut watch::Receiver<Option<Instant>>) -> Instant {
+    match deadline.wait_for(Option::is_some).await.map(|deadline| *deadline) {
+        Ok(Some(deadline)) => deadline,
+        _ => std::future::pending().await,
     }
 }

@@ -5,24 +5,47 @@
 //! guaranteed order. Records are read one by one, leniently: a record of an unknown type (such
 //! as SnapStart's `platform.restore*`) or of an unexpected shape is skipped and the rest of the
 //! batch is still read; a body that is not a JSON array is refused with a clear log line, and
-//! the listener keeps running. State is kept per request id, bounded: a failure is routed once,
-//! whichever of `platform.runtimeDone` and `platform.report` reports it first, with the lines
-//! that arrived before it (those in the same batch included).
+//! the listener keeps running. A failure is routed once, whichever of `platform.runtimeDone`
+//! and `platform.report` reports it first, with the lines that arrived before it (those in the
+//! same batch included).
+//!
+//! A line belongs to the request it names (Keel's JSON lines carry `function_request_id`).
+//! When the environment runs one invocation at a time (`AWS_LAMBDA_MAX_CONCURRENCY` unset or
+//! 1), a line that names none (a panic's message, a crash's last words) belongs to the
+//! invocation under way: the one whose `platform.start` came last and whose
+//! `platform.runtimeDone` has not come yet.
+//!
+//! Memory stays bounded whatever the function prints: a batch is read record by record (at
+//! most [`MAX_BATCH_BYTES`]); a line is kept as JSON text, cut past [`MAX_LINE_BYTES`] (under
+//! `{"keel_truncated": true, "bytes": <its size>, "text": <its start>}`); a request keeps its
+//! newest lines within a count and 32 KiB; a request's lines are dropped as soon as it is over
+//! (routed, or ended without a failure); and at most 256 requests are remembered.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use hyper::{Method, StatusCode};
 use keel_runtime::metrics::{catalog, MetricsLayer};
 use keel_runtime::routing::{ErrorClass, ErrorRouting, Source};
 use lru::LruCache;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::http::Answer;
 use crate::relay::Queue;
+
+/// The largest batch the subscription asks Lambda for (`maxBytes`): 256 KiB of records.
+pub const SUBSCRIBED_BATCH_BYTES: usize = 256 * 1024;
+
+/// The largest batch the listener reads (`413` past it): four times what the subscription asks
+/// for ([`SUBSCRIBED_BATCH_BYTES`] counts the records alone, not the framing Lambda adds around
+/// each), so that a real batch is never refused.
+pub const MAX_BATCH_BYTES: usize = 4 * SUBSCRIBED_BATCH_BYTES;
 
 /// Requests whose state is kept (the oldest forgotten first).
 const REQUESTS_KEPT: usize = 256;
@@ -30,15 +53,72 @@ const REQUESTS_KEPT: usize = 256;
 /// Log lines kept per request for its envelope, by default.
 pub const DEFAULT_LINES_PER_REQUEST: usize = 20;
 
+/// The longest line kept whole, as JSON text; a longer one keeps its start under a marker.
+pub const MAX_LINE_BYTES: usize = 8 * 1024;
+
+/// The lines kept for one request, as JSON text, at most: the oldest go first. With
+/// [`REQUESTS_KEPT`], this bounds the lines kept to 8 MiB.
+const MAX_LINE_BYTES_PER_REQUEST: usize = 32 * 1024;
+
 /// What the extension remembers of one request.
 #[derive(Debug, Default)]
 struct RequestState {
-    /// The newest lines the function logged for it.
-    lines: VecDeque<Value>,
+    /// The newest lines the function logged for it, as JSON.
+    lines: VecDeque<Box<RawValue>>,
+    /// Their length, added up.
+    line_bytes: usize,
     /// Its failure has been routed.
     routed: bool,
-    /// The runtime has finished it (`platform.runtimeDone` or `platform.report` seen).
+    /// The runtime has finished it (`platform.runtimeDone` or `platform.report` seen) and its
+    /// failure, if any, is routed: its lines are no longer needed.
     runtime_done: bool,
+}
+
+impl RequestState {
+    /// Keeps `line`, the newest of at most `max_lines`, dropping the oldest past the caps.
+    fn keep(&mut self, line: Box<RawValue>, max_lines: usize) {
+        if self.runtime_done || max_lines == 0 {
+            return;
+        }
+        let bytes = line.get().len();
+        while !self.lines.is_empty()
+            && (self.lines.len() >= max_lines || self.line_bytes + bytes > MAX_LINE_BYTES_PER_REQUEST)
+        {
+            if let Some(oldest) = self.lines.pop_front() {
+                self.line_bytes -= oldest.get().len();
+            }
+        }
+        self.line_bytes += bytes;
+        self.lines.push_back(line);
+    }
+
+    /// Its lines, taken away.
+    fn take_lines(&mut self) -> VecDeque<Box<RawValue>> {
+        self.line_bytes = 0;
+        std::mem::take(&mut self.lines)
+    }
+
+    /// It is over: its lines are dropped, and later ones are not kept.
+    fn finish(&mut self) {
+        self.runtime_done = true;
+        self.take_lines();
+    }
+}
+
+/// The requests remembered, and the invocation under way.
+struct Requests {
+    by_id: LruCache<String, RequestState>,
+    /// The request between its `platform.start` and its `platform.runtimeDone`, when the
+    /// environment runs one invocation at a time.
+    current: Option<String>,
+}
+
+impl Requests {
+    /// The state of `request_id`, remembered from now on if it was not.
+    fn state(&mut self, request_id: &str) -> &mut RequestState {
+        self.by_id
+            .get_or_insert_mut_ref(request_id, RequestState::default)
+    }
 }
 
 /// A failure seen in a platform record.
@@ -51,8 +131,9 @@ struct Failure {
 
 /// Reads telemetry batches; see the [module docs](self).
 pub struct Telemetry {
-    requests: Mutex<LruCache<String, RequestState>>,
+    requests: Mutex<Requests>,
     lines_per_request: usize,
+    one_at_a_time: bool,
     routing: Arc<ErrorRouting>,
     queue: Queue,
     metrics: MetricsLayer,
@@ -71,15 +152,47 @@ pub struct Read {
     pub routed: usize,
 }
 
+/// One record of a batch, its `record` left unread.
+#[derive(Deserialize)]
+struct Item<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    record: Option<&'a RawValue>,
+}
+
+/// The fields of a JSON line that name its request (the first found wins).
+#[derive(Deserialize)]
+struct Named {
+    function_request_id: Option<Value>,
+    #[serde(rename = "requestId")]
+    request_id: Option<Value>,
+    #[serde(rename = "AWSRequestId")]
+    aws_request_id: Option<Value>,
+}
+
+impl Named {
+    fn request_id(self) -> Option<String> {
+        [self.function_request_id, self.request_id, self.aws_request_id]
+            .into_iter()
+            .find_map(|id| match id {
+                Some(Value::String(id)) => Some(id),
+                _ => None,
+            })
+    }
+}
+
 impl Telemetry {
     /// A reader routing failures through `queue` (envelopes built by `routing`) and writing
     /// metrics with `metrics`.
     pub fn new(routing: Arc<ErrorRouting>, queue: Queue, metrics: MetricsLayer) -> Self {
         Self {
-            requests: Mutex::new(LruCache::new(
-                NonZeroUsize::new(REQUESTS_KEPT).unwrap_or(NonZeroUsize::MIN),
-            )),
+            requests: Mutex::new(Requests {
+                by_id: LruCache::new(NonZeroUsize::new(REQUESTS_KEPT).unwrap_or(NonZeroUsize::MIN)),
+                current: None,
+            }),
             lines_per_request: DEFAULT_LINES_PER_REQUEST,
+            one_at_a_time: true,
             routing,
             queue,
             metrics,
@@ -93,8 +206,18 @@ impl Telemetry {
         self
     }
 
+    /// Whether the environment runs one invocation at a time (the default; Lambda's
+    /// `AWS_LAMBDA_MAX_CONCURRENCY` unset or 1): then the lines that name no request belong to
+    /// the invocation under way. With more at once, only the lines that name their request are
+    /// kept.
+    pub fn one_invocation_at_a_time(mut self, one: bool) -> Self {
+        self.one_at_a_time = one;
+        self
+    }
+
     /// The listener's answer to a POSTed batch: `200` once read (bad records skipped), `400`
-    /// when the body is not a JSON array.
+    /// when the body is not a JSON array. (The listener answers `413` to a batch over
+    /// [`MAX_BATCH_BYTES`].)
     pub async fn answer(&self, method: Method, body: &[u8]) -> Answer {
         if method != Method::POST {
             return (StatusCode::METHOD_NOT_ALLOWED, "POST telemetry batches".into());
@@ -113,7 +236,8 @@ impl Telemetry {
 
     /// Reads one batch.
     pub async fn read(&self, body: &[u8]) -> Result<Read, String> {
-        let items: Vec<Value> = serde_json::from_slice(body)
+        // Each record is read on its own: the batch is never held as a tree of values.
+        let items: Vec<&RawValue> = serde_json::from_slice(body)
             .map_err(|e| format!("the telemetry batch is not a JSON array: {e}"))?;
         let (read, failures) = self.metrics.collect(None, async { self.records(&items) }).await;
         let mut routed = 0;
@@ -125,11 +249,9 @@ impl Telemetry {
         // Only now are failed requests finished: a wait that ends on them also waits for their
         // envelopes.
         if !finished.is_empty() {
-            let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut requests = self.lock();
             for request_id in finished {
-                requests
-                    .get_or_insert_mut(request_id, RequestState::default)
-                    .runtime_done = true;
+                requests.state(&request_id).finish();
             }
         }
         self.batches.send_modify(|n| *n += 1);
@@ -141,57 +263,83 @@ impl Telemetry {
     pub async fn runtime_done(&self, request_id: &str, deadline: Instant) -> bool {
         let mut batches = self.batches.subscribe();
         let done = batches.wait_for(|_| {
-            let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-            requests.get(request_id).is_some_and(|state| state.runtime_done)
+            let mut requests = self.lock();
+            requests
+                .by_id
+                .get(request_id)
+                .is_some_and(|state| state.runtime_done)
         });
         let done = tokio::time::timeout_at(deadline.into(), done).await;
         matches!(done, Ok(Ok(_)))
     }
 
+    fn lock(&self) -> MutexGuard<'_, Requests> {
+        self.requests.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Applies each record; returns the failures to route.
-    fn records(&self, items: &[Value]) -> (Read, Vec<Failure>) {
+    fn records(&self, items: &[&RawValue]) -> (Read, Vec<Failure>) {
         let mut read = Read::default();
         let mut failures = Vec::new();
         for item in items {
-            let record = &item["record"];
-            let known = match item["type"].as_str() {
-                Some("function") => self.function_line(record),
-                Some("platform.runtimeDone") => self.done(record, false, &mut failures),
-                Some("platform.report") => self.done(record, true, &mut failures),
-                Some("platform.logsDropped") => dropped(record),
-                Some(other) if other.starts_with("platform.") || other == "extension" => true,
-                _ => false,
-            };
+            let item = serde_json::from_str::<Item>(item.get()).ok();
+            let known = item.as_ref().is_some_and(|item| self.record(item, &mut failures));
             read.records += 1;
             if !known {
                 read.skipped += 1;
-                tracing::debug!(record_type = ?item["type"], "a telemetry record was skipped");
+                let record_type = item.as_ref().and_then(|item| item.kind.as_deref());
+                tracing::debug!(record_type = ?record_type, "a telemetry record was skipped");
             }
         }
         (read, failures)
     }
 
-    /// A line the function logged: kept for its request (Keel's JSON lines carry
-    /// `function_request_id`).
-    fn function_line(&self, record: &Value) -> bool {
-        let line = match record {
-            Value::String(text) => serde_json::from_str(text).unwrap_or_else(|_| record.clone()),
-            other => other.clone(),
+    /// Applies one record; whether it was of a known type and shape.
+    fn record(&self, item: &Item, failures: &mut Vec<Failure>) -> bool {
+        let Some(kind) = item.kind.as_deref() else {
+            return false;
         };
-        let Some(request_id) = ["function_request_id", "requestId", "AWSRequestId"]
-            .iter()
-            .find_map(|field| line[field].as_str())
-            .map(str::to_owned)
-        else {
-            return true;
+        let platform = || {
+            item.record
+                .and_then(|record| serde_json::from_str::<Value>(record.get()).ok())
         };
-        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-        let state = requests.get_or_insert_mut(request_id, RequestState::default);
-        if state.lines.len() == self.lines_per_request {
-            state.lines.pop_front();
+        match kind {
+            "function" => item.record.is_some_and(|record| self.function_line(record)),
+            "platform.start" => platform().is_some_and(|record| self.started(&record)),
+            "platform.runtimeDone" => platform().is_some_and(|record| self.done(&record, false, failures)),
+            "platform.report" => platform().is_some_and(|record| self.done(&record, true, failures)),
+            "platform.logsDropped" => platform().is_some_and(|record| dropped(&record)),
+            other => other.starts_with("platform.") || other == "extension",
         }
-        if self.lines_per_request > 0 {
-            state.lines.push_back(line);
+    }
+
+    /// A line the function logged: kept for the request it names, or else for the invocation
+    /// under way (one at a time).
+    fn function_line(&self, record: &RawValue) -> bool {
+        let Some((request_id, line)) = line(record) else {
+            return false;
+        };
+        let mut guard = self.lock();
+        let requests = &mut *guard;
+        let request_id = match (&request_id, &requests.current) {
+            (Some(request_id), _) => request_id,
+            (None, Some(current)) if self.one_at_a_time => current,
+            (None, _) => return true,
+        };
+        let state = requests
+            .by_id
+            .get_or_insert_mut_ref(request_id, RequestState::default);
+        state.keep(line, self.lines_per_request);
+        true
+    }
+
+    /// `platform.start`: the invocation under way, when they come one at a time.
+    fn started(&self, record: &Value) -> bool {
+        let Some(request_id) = record["requestId"].as_str() else {
+            return false;
+        };
+        if self.one_at_a_time {
+            self.lock().current = Some(request_id.to_owned());
         }
         true
     }
@@ -217,14 +365,17 @@ impl Telemetry {
         let Some(status) = record["status"].as_str() else {
             return false;
         };
-        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-        let state = requests.get_or_insert_mut(request_id.to_owned(), RequestState::default);
+        let mut requests = self.lock();
+        if requests.current.as_deref() == Some(request_id) {
+            requests.current = None;
+        }
+        let state = requests.state(request_id);
         let (class, metric) = match status {
             "timeout" => (ErrorClass::Timeout, &catalog::INVOCATION_TIMEOUT),
             "failure" => (ErrorClass::Crash, &catalog::RUNTIME_CRASH),
             // `success`, and `error` (the function reported its own error, and routed it).
             _ => {
-                state.runtime_done = true;
+                state.finish();
                 return true;
             }
         };
@@ -261,13 +412,13 @@ impl Telemetry {
     /// Builds and queues the envelope of `failure` (once per request); whether it was queued.
     fn route(&self, failure: Failure) -> bool {
         let lines = {
-            let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-            let state = requests.get_or_insert_mut(failure.request_id.clone(), RequestState::default);
+            let mut requests = self.lock();
+            let state = requests.state(&failure.request_id);
             if state.routed {
                 return false;
             }
             state.routed = true;
-            state.lines.iter().cloned().collect::<Vec<_>>()
+            state.take_lines()
         };
         let envelope = self.routing.report(
             Source::Extension,
@@ -285,6 +436,43 @@ impl Telemetry {
     }
 }
 
+/// A `function` record as kept: the request it names, if any, and the line as JSON, cut past
+/// [`MAX_LINE_BYTES`]. Lambda sends a line as a JSON object (log format JSON) or as a string
+/// (log format Text); a string holding a JSON object (Keel's own lines, printed) is kept as
+/// that object.
+fn line(record: &RawValue) -> Option<(Option<String>, Box<RawValue>)> {
+    let named = |json: &str| serde_json::from_str::<Named>(json).ok();
+    match serde_json::from_str::<String>(record.get()) {
+        Ok(text) => match named(&text) {
+            Some(named) => Some((
+                named.request_id(),
+                bounded(RawValue::from_string(text).ok()?, None)?,
+            )),
+            None => Some((None, bounded(record.to_owned(), Some(&text))?)),
+        },
+        Err(_) => {
+            let request_id = named(record.get()).and_then(Named::request_id);
+            Some((request_id, bounded(record.to_owned(), None)?))
+        }
+    }
+}
+
+/// `json`, a line as JSON, when it is at most [`MAX_LINE_BYTES`] long; else the start of its
+/// content (`text`, or the JSON itself) under a marker: `{"keel_truncated": true, "bytes":
+/// <the content's length>, "text": <its first MAX_LINE_BYTES>}`.
+fn bounded(json: Box<RawValue>, text: Option<&str>) -> Option<Box<RawValue>> {
+    if json.get().len() <= MAX_LINE_BYTES {
+        return Some(json);
+    }
+    let text = text.unwrap_or(json.get());
+    let mut end = MAX_LINE_BYTES.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let marker = json!({"keel_truncated": true, "bytes": text.len(), "text": &text[..end]});
+    serde_json::value::to_raw_value(&marker).ok()
+}
+
 /// `platform.logsDropped`: Lambda dropped records before the extension read them.
 fn dropped(record: &Value) -> bool {
     let records = record["droppedRecords"].as_u64().unwrap_or(0);
@@ -296,4 +484,112 @@ fn dropped(record: &Value) -> bool {
     );
     catalog::TELEMETRY_DROPPED.increment(records);
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use keel_runtime::output::Output;
+    use keel_runtime::Keel;
+
+    use super::*;
+    use crate::relay;
+
+    fn telemetry() -> Telemetry {
+        let routing = Arc::new(ErrorRouting::new("svc"));
+        let (queue, _publisher, _shutdown) = relay::queue(relay::Limits::envelopes(16), routing.clone());
+        let (output, _metrics) = Output::memory();
+        Telemetry::new(routing, queue, Keel::new("svc").output(output).metrics_layer())
+    }
+
+    /// Requests remembered, and lines kept for them all.
+    fn kept(telemetry: &Telemetry) -> (usize, usize) {
+        let requests = telemetry.lock();
+        let lines = requests.by_id.iter().map(|(_, state)| state.lines.len()).sum();
+        (requests.by_id.len(), lines)
+    }
+
+    /// One successful invocation as Lambda reports it: its start, three lines, its end.
+    fn invocation(request_id: &str) -> Vec<Value> {
+        let line = |message: &str| {
+            json!({"time": "2026-11-21T10:00:00.100Z", "type": "function", "record": {
+                "level": "INFO", "message": message, "function_request_id": request_id
+            }})
+        };
+        let metrics =
+            json!({"durationMs": 12.0, "billedDurationMs": 13, "memorySizeMB": 128, "maxMemoryUsedMB": 30});
+        vec![
+            json!({"time": "2026-11-21T10:00:00.000Z", "type": "platform.start", "record": {"requestId": request_id}}),
+            line("booking requested"),
+            line("booking priced"),
+            line("booking created"),
+            json!({"time": "2026-11-21T10:00:00.200Z", "type": "platform.runtimeDone", "record": {
+                "requestId": request_id, "status": "success", "metrics": {"durationMs": 12.0}}}),
+            json!({"time": "2026-11-21T10:00:00.201Z", "type": "platform.report", "record": {
+                "requestId": request_id, "status": "success", "metrics": metrics}}),
+        ]
+    }
+
+    #[tokio::test]
+    async fn a_successful_requests_lines_are_dropped_at_once_and_requests_stay_bounded() {
+        let telemetry = telemetry();
+        telemetry
+            .read(&serde_json::to_vec(&invocation("ok-0")).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(kept(&telemetry), (1, 0), "nothing kept of a successful request");
+        let late = json!([{"time": "2026-11-21T10:00:00.300Z", "type": "function", "record": {
+            "level": "INFO", "message": "late", "function_request_id": "ok-0"}}]);
+        telemetry.read(late.to_string().as_bytes()).await.unwrap();
+        assert_eq!(
+            kept(&telemetry),
+            (1, 0),
+            "nor of its lines that come after its end"
+        );
+
+        for batch in 0..100 {
+            let records: Vec<Value> = (0..100)
+                .flat_map(|n| invocation(&format!("ok-{batch}-{n}")))
+                .collect();
+            telemetry
+                .read(&serde_json::to_vec(&records).unwrap())
+                .await
+                .unwrap();
+        }
+        let (requests, lines) = kept(&telemetry);
+        assert!(requests <= REQUESTS_KEPT, "{requests} requests remembered");
+        assert_eq!(lines, 0, "lines kept after 10,000 successful requests");
+    }
+
+    #[tokio::test]
+    async fn a_request_under_way_keeps_its_newest_lines_within_its_byte_cap() {
+        let telemetry = telemetry();
+        let long = "x".repeat(7_000);
+        let lines: Vec<Value> = (0..20)
+            .map(|n| {
+                json!({"time": "2026-11-21T10:00:00.100Z", "type": "function", "record": {
+                    "message": format!("{n} {long}"), "function_request_id": "busy"
+                }})
+            })
+            .collect();
+        telemetry
+            .read(&serde_json::to_vec(&lines).unwrap())
+            .await
+            .unwrap();
+        let requests = telemetry.lock();
+        let state = requests.by_id.peek("busy").expect("the request is remembered");
+        let kept: Vec<&str> = state.lines.iter().map(|line| line.get()).collect();
+        let bytes: usize = kept.iter().map(|line| line.len()).sum();
+        assert!(
+            bytes <= MAX_LINE_BYTES_PER_REQUEST && bytes == state.line_bytes,
+            "{} lines, {bytes} bytes kept (counted {})",
+            kept.len(),
+            state.line_bytes
+        );
+        assert!(
+            kept.len() >= 4 && kept.last().is_some_and(|line| line.contains("\"19 x")),
+            "the newest lines are kept: {} of them, the last {:?}",
+            kept.len(),
+            kept.last().map(|line| &line[..40])
+        );
+    }
 }

@@ -39,7 +39,7 @@ async fn published() -> Published {
     let moto = Moto::start().expect("moto starts");
     let (topic, on_call) = moto.subscribed_topic("keel-errors").await.unwrap();
     let routing = Arc::new(ErrorRouting::new("booking-api").topic(moto.sns(), &topic));
-    let (queue, publisher, _shutdown) = relay::queue(16, routing.clone());
+    let (queue, publisher, _shutdown) = relay::queue(relay::Limits::envelopes(16), routing.clone());
     tokio::spawn(publisher.run());
     let telemetry = Arc::new(Telemetry::new(
         routing.clone(),
@@ -135,7 +135,7 @@ async fn a_timed_out_invocation_ends_once_the_extensions_own_envelope_is_publish
 #[tokio::test]
 async fn without_a_runtime_done_the_wait_ends_at_the_deadline() {
     let routing = Arc::new(ErrorRouting::new("booking-api"));
-    let (queue, _publisher, _shutdown) = relay::queue(16, routing.clone());
+    let (queue, _publisher, _shutdown) = relay::queue(relay::Limits::envelopes(16), routing.clone());
     let telemetry = Arc::new(Telemetry::new(
         routing,
         queue.clone(),

@@ -2,16 +2,18 @@
 //! POSTs them: platform metrics, a timeout and a crash routed once each with the function's last
 //! lines, out-of-order and duplicate records, dropped records, malformed batches.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use keel_extension::relay;
-use keel_extension::telemetry::Telemetry;
+use keel_extension::telemetry::{Telemetry, MAX_BATCH_BYTES, MAX_LINE_BYTES};
 use keel_runtime::output::{CapturedLines, Output};
 use keel_runtime::routing::{Envelope, ErrorClass, ErrorRouting, Source};
 use keel_runtime::Keel;
 use serde_json::{json, Value};
+use support::{logs, parsed};
 use tokio::net::TcpListener;
-use tracing_subscriber::layer::SubscriberExt;
+
+mod support;
 
 fn line(request_id: &str, message: &str) -> Value {
     json!({"time": "2026-11-21T10:00:00.000Z", "type": "function", "record": {
@@ -43,21 +45,6 @@ struct Listener {
     /// What this listener's metrics wrote.
     metrics: CapturedLines,
     client: reqwest_like::Client,
-}
-
-/// The process's log lines (one global subscriber) and its metrics recorder, installed once.
-fn logs() -> &'static CapturedLines {
-    static LOGS: OnceLock<CapturedLines> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let (output, lines) = Output::memory();
-        let keel = Keel::new("booking-api").output(output);
-        let subscriber = tracing_subscriber::registry().with(keel.log_layer());
-        tracing::subscriber::set_global_default(subscriber).expect("the first subscriber");
-        keel.metrics_layer()
-            .install_recorder()
-            .expect("the first recorder");
-        lines
-    })
 }
 
 /// The smallest HTTP client the tests need (`POST` a body, read the status).
@@ -92,21 +79,31 @@ mod reqwest_like {
 }
 
 /// A telemetry listener on 127.0.0.1 whose envelopes are published to the log (no sinks), with
-/// everything it writes captured.
+/// everything it writes captured; it keeps 3 lines per request.
 async fn listener() -> Listener {
+    listener_with(|telemetry| telemetry).await
+}
+
+/// [`listener`], its reader set up by `configure`.
+async fn listener_with(configure: impl FnOnce(Telemetry) -> Telemetry) -> Listener {
     logs();
     let (output, metrics) = Output::memory();
     let keel = Keel::new("booking-api").output(output);
     let routing = Arc::new(ErrorRouting::new("booking-api"));
-    let (queue, publisher, _shutdown) = relay::queue(64, routing.clone());
+    let (queue, publisher, _shutdown) = relay::queue(relay::Limits::envelopes(64), routing.clone());
     tokio::spawn(publisher.run());
-    let telemetry = Arc::new(Telemetry::new(routing, queue, keel.metrics_layer()).lines_per_request(3));
+    let telemetry = Telemetry::new(routing, queue, keel.metrics_layer()).lines_per_request(3);
+    let telemetry = Arc::new(configure(telemetry));
     let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/", socket.local_addr().unwrap());
-    tokio::spawn(keel_extension::http::serve(socket, move |method, _path, body| {
-        let telemetry = telemetry.clone();
-        async move { telemetry.answer(method, &body).await }
-    }));
+    tokio::spawn(keel_extension::http::serve(
+        socket,
+        MAX_BATCH_BYTES,
+        move |method, _path, body| {
+            let telemetry = telemetry.clone();
+            async move { telemetry.answer(method, &body).await }
+        },
+    ));
     Listener {
         url,
         metrics,
@@ -119,21 +116,10 @@ impl Listener {
         self.client.post(&self.url, batch.to_string()).await
     }
 
-    /// Envelopes routed (to the log) for the requests whose ids start with `prefix`.
+    /// Envelopes routed (to the log) for the requests whose ids start with `prefix`, once there
+    /// are `expected` of them.
     async fn envelopes(&self, prefix: &str, expected: usize) -> Vec<Envelope> {
-        for _ in 0..100 {
-            let found: Vec<Envelope> = parsed(logs())
-                .iter()
-                .filter(|l| l["message"] == "keel.routed_error")
-                .map(|l| serde_json::from_value::<Envelope>(l["envelope"].clone()).unwrap())
-                .filter(|e| e.request_id.starts_with(prefix))
-                .collect();
-            if found.len() >= expected {
-                return found;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        panic!("expected {expected} envelopes in {:?}", logs().lines());
+        support::wait_for_logged_envelopes(expected, |e| e.request_id.starts_with(prefix)).await
     }
 
     fn metric_total(&self, name: &str) -> f64 {
@@ -146,14 +132,6 @@ impl Listener {
             })
             .sum()
     }
-}
-
-fn parsed(lines: &CapturedLines) -> Vec<Value> {
-    lines
-        .lines()
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,4 +247,109 @@ async fn bad_batches_are_refused_clearly_and_good_records_still_read() {
     assert!(parsed(logs())
         .iter()
         .any(|l| l["level"] == "WARN" && l["dropped_records"] == 12));
+}
+
+fn start(request_id: &str) -> Value {
+    json!({"time": "2026-11-21T10:00:00.000Z", "type": "platform.start", "record": {
+        "requestId": request_id, "version": "$LATEST",
+        "tracing": {"spanId": "s", "type": "X-Amzn-Trace-Id", "value": "Root=1-x"}
+    }})
+}
+
+/// A line the function printed that is not Keel JSON (Lambda delivers it as a string).
+fn text(line: &str) -> Value {
+    json!({"time": "2026-11-21T10:00:00.500Z", "type": "function", "record": line})
+}
+
+fn crash(request_id: &str) -> Value {
+    let mut done = done(
+        "platform.runtimeDone",
+        request_id,
+        "failure",
+        json!({"durationMs": 4.0}),
+    );
+    done["record"]["errorType"] = json!("Runtime.ExitError");
+    done
+}
+
+/// The lines of `envelope`'s `event.last_log_lines`.
+fn last_lines(envelope: &Envelope) -> Vec<Value> {
+    envelope.event["last_log_lines"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no last_log_lines in {envelope:?}"))
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_carries_the_plain_lines_printed_between_its_start_and_its_end() {
+    let listener = listener().await;
+    let panic = [
+        "thread 'main' panicked at src/main.rs:10:5:\ncalled `Option::unwrap()` on a `None` value",
+        "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace",
+    ];
+    let first = json!([
+        text("a line of the previous invocation"),
+        start("p-panic"),
+        line("p-panic", "loading the booking"),
+        text(panic[0]),
+    ]);
+    assert_eq!(listener.post(first).await.0, 200);
+    let second = json!([text(panic[1]), crash("p-panic"), text("printed after the end")]);
+    assert_eq!(listener.post(second).await.0, 200);
+
+    let envelope = listener.envelopes("p-panic", 1).await.remove(0);
+    assert_eq!(envelope.error_type, "Runtime.ExitError");
+    let last = last_lines(&envelope);
+    assert_eq!(
+        last,
+        [
+            json!({"timestamp": "2026-11-21T10:00:00.000Z", "level": "INFO", "message": "loading the booking", "service": "booking-api", "function_request_id": "p-panic"}),
+            json!(panic[0]),
+            json!(panic[1]),
+        ],
+        "the lines between platform.start and platform.runtimeDone, in order"
+    );
+
+    // Several invocations at once: a line that names no request belongs to none.
+    let concurrent = listener_with(|telemetry| telemetry.one_invocation_at_a_time(false)).await;
+    let batch = json!([
+        start("p-concurrent"),
+        line("p-concurrent", "loading the booking"),
+        text(panic[0]),
+        crash("p-concurrent"),
+    ]);
+    assert_eq!(concurrent.post(batch).await.0, 200);
+    let envelope = concurrent.envelopes("p-concurrent", 1).await.remove(0);
+    let last = last_lines(&envelope);
+    assert_eq!(last.len(), 1, "only the line that names its request: {last:?}");
+    assert_eq!(last[0]["message"], "loading the booking");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_line_is_kept_cut_and_marked() {
+    let listener = listener().await;
+    let huge = "x".repeat(100_000);
+    let batch = json!([
+        start("h-huge"),
+        line("h-huge", &huge),
+        text(&huge),
+        line("h-huge", "the last words"),
+        crash("h-huge"),
+    ]);
+    assert_eq!(listener.post(batch).await.0, 200);
+    let envelope = listener.envelopes("h-huge", 1).await.remove(0);
+    let last = last_lines(&envelope);
+    assert_eq!(last.len(), 3, "{last:?}");
+    for cut in &last[..2] {
+        assert_eq!(cut["keel_truncated"], true, "{cut}");
+        let bytes = cut["bytes"].as_u64().unwrap_or(0);
+        assert!(bytes >= 100_000, "the line's full size: {cut}");
+        let kept = cut["text"].as_str().unwrap_or_default();
+        assert!(
+            !kept.is_empty() && kept.len() <= MAX_LINE_BYTES,
+            "its start, no more than {MAX_LINE_BYTES} bytes: {} bytes",
+            kept.len()
+        );
+    }
+    assert_eq!(last[2]["message"], "the last words");
 }

@@ -92,7 +92,7 @@ async fn the_function_relays_its_error_to_the_extension_which_publishes_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_shutdown_the_extension_publishes_every_pending_envelope() {
+async fn on_shutdown_every_pending_envelope_is_published_or_logged_whole() {
     let moto = Moto::start().expect("moto starts");
     let (topic, on_call) = moto.subscribed_topic("booking-errors").await.unwrap();
 
@@ -156,30 +156,55 @@ async fn on_shutdown_the_extension_publishes_every_pending_envelope() {
         .find(|l| l.contains("the relay's queue is drained"))
         .and_then(|l| serde_json::from_str(l).ok())
         .unwrap();
-    assert_eq!(
-        drained["logged"],
-        0,
-        "nothing left for the log\n{}",
-        extension.output()
-    );
     assert!(
-        drained["published"].as_u64().unwrap() > 0,
+        drained["published"].as_u64().unwrap_or(0) > 0,
         "envelopes were pending at SHUTDOWN\n{}",
         extension.output()
     );
 
+    // What the window left no time for (a loaded machine publishes fewer in 2 s) is in the
+    // extension's log, whole.
+    let logged = drained["logged"].as_u64().unwrap_or(0) as usize;
+    let in_log: Vec<keel_runtime::routing::Envelope> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["message"] == "keel.routed_error")
+        .filter_map(|l| match &l["envelope"] {
+            serde_json::Value::String(text) => serde_json::from_str(text).ok(),
+            object => serde_json::from_value(object.clone()).ok(),
+        })
+        .collect();
+    assert!(
+        in_log.len() >= logged,
+        "{logged} envelopes logged for lack of time, {} found in the log\n{}",
+        in_log.len(),
+        extension.output()
+    );
     let received = moto
-        .wait_for_messages(&on_call, burst + 1, Duration::from_secs(120))
+        .wait_for_messages(&on_call, burst + 1 - logged, Duration::from_secs(120))
         .await
-        .unwrap();
-    let envelopes: Vec<keel_runtime::routing::Envelope> = received
+        .unwrap_or_else(|error| panic!("{error}\n{}", extension.output()));
+    let published: Vec<keel_runtime::routing::Envelope> = received
         .iter()
         .map(|m| serde_json::from_str(m.body().unwrap()).unwrap())
         .collect();
-    let ids: std::collections::HashSet<&str> = envelopes.iter().map(|e| e.id.as_str()).collect();
-    assert_eq!(received.len(), burst + 1, "every envelope reached the queue");
-    assert_eq!(ids.len(), burst + 1, "each once");
-    let mut types: Vec<&str> = envelopes.iter().map(|e| e.error_type.as_str()).collect();
+    let published_ids: std::collections::HashSet<&str> = published.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(published_ids.len(), published.len(), "each published once");
+    let mut all = published_ids.clone();
+    all.extend(in_log.iter().map(|e| e.id.as_str()));
+    assert_eq!(
+        all.len(),
+        burst + 1,
+        "every envelope reached the queue ({}) or the log ({})\n{}",
+        published.len(),
+        in_log.len(),
+        extension.output()
+    );
+    let mut types: Vec<&str> = published
+        .iter()
+        .chain(&in_log)
+        .map(|e| e.error_type.as_str())
+        .collect();
     types.sort();
     types.dedup();
     assert_eq!(types, ["Booking.PartnerDown", "Keel.InvalidEvent"]);
@@ -338,4 +363,179 @@ fn the_layer_zips_hold_the_extension_where_lambda_looks_for_it() {
             zip.display(),
         );
     }
+}
+
+/// The resident and the peak memory of process `pid` (`VmRSS`, `VmHWM`), in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the process runs");
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{status}"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// POSTs `bytes` bytes to `path` at `addr` (with a Content-Length, or `chunked` without one),
+/// sending from another thread while the answer is read, and returns the answer's status line: a
+/// server that refuses the body answers before it has all been sent, and closes the connection.
+fn post_oversized(addr: &str, path: &str, bytes: usize, chunked: bool) -> String {
+    use std::io::{BufRead, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("the listener listens");
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    stream.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+    let framing = if chunked {
+        "Transfer-Encoding: chunked".to_owned()
+    } else {
+        format!("Content-Length: {bytes}")
+    };
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{framing}\r\n\r\n"
+    )
+    .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || -> std::io::Result<()> {
+        let chunk = vec![b' '; 64 * 1024];
+        for _ in 0..bytes / chunk.len() {
+            if chunked {
+                write!(writer, "{:x}\r\n", chunk.len())?;
+            }
+            writer.write_all(&chunk)?;
+            if chunked {
+                writer.write_all(b"\r\n")?;
+            }
+        }
+        if chunked {
+            writer.write_all(b"0\r\n\r\n")?;
+        }
+        Ok(())
+    });
+    let mut status = String::new();
+    let read = std::io::BufReader::new(stream).read_line(&mut status);
+    // The sender stops at the first write the closed connection refuses.
+    let _ = sender.join();
+    read.unwrap_or_else(|e| panic!("no answer from {addr}{path}: {e}"));
+    status.trim_end().to_owned()
+}
+
+/// The records Lambda's Telemetry API sends for one successful invocation of booking-api
+/// (schema 2022-12-13): its start, the lines it logged (JSON), its end and its report.
+fn successful_invocation(request_id: &str) -> Vec<serde_json::Value> {
+    let tracing = json!({"spanId": "2f2a0c1d4b3e5f60", "type": "X-Amzn-Trace-Id",
+        "value": "Root=1-6745a1b2-0123456789abcdef01234567;Parent=2f2a0c1d4b3e5f60;Sampled=1"});
+    let line = |message: &str| {
+        json!({"time": "2026-11-21T11:30:50.934Z", "type": "function", "record": {
+            "timestamp": "2026-11-21T11:30:50.934Z", "level": "INFO", "message": message,
+            "service": "booking-api", "function_name": "booking-api", "function_version": "$LATEST",
+            "function_memory_size": 128, "function_request_id": request_id, "cold_start": false,
+            "xray_trace_id": "Root=1-6745a1b2-0123456789abcdef01234567", "booking_id": "bk-2a58060cfdedbf5a", "seats": 2
+        }})
+    };
+    vec![
+        json!({"time": "2026-11-21T11:30:50.930Z", "type": "platform.start",
+            "record": {"requestId": request_id, "version": "$LATEST", "tracing": tracing}}),
+        line("booking requested"),
+        line("booking priced"),
+        line("booking created"),
+        json!({"time": "2026-11-21T11:30:50.952Z", "type": "platform.runtimeDone", "record": {
+            "requestId": request_id, "status": "success", "tracing": tracing,
+            "spans": [{"name": "responseLatency", "start": "2026-11-21T11:30:50.931Z", "durationMs": 20.1}],
+            "metrics": {"durationMs": 21.4, "producedBytes": 212}}}),
+        json!({"time": "2026-11-21T11:30:50.953Z", "type": "platform.report", "record": {
+            "requestId": request_id, "status": "success", "tracing": tracing,
+            "metrics": {"durationMs": 21.4, "billedDurationMs": 22, "memorySizeMB": 128, "maxMemoryUsedMB": 31}}}),
+    ]
+}
+
+/// What the extension may hold resident (20 MB).
+const RSS_LIMIT_KIB: u64 = 20_000_000 / 1024;
+
+#[test]
+fn the_extensions_memory_stays_bounded_under_hostile_posts_and_many_requests() {
+    let emulator = Emulator::start().expect("emulator starts");
+    let relay = format!("127.0.0.1:{}", free_port());
+    let telemetry = format!("127.0.0.1:{}", free_port());
+    // No topic: what is routed goes to the log.
+    let env = [
+        ("KEEL_EXTENSION_ADDR".to_owned(), relay.clone()),
+        ("KEEL_TELEMETRY_ADDR".to_owned(), telemetry.clone()),
+    ];
+    let extension = start_extension(&emulator, &env, &relay);
+    assert!(
+        keel_tests::wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(
+            &telemetry
+        )
+        .is_ok()),
+        "the telemetry listener listens\n{}",
+        extension.output()
+    );
+    let pid = extension.pid();
+    let (at_start, _) = memory_kib(pid);
+
+    // 32 MiB to each listener, announced and not: each refused without being read whole.
+    for (listener, path) in [(&relay, "/envelopes"), (&telemetry, "/")] {
+        for chunked in [false, true] {
+            let status = post_oversized(listener, path, 32 << 20, chunked);
+            assert!(
+                status.starts_with("HTTP/1.1 413"),
+                "{listener}{path} (chunked: {chunked}) answered {status:?}\n{}",
+                extension.output()
+            );
+        }
+    }
+    let (after_oversized, _) = memory_kib(pid);
+
+    // 10,000 successful invocations, 100 to a batch.
+    for batch in 0..100 {
+        let records: Vec<serde_json::Value> = (0..100)
+            .flat_map(|n| successful_invocation(&format!("req-{batch}-{n}")))
+            .collect();
+        let (status, answer) = keel_tests::post(
+            &format!("http://{telemetry}/"),
+            &serde_json::Value::from(records).to_string(),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        assert_eq!(status, 200, "batch {batch}: {answer}\n{}", extension.output());
+    }
+    let (after_requests, peak) = memory_kib(pid);
+
+    eprintln!(
+        "keel-extension RSS: {at_start} KiB at start, {after_oversized} KiB after 32 MiB POSTs to each \
+         listener, {after_requests} KiB after telemetry for 10,000 requests (peak {peak} KiB)"
+    );
+    for (when, rss) in [
+        ("after the oversized POSTs", after_oversized),
+        ("after 10,000 requests", after_requests),
+    ] {
+        assert!(
+            rss <= RSS_LIMIT_KIB,
+            "{rss} KiB resident {when}, over {RSS_LIMIT_KIB} KiB (at start {at_start} KiB, peak {peak} KiB)"
+        );
+    }
+}
+
+#[test]
+fn a_malformed_relay_byte_budget_stops_the_extension_with_a_clear_error() {
+    let binary = build_binary("keel-extension").expect("keel-extension builds");
+    let mut command = std::process::Command::new(binary);
+    command
+        .env("KEEL_RELAY_MAX_BYTES", "16MB")
+        .env("KEEL_EXTENSION_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("KEEL_TELEMETRY_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env_remove("AWS_LAMBDA_RUNTIME_API");
+    let mut extension = keel_tests::Process::spawn("keel-extension", command).expect("it starts");
+    assert!(
+        keel_tests::wait_until(Duration::from_secs(20), || !extension.is_running()),
+        "it stops\n{}",
+        extension.output()
+    );
+    let said = extension.output();
+    assert!(
+        said.contains(r#"KEEL_RELAY_MAX_BYTES="16MB" is not valid: expected a whole number of bytes"#),
+        "{said}"
+    );
 }
