@@ -2,7 +2,7 @@
 //! across every execution environment of a function.
 //!
 //! Behind a [`ConcurrencyGuardLayer`], an invocation takes one of the key's leased slots
-//! (DESIGN.md "Concurrency guard": slots `key#0 … key#(limit-1)`, taken by a conditional write
+//! (slots `key#0 … key#(limit-1)`, taken by a conditional write
 //! on a free or expired slot, leased until the invocation's deadline, freed by a delete
 //! conditioned on the holder) before the handler runs, and frees it when the handler answers —
 //! with an error too, and when it panics. A crashed environment frees nothing: its slot is free

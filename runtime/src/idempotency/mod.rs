@@ -6,7 +6,7 @@
 //! different payload gets [`IdempotencyError::KeyReused`], and one that arrives while the first
 //! still runs gets [`IdempotencyError::InProgress`] (or waits for it, if configured).
 //!
-//! The record life cycle is DESIGN.md's "Idempotency record":
+//! The record life cycle (see [`Record`] for its attributes):
 //! - acquire: a conditional write that succeeds only if no live record holds the key (a
 //!   completed record until `expiration`, in **seconds**; an in-progress one until its owner's
 //!   deadline, `in_progress_expiration`, in **milliseconds**); a duplicate gets the existing

@@ -34,7 +34,8 @@ impl Status {
     }
 }
 
-/// One idempotency record, as DESIGN.md "Idempotency record" defines it.
+/// One idempotency record, as the table stores it (key attribute `id`, TTL attribute
+/// `expiration`).
 ///
 /// Its texts are shared (`Arc<str>`): the record, the store's copy, the cache and the
 /// invocation that owns it hold one allocation each.

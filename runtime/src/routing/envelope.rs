@@ -17,7 +17,7 @@ pub enum Source {
     Extension,
 }
 
-/// One failed invocation, as DESIGN.md "Routed error envelope" defines it: the SNS message, or
+/// One failed invocation, as on-call receives it: the SNS message, or
 /// the SQS body, or the `envelope` of the `keel.routed_error` log line.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {

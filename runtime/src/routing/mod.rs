@@ -1,8 +1,7 @@
 //! Error routing: every failed invocation reaches on-call with enough context to act, and
 //! nothing is lost.
 //!
-//! Behind an [`ErrorRoutingLayer`], a handler error becomes an [`Envelope`] (DESIGN.md "Routed
-//! error envelope": the error, its [class](ErrorClass), the invocation, and the event with
+//! Behind an [`ErrorRoutingLayer`], a handler error becomes an [`Envelope`] (the error, its [class](ErrorClass), the invocation, and the event with
 //! sensitive fields masked as in the logs) delivered through a chain that always ends
 //! somewhere:
 //!

@@ -123,7 +123,7 @@ fn main() -> Result<(), HarnessError> {
             source,
         })?;
     let table = runtime
-        // Key `id`, TTL on `expiration`: the idempotency table of DESIGN.md.
+        // Key `id`, TTL on `expiration`: the idempotency table's definition.
         .block_on(moto.create_table("booking-idempotency", Some("expiration")))
         .map_err(|e| HarnessError::Http {
             url: moto.endpoint().to_owned(),
