@@ -226,42 +226,6 @@ fn poison_records_are_routed_once_received_often_enough() {
     );
 }
 
-/// A store the test shares with the processor.
-#[derive(Debug)]
-struct Shared(Arc<keel_runtime::idempotency::MemoryStore>);
-
-#[async_trait::async_trait]
-impl keel_runtime::idempotency::IdempotencyStore for Shared {
-    async fn acquire(
-        &self,
-        record: &keel_runtime::idempotency::Record,
-        now: keel_runtime::idempotency::Now,
-    ) -> Result<keel_runtime::idempotency::Acquire, keel_runtime::idempotency::StoreError> {
-        self.0.acquire(record, now).await
-    }
-
-    async fn complete(
-        &self,
-        id: &str,
-        owner: &str,
-        data: Option<Arc<str>>,
-        expiration: u64,
-    ) -> Result<(), keel_runtime::idempotency::StoreError> {
-        self.0.complete(id, owner, data, expiration).await
-    }
-
-    async fn release(&self, id: &str, owner: &str) -> Result<(), keel_runtime::idempotency::StoreError> {
-        self.0.release(id, owner).await
-    }
-
-    async fn get(
-        &self,
-        id: &str,
-    ) -> Result<Option<keel_runtime::idempotency::Record>, keel_runtime::idempotency::StoreError> {
-        self.0.get(id).await
-    }
-}
-
 #[test]
 fn a_record_still_in_progress_elsewhere_is_retried_not_routed() {
     use keel_runtime::idempotency::{
@@ -288,7 +252,7 @@ fn a_record_still_in_progress_elsewhere_is_retried_not_routed() {
     let (keel, lines) = common::keel();
     let subscriber = tracing_subscriber::registry().with(keel.log_layer());
     let processor = BatchProcessor::new()
-        .idempotent(Idempotency::with_store(Shared(store)).prefix("worker"))
+        .idempotent(Idempotency::with_store(store).prefix("worker"))
         .route_after(ErrorRouting::new("svc"), 1)
         .allow_whole_batch_failure();
     let records = batch(vec![record("dup", "{}", None, 5)]);

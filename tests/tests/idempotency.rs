@@ -720,32 +720,11 @@ async fn retry_later_answers_are_not_stored_but_others_are() {
     }
 }
 
-/// Slots in memory that another environment can fill, shared with the test.
-#[derive(Clone, Debug, Default)]
-struct SharedSlots(Arc<keel_runtime::concurrency::MemorySlots>);
-
-#[async_trait::async_trait]
-impl keel_runtime::concurrency::SlotStore for SharedSlots {
-    async fn take(
-        &self,
-        id: &str,
-        holder: &str,
-        lease: u64,
-        now: u64,
-    ) -> Result<bool, keel_runtime::concurrency::SlotError> {
-        self.0.take(id, holder, lease, now).await
-    }
-
-    async fn free(&self, id: &str, holder: &str) -> Result<(), keel_runtime::concurrency::SlotError> {
-        self.0.free(id, holder).await
-    }
-}
-
 #[tokio::test]
 async fn a_full_guards_refusal_is_not_replayed() {
     use keel_runtime::concurrency::{ConcurrencyGuard, SlotStore};
     let handler = Handler::default();
-    let slots = SharedSlots::default();
+    let slots = Arc::new(keel_runtime::concurrency::MemorySlots::new());
     let mut svc: Svc = Keel::new("bookings")
         .idempotency(in_memory())
         .concurrency(ConcurrencyGuard::global("partner", 1).with_store(slots.clone()))

@@ -667,22 +667,6 @@ where
 mod tests {
     use super::*;
 
-    /// Slots in memory, seen by the guard as a remote store (so that it keeps local semaphores).
-    #[derive(Debug)]
-    struct Remote(Arc<MemorySlots>);
-
-    #[async_trait::async_trait]
-    impl SlotStore for Remote {
-        async fn take(&self, id: &str, holder: &str, lease: u64, now: u64) -> Result<bool, SlotError> {
-            Ok(self.0.take_now(id, holder, lease, now))
-        }
-
-        async fn free(&self, id: &str, holder: &str) -> Result<(), SlotError> {
-            self.0.free_now(id, holder);
-            Ok(())
-        }
-    }
-
     /// This process's resident memory, in KiB.
     fn rss_kib() -> u64 {
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -700,7 +684,8 @@ mod tests {
             let slots = Arc::new(MemorySlots::new());
             let guard = match remote {
                 false => ConcurrencyGuard::per_pointer("/resource_id", 2),
-                true => ConcurrencyGuard::per_pointer("/resource_id", 2).with_store(Remote(slots.clone())),
+                // Shared slots are a remote store to the guard: it keeps local semaphores.
+                true => ConcurrencyGuard::per_pointer("/resource_id", 2).with_store(slots.clone()),
             };
             let taken = || match &guard.slots {
                 Slots::Memory(memory) => memory.taken(),

@@ -43,6 +43,24 @@ pub trait SlotStore: Send + Sync + fmt::Debug {
     async fn free(&self, id: &str, holder: &str) -> Result<(), SlotError>;
 }
 
+/// A shared store is a store: several guards (or a test and the guard it checks) can use one.
+#[async_trait]
+impl<S: SlotStore + ?Sized> SlotStore for std::sync::Arc<S> {
+    async fn take(
+        &self,
+        id: &str,
+        holder: &str,
+        lease_expires_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, SlotError> {
+        (**self).take(id, holder, lease_expires_ms, now_ms).await
+    }
+
+    async fn free(&self, id: &str, holder: &str) -> Result<(), SlotError> {
+        (**self).free(id, holder).await
+    }
+}
+
 /// Slots in process memory: the embedded default, and the store of fast tests. They guard one
 /// execution environment only; configure a DynamoDB table (`KEEL_CONCURRENCY_TABLE`) to guard
 /// all of them.

@@ -154,3 +154,30 @@ pub trait IdempotencyStore: Send + Sync + fmt::Debug {
     /// Reads the record, if any (used only while waiting for an in-progress record).
     async fn get(&self, id: &str) -> Result<Option<Record>, StoreError>;
 }
+
+/// A shared store is a store: several [`Idempotency`](super::Idempotency) settings (or a test
+/// and the layer it checks) can use one.
+#[async_trait]
+impl<S: IdempotencyStore + ?Sized> IdempotencyStore for Arc<S> {
+    async fn acquire(&self, record: &Record, now: Now) -> Result<Acquire, StoreError> {
+        (**self).acquire(record, now).await
+    }
+
+    async fn complete(
+        &self,
+        id: &str,
+        owner: &str,
+        data: Option<Arc<str>>,
+        expiration: u64,
+    ) -> Result<(), StoreError> {
+        (**self).complete(id, owner, data, expiration).await
+    }
+
+    async fn release(&self, id: &str, owner: &str) -> Result<(), StoreError> {
+        (**self).release(id, owner).await
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Record>, StoreError> {
+        (**self).get(id).await
+    }
+}
