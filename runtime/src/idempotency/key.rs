@@ -19,7 +19,8 @@ pub enum KeySource {
     /// A JSON pointer into the event, e.g. `/detail/order_id`.
     Pointer(String),
     /// The whole request: for an HTTP event, what identifies the request — its method, path,
-    /// query, body and caller (see [`request_key`]); otherwise the whole event.
+    /// query, body and caller (see [`Idempotency::request_key`](super::Idempotency::request_key));
+    /// otherwise the whole event.
     Request,
 }
 

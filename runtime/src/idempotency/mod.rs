@@ -419,6 +419,15 @@ impl Idempotency {
     }
 
     /// The record id and validation hash of an event.
+    ///
+    /// For an HTTP event (API Gateway REST or HTTP API, ALB, function URL) "the request" — the
+    /// default key, and the default payload replays are checked against — is its method, path,
+    /// query, body and caller (the JWT or Cognito `sub`, the IAM principal's ARN, a Lambda
+    /// authorizer's principal; none without an authorizer): `GET /bookings/1` and
+    /// `GET /bookings/2` are different requests, and so is one body posted by two callers. A key
+    /// from a header or a pointer of an HTTP event is scoped to its caller too. (Powertools for
+    /// AWS Lambda hashes the whole event by default; for HTTP events that changes with every
+    /// retry, as request ids and timestamps are part of it.)
     pub fn request_key(&self, event: &serde_json::value::RawValue) -> Result<RequestKey, String> {
         key::request_key(event, &self.key, &self.payload, &self.prefix)
     }
