@@ -37,7 +37,7 @@ fn route_one_error(c: &mut Criterion) {
         let addr = listener.local_addr().expect("bound");
         tokio::spawn(keel_extension::http::serve(
             listener,
-            relay::MAX_ENVELOPE_BYTES,
+            relay::LISTENER,
             move |method, path, body| {
                 let answer = queue.answer(method, &path, &body);
                 async move { answer }

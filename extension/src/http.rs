@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -12,25 +13,45 @@ use hyper::header::{HeaderValue, CONNECTION};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 /// What a handler answers: a status and a text body.
 pub type Answer = (StatusCode, String);
 
+/// How long a client may take to send a request's headers, and then its body.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What one listener takes at once: memory stays within `connections` × `body_bytes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caps {
+    /// The longest body read; a longer one is answered `413`.
+    pub body_bytes: usize,
+    /// Connections served at once; more wait to be accepted.
+    pub connections: usize,
+}
+
 /// Serves every connection `listener` accepts with `handle` (method, path, body), until the
 /// process ends. A connection that fails is logged; the listener keeps running.
 ///
-/// A body longer than `max_body` bytes is never read whole: it is answered `413 Payload Too
-/// Large` at once when its `Content-Length` says so, else as soon as the bytes read pass the
-/// cap; the connection is then closed.
-pub async fn serve<H, F>(listener: TcpListener, max_body: usize, handle: H)
+/// At most `caps.connections` connections are served at once (the others wait in the
+/// listener's backlog). A body longer than `caps.body_bytes` is never read whole: it is
+/// answered `413 Payload Too Large` at once when its `Content-Length` says so, else as soon as
+/// the bytes read pass the cap; the connection is then closed. Headers and body each have 10 s
+/// to arrive (`408` for a slow body).
+pub async fn serve<H, F>(listener: TcpListener, caps: Caps, handle: H)
 where
     H: Fn(hyper::Method, String, Bytes) -> F + Send + Sync + 'static,
     F: Future<Output = Answer> + Send + 'static,
 {
     let handle = Arc::new(handle);
+    let max_body = caps.body_bytes;
+    let connections = Arc::new(Semaphore::new(caps.connections.max(1)));
     loop {
+        let Ok(permit) = connections.clone().acquire_owned().await else {
+            return;
+        };
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
@@ -45,13 +66,21 @@ where
                 async move {
                     let (parts, body) = request.into_parts();
                     let path = parts.uri.path().to_owned();
-                    let (status, text) = match read_body(body, max_body).await {
-                        Ok(body) => handle(parts.method, path, body).await,
-                        Err(refused) => refused,
+                    let read = tokio::time::timeout(READ_TIMEOUT, read_body(body, max_body)).await;
+                    let (status, text) = match read {
+                        Ok(Ok(body)) => handle(parts.method, path, body).await,
+                        Ok(Err(refused)) => refused,
+                        Err(_) => (
+                            StatusCode::REQUEST_TIMEOUT,
+                            "the body did not arrive in time".into(),
+                        ),
                     };
                     let mut response = Response::new(Full::new(Bytes::from(text)));
                     *response.status_mut() = status;
-                    if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    if matches!(
+                        status,
+                        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+                    ) {
                         // The rest of the body is not read: the connection ends here.
                         response
                             .headers_mut()
@@ -60,12 +89,15 @@ where
                     Ok::<_, Infallible>(response)
                 }
             });
-            if let Err(error) = http1::Builder::new()
+            let served = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+                .await;
+            if let Err(error) = served {
                 tracing::debug!(peer = %peer, error = %error, "a connection ended with an error");
             }
+            drop(permit);
         });
     }
 }

@@ -24,7 +24,7 @@ use hyper_util::rt::TokioIo;
 use keel_extension::flush::{EndOfInvocation, Flush};
 use keel_extension::http;
 use keel_extension::relay::{self, Limits, ShutdownHandle};
-use keel_extension::telemetry::{Telemetry, MAX_BATCH_BYTES, SUBSCRIBED_BATCH_BYTES};
+use keel_extension::telemetry::{self, Telemetry, SUBSCRIBED_BATCH_BYTES};
 use keel_runtime::routing::{ErrorRouting, DEFAULT_RELAY_ADDR};
 use keel_runtime::{BoxError, ConfigError, Keel};
 use lambda_extension::{service_fn, Extension, LambdaEvent, NextEvent};
@@ -112,7 +112,7 @@ async fn run() -> Result<(), BoxError> {
     let relay_queue = queue.clone();
     tokio::spawn(http::serve(
         relay_listener,
-        relay::MAX_ENVELOPE_BYTES,
+        relay::LISTENER,
         move |method, path, body: Bytes| {
             let answer = relay_queue.answer(method, &path, &body);
             async move { answer }
@@ -128,7 +128,7 @@ async fn run() -> Result<(), BoxError> {
             let telemetry = telemetry.clone();
             tokio::spawn(http::serve(
                 listener,
-                MAX_BATCH_BYTES,
+                telemetry::LISTENER,
                 move |method, _path, body: Bytes| {
                     let telemetry = telemetry.clone();
                     async move { telemetry.answer(method, &body).await }

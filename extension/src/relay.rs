@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
-use keel_runtime::routing::{Envelope, ErrorRouting, MAX_MESSAGE_BYTES};
+use keel_runtime::routing::{Envelope, ErrorRouting, Sink, MAX_MESSAGE_BYTES};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::http::Answer;
@@ -27,6 +27,13 @@ pub const DEFAULT_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// ([`MAX_MESSAGE_BYTES`]), with 16 KiB to spare. A larger one is refused (`413`) and the
 /// function publishes it itself.
 pub const MAX_ENVELOPE_BYTES: usize = MAX_MESSAGE_BYTES + 16 * 1024;
+
+/// What the relay's listener takes at once: an envelope per request, four connections (each
+/// hand-over is one short request; others wait a moment in the backlog).
+pub const LISTENER: crate::http::Caps = crate::http::Caps {
+    body_bytes: MAX_ENVELOPE_BYTES,
+    connections: 4,
+};
 
 /// Time kept back from the SHUTDOWN deadline: envelopes not published by then are logged.
 const SHUTDOWN_MARGIN: Duration = Duration::from_millis(300);
@@ -66,11 +73,10 @@ struct Outstanding {
     bytes: usize,
 }
 
-/// An envelope in the queue, with its size as JSON.
-struct Queued {
-    envelope: Envelope,
-    bytes: usize,
-}
+/// An envelope in the queue, as its JSON text: what the byte budget counts is what the queue
+/// holds (a parsed envelope's event can take many times its text's size). It is read again
+/// when it is published, one at a time.
+struct Queued(Bytes);
 
 /// The sending side of the queue: the relay's listener and the telemetry processor put
 /// envelopes here.
@@ -98,13 +104,15 @@ pub enum Refused {
 
 impl Queue {
     /// Queues `envelope` for publishing, without waiting.
-    pub fn push(&self, envelope: Envelope) -> Result<(), Refused> {
-        let bytes = json_len(&envelope);
-        self.enqueue(envelope, bytes)
+    pub fn push(&self, envelope: &Envelope) -> Result<(), Refused> {
+        // An envelope always serializes (its fields are strings, numbers and JSON values).
+        let text = serde_json::to_vec(envelope).unwrap_or_default();
+        self.enqueue(Bytes::from(text))
     }
 
-    /// Queues `envelope`, `bytes` long as JSON.
-    fn enqueue(&self, envelope: Envelope, bytes: usize) -> Result<(), Refused> {
+    /// Queues an envelope's JSON text.
+    fn enqueue(&self, text: Bytes) -> Result<(), Refused> {
+        let bytes = text.len();
         // Counted before it is queued, so that the publisher never finishes it uncounted.
         let mut within = false;
         self.outstanding.send_if_modified(|outstanding| {
@@ -118,7 +126,7 @@ impl Queue {
         if !within {
             return Err(Refused::OverBudget(self.max_bytes));
         }
-        self.sender.try_send(Queued { envelope, bytes }).map_err(|error| {
+        self.sender.try_send(Queued(text)).map_err(|error| {
             self.outstanding
                 .send_modify(|outstanding| outstanding.release(bytes));
             match error {
@@ -150,8 +158,9 @@ impl Queue {
         if method != Method::POST || path != "/envelopes" {
             return (StatusCode::NOT_FOUND, "POST /envelopes only".into());
         }
-        let envelope: Envelope = match serde_json::from_slice(body) {
-            Ok(envelope) => envelope,
+        // Read here to refuse what is not an envelope; queued as the text it came as.
+        match serde_json::from_slice::<Envelope>(body) {
+            Ok(_) => {}
             Err(error) => {
                 return (
                     StatusCode::BAD_REQUEST,
@@ -159,7 +168,7 @@ impl Queue {
                 )
             }
         };
-        match self.enqueue(envelope, body.len()) {
+        match self.enqueue(body.clone()) {
             Ok(()) => (StatusCode::ACCEPTED, String::new()),
             Err(refused) => (StatusCode::SERVICE_UNAVAILABLE, refused.to_string()),
         }
@@ -172,24 +181,6 @@ impl Outstanding {
         self.envelopes = self.envelopes.saturating_sub(1);
         self.bytes = self.bytes.saturating_sub(bytes);
     }
-}
-
-/// The length of `envelope` as JSON, counted without keeping the text.
-fn json_len(envelope: &Envelope) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0 += bytes.len();
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    // Writing to a counter cannot fail, nor can an envelope's serialization.
-    let _ = serde_json::to_writer(&mut count, envelope);
-    count.0
 }
 
 /// The publishing side: one task publishes queued envelopes through `routing`, one at a time.
@@ -228,7 +219,15 @@ impl ShutdownHandle {
             return Drained::default();
         };
         self.deadline.send_replace(Some(deadline));
-        drained.await.unwrap_or_default()
+        // The publisher stops at the deadline less a margin; waiting past the deadline itself
+        // would only wait for Lambda to end the process.
+        match tokio::time::timeout_at(deadline.into(), drained).await {
+            Ok(drained) => drained.unwrap_or_default(),
+            Err(_) => {
+                tracing::warn!("the relay's queue was not drained by the SHUTDOWN deadline");
+                Drained::default()
+            }
+        }
     }
 }
 
@@ -278,10 +277,18 @@ impl Publisher {
                 }
             };
             // Closed and empty, or every queue dropped.
-            let Some(Queued { envelope, bytes }) = next else {
+            let Some(Queued(text)) = next else {
                 break;
             };
-            let published = self.publish(&envelope).await;
+            let bytes = text.len();
+            let published = match serde_json::from_slice::<Envelope>(&text) {
+                Ok(envelope) => self.publish(&envelope).await,
+                // Checked when it was queued: cannot happen; said rather than dropped unseen.
+                Err(error) => {
+                    tracing::error!(error = %error, envelope = %String::from_utf8_lossy(&text), "keel.routed_error: an envelope in the relay's queue could not be read");
+                    false
+                }
+            };
             self.outstanding
                 .send_modify(|outstanding| outstanding.release(bytes));
             // The envelope under way when the drain was asked for counts in it.
@@ -305,7 +312,8 @@ impl Publisher {
 
     /// Publishes `envelope` through the chain; once a drain is asked for, only until its
     /// deadline (less [`SHUTDOWN_MARGIN`]), after which it is written whole to the log. Whether
-    /// it was published.
+    /// it was published (to the topic or the queue: the chain's own last resort, the log,
+    /// counts as logged).
     async fn publish(&self, envelope: &Envelope) -> bool {
         let mut deadline = self.deadline.clone();
         let time_up = async move {
@@ -320,7 +328,7 @@ impl Publisher {
                 false
             }
             // Off the response path: no invocation deadline applies (0 = unknown).
-            _ = self.routing.publish(envelope, 0) => true,
+            sink = self.routing.publish(envelope, 0) => sink != Sink::Log,
         }
     }
 }

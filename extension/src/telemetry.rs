@@ -47,6 +47,13 @@ pub const SUBSCRIBED_BATCH_BYTES: usize = 256 * 1024;
 /// each), so that a real batch is never refused.
 pub const MAX_BATCH_BYTES: usize = 4 * SUBSCRIBED_BATCH_BYTES;
 
+/// What the Telemetry API listener takes at once: a batch per request, two connections (Lambda
+/// delivers one batch at a time).
+pub const LISTENER: crate::http::Caps = crate::http::Caps {
+    body_bytes: MAX_BATCH_BYTES,
+    connections: 2,
+};
+
 /// Requests whose state is kept (the oldest forgotten first).
 const REQUESTS_KEPT: usize = 256;
 
@@ -119,6 +126,13 @@ impl Requests {
         self.by_id
             .get_or_insert_mut_ref(request_id, RequestState::default)
     }
+}
+
+/// The failures a batch reports, each request once.
+#[derive(Default)]
+struct Failures {
+    found: Vec<Failure>,
+    seen: std::collections::HashSet<String>,
 }
 
 /// A failure seen in a platform record.
@@ -280,7 +294,7 @@ impl Telemetry {
     /// Applies each record; returns the failures to route.
     fn records(&self, items: &[&RawValue]) -> (Read, Vec<Failure>) {
         let mut read = Read::default();
-        let mut failures = Vec::new();
+        let mut failures = Failures::default();
         for item in items {
             let item = serde_json::from_str::<Item>(item.get()).ok();
             let known = item.as_ref().is_some_and(|item| self.record(item, &mut failures));
@@ -291,11 +305,11 @@ impl Telemetry {
                 tracing::debug!(record_type = ?record_type, "a telemetry record was skipped");
             }
         }
-        (read, failures)
+        (read, failures.found)
     }
 
     /// Applies one record; whether it was of a known type and shape.
-    fn record(&self, item: &Item, failures: &mut Vec<Failure>) -> bool {
+    fn record(&self, item: &Item, failures: &mut Failures) -> bool {
         let Some(kind) = item.kind.as_deref() else {
             return false;
         };
@@ -346,7 +360,7 @@ impl Telemetry {
 
     /// `platform.runtimeDone` or `platform.report`: metrics from the report, a failure from a
     /// status other than success.
-    fn done(&self, record: &Value, report: bool, failures: &mut Vec<Failure>) -> bool {
+    fn done(&self, record: &Value, report: bool, failures: &mut Failures) -> bool {
         let Some(request_id) = record["requestId"].as_str() else {
             return false;
         };
@@ -366,20 +380,20 @@ impl Telemetry {
             return false;
         };
         let mut requests = self.lock();
+        // The invocation under way ends here: a line printed after names no request.
         if requests.current.as_deref() == Some(request_id) {
             requests.current = None;
         }
-        let state = requests.state(request_id);
         let (class, metric) = match status {
             "timeout" => (ErrorClass::Timeout, &catalog::INVOCATION_TIMEOUT),
             "failure" => (ErrorClass::Crash, &catalog::RUNTIME_CRASH),
             // `success`, and `error` (the function reported its own error, and routed it).
             _ => {
-                state.finish();
+                requests.state(request_id).finish();
                 return true;
             }
         };
-        if state.routed || failures.iter().any(|f| f.request_id == request_id) {
+        if requests.state(request_id).routed || !failures.seen.insert(request_id.to_owned()) {
             return true;
         }
         metric.increment(1);
@@ -400,7 +414,7 @@ impl Telemetry {
                 format!("the runtime failed{duration}"),
             ),
         };
-        failures.push(Failure {
+        failures.found.push(Failure {
             request_id: request_id.to_owned(),
             class,
             error_type,
@@ -428,7 +442,7 @@ impl Telemetry {
             failure.class,
             json!({"last_log_lines": lines}),
         );
-        if let Err(refused) = self.queue.push(envelope.clone()) {
+        if let Err(refused) = self.queue.push(&envelope) {
             tracing::warn!(reason = %refused, "the relay's queue refused the extension's own envelope; it is logged");
             self.routing.write_to_log(&envelope);
         }
@@ -441,7 +455,13 @@ impl Telemetry {
 /// (log format Text); a string holding a JSON object (Keel's own lines, printed) is kept as
 /// that object.
 fn line(record: &RawValue) -> Option<(Option<String>, Box<RawValue>)> {
-    let named = |json: &str| serde_json::from_str::<Named>(json).ok();
+    // Only a JSON object names a request (an array would fill `Named` by position).
+    let named = |json: &str| {
+        json.trim_start()
+            .starts_with('{')
+            .then(|| serde_json::from_str::<Named>(json).ok())
+            .flatten()
+    };
     match serde_json::from_str::<String>(record.get()) {
         Ok(text) => match named(&text) {
             Some(named) => Some((
@@ -466,11 +486,19 @@ fn bounded(json: Box<RawValue>, text: Option<&str>) -> Option<Box<RawValue>> {
     }
     let text = text.unwrap_or(json.get());
     let mut end = MAX_LINE_BYTES.min(text.len());
-    while !text.is_char_boundary(end) {
-        end -= 1;
+    // Escaping can make the kept text several times longer: cut until the marker fits.
+    loop {
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let marker = json!({"keel_truncated": true, "bytes": text.len(), "text": &text[..end]});
+        let marker = serde_json::value::to_raw_value(&marker).ok()?;
+        let over = marker.get().len().saturating_sub(MAX_LINE_BYTES);
+        if over == 0 || end == 0 {
+            return Some(marker);
+        }
+        end = end.saturating_sub(over.max(16));
     }
-    let marker = json!({"keel_truncated": true, "bytes": text.len(), "text": &text[..end]});
-    serde_json::value::to_raw_value(&marker).ok()
 }
 
 /// `platform.logsDropped`: Lambda dropped records before the extension read them.

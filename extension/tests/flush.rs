@@ -79,7 +79,7 @@ async fn the_invocation_ends_once_the_runtime_is_done_and_its_envelope_is_publis
         ErrorClass::Transient,
         json!({"booking_id": "bk-1"}),
     );
-    setup.queue.push(envelope.clone()).unwrap();
+    setup.queue.push(&envelope).unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!waiting.is_finished(), "no runtimeDone yet: still waiting");
 

@@ -25,7 +25,10 @@ async fn server() -> Server {
     let counted = calls.clone();
     tokio::spawn(keel_extension::http::serve(
         listener,
-        CAP,
+        keel_extension::http::Caps {
+            body_bytes: CAP,
+            connections: 4,
+        },
         move |_method, _path, body| {
             counted.fetch_add(1, Ordering::SeqCst);
             async move { (StatusCode::OK, body.len().to_string()) }

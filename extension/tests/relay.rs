@@ -73,7 +73,7 @@ async fn the_relay_says_when_its_byte_budget_is_spent_and_takes_more_once_publis
         )
     );
     assert_eq!(
-        queue.push(envelope(&routing, 3)),
+        queue.push(&envelope(&routing, 3)),
         Err(relay::Refused::OverBudget(limits.bytes)),
         "the extension's own envelopes count too"
     );
@@ -119,7 +119,7 @@ async fn relayed_envelopes_are_published_and_shutdown_drains_the_rest() {
         .unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(received.len(), 50, "every pending envelope reached the topic");
     assert_eq!(
-        queue.push(envelope(&routing, 99)),
+        queue.push(&envelope(&routing, 99)),
         Err(relay::Refused::Closed),
         "closed after SHUTDOWN"
     );
@@ -130,7 +130,7 @@ async fn with_no_time_left_shutdown_logs_what_is_pending() {
     let routing = Arc::new(ErrorRouting::new("svc"));
     let (queue, publisher, mut shutdown) = relay::queue(relay::Limits::envelopes(16), routing.clone());
     for n in 0..10 {
-        queue.push(envelope(&routing, n)).unwrap();
+        queue.push(&envelope(&routing, n)).unwrap();
     }
     // The SHUTDOWN request is made before the publisher first runs (one thread: in order).
     let drain = tokio::spawn(async move { shutdown.drain(Instant::now()).await });
@@ -195,7 +195,7 @@ async fn a_publish_under_way_at_shutdown_ends_with_the_window_and_every_envelope
     tokio::spawn(publisher.run());
     let envelopes: Vec<_> = (0..5).map(|n| envelope(&routing, n)).collect();
     for envelope in &envelopes {
-        queue.push(envelope.clone()).unwrap();
+        queue.push(envelope).unwrap();
     }
     // The first publish is under way when SHUTDOWN arrives.
     let mut connections = sns.connections.clone();
@@ -209,7 +209,7 @@ async fn a_publish_under_way_at_shutdown_ends_with_the_window_and_every_envelope
     let drained = shutdown.drain(started + window).await;
     let took = started.elapsed();
     assert!(
-        took <= window + Duration::from_millis(250),
+        took <= window + Duration::from_secs(1),
         "the drain took {took:?} for a {window:?} window ({drained:?})"
     );
     assert_eq!(

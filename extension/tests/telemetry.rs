@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use keel_extension::relay;
-use keel_extension::telemetry::{Telemetry, MAX_BATCH_BYTES, MAX_LINE_BYTES};
+use keel_extension::telemetry::{Telemetry, MAX_LINE_BYTES};
 use keel_runtime::output::{CapturedLines, Output};
 use keel_runtime::routing::{Envelope, ErrorClass, ErrorRouting, Source};
 use keel_runtime::Keel;
@@ -98,7 +98,7 @@ async fn listener_with(configure: impl FnOnce(Telemetry) -> Telemetry) -> Listen
     let url = format!("http://{}/", socket.local_addr().unwrap());
     tokio::spawn(keel_extension::http::serve(
         socket,
-        MAX_BATCH_BYTES,
+        keel_extension::telemetry::LISTENER,
         move |method, _path, body| {
             let telemetry = telemetry.clone();
             async move { telemetry.answer(method, &body).await }
@@ -352,4 +352,33 @@ async fn a_huge_line_is_kept_cut_and_marked() {
         );
     }
     assert_eq!(last[2]["message"], "the last words");
+
+    // Escaping can make a line's kept start several times longer: the mark stays within bounds.
+    let escaped = listener_with(|telemetry| telemetry.lines_per_request(3)).await;
+    let quotes = "\"\u{1}".repeat(50_000);
+    let batch = json!([start("h-escaped"), text(&quotes), crash("h-escaped")]);
+    assert_eq!(escaped.post(batch).await.0, 200);
+    let envelope = escaped.envelopes("h-escaped", 1).await.remove(0);
+    let last = last_lines(&envelope);
+    assert_eq!(last.len(), 1, "{last:?}");
+    let written = last[0].to_string().len();
+    assert!(written <= MAX_LINE_BYTES, "{written} bytes as JSON");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_printed_array_names_no_request() {
+    let listener = listener().await;
+    let batch = json!([
+        start("a-array"),
+        {"time": "2026-11-21T10:00:00.500Z", "type": "function", "record": ["GET", "/bookings", 200]},
+        text(r#"["POST","/bookings",500]"#),
+        crash("a-array"),
+    ]);
+    assert_eq!(listener.post(batch).await.0, 200);
+    let envelope = listener.envelopes("a-array", 1).await.remove(0);
+    assert_eq!(
+        last_lines(&envelope).len(),
+        2,
+        "both lines belong to the invocation under way"
+    );
 }
