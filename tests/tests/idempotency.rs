@@ -383,7 +383,11 @@ async fn a_panicking_or_cancelled_handler_releases_its_key_at_once() {
 
     // A cancelled invocation (its future dropped) releases the key on the runtime shortly
     // after; the retry does not wait for the deadline.
-    let hanging = service_fn(|_: LambdaEvent<Value>| {
+    // The hanging handler says when it runs: it holds the key from then on.
+    let entered = Arc::new(tokio::sync::Semaphore::new(0));
+    let inside = entered.clone();
+    let hanging = service_fn(move |_: LambdaEvent<Value>| {
+        inside.add_permits(1);
         std::future::pending::<Result<ApiGatewayV2httpResponse, BoxError>>()
     });
     let mut svc = Keel::new("bookings")
@@ -391,9 +395,16 @@ async fn a_panicking_or_cancelled_handler_releases_its_key_at_once() {
         .service(hanging);
     let event = api_event("r3", Some("k2"), booking("a"), deadline);
     let running = tokio::spawn(async move { svc.ready().await.unwrap().call(event).await });
+    tokio::time::timeout(Duration::from_secs(60), entered.acquire())
+        .await
+        .expect("the hanging handler runs")
+        .unwrap()
+        .forget();
     let mut probe = service(on_table(&moto, &table), &handler);
-    let claimed = wait_for_status(&mut probe, "k2", 409).await;
-    assert_eq!(claimed, 409, "the hanging invocation holds the key");
+    let claimed = call(&mut probe, api_event("r4", Some("k2"), booking("a"), deadline))
+        .await
+        .unwrap();
+    assert_eq!(claimed.status_code, 409, "the hanging invocation holds the key");
     running.abort();
     let released = wait_for_status(&mut probe, "k2", 201).await;
     assert_eq!(released, 201, "the key was released after the cancellation");
