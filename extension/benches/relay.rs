@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use keel_extension::relay;
-use keel_runtime::routing::{ErrorClass, ErrorRouting, Source};
+use keel_runtime::classify::ErrorClass;
+use keel_runtime::routing::{ErrorRouting, Source};
 use keel_tests::Moto;
 use tokio::net::TcpListener;
 

@@ -28,8 +28,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use hyper::{Method, StatusCode};
+use keel_runtime::classify::ErrorClass;
 use keel_runtime::metrics::{catalog, MetricsLayer};
-use keel_runtime::routing::{ErrorClass, ErrorRouting, Source};
+use keel_runtime::routing::{ErrorRouting, Source};
 use lru::LruCache;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -371,10 +372,10 @@ impl Telemetry {
                     def.record_with(value, &[]);
                 }
             };
-            record_ms(&catalog::INVOCATION_DURATION_MS, "durationMs");
-            record_ms(&catalog::BILLED_DURATION_MS, "billedDurationMs");
-            record_ms(&catalog::MAX_MEMORY_USED_MB, "maxMemoryUsedMB");
-            record_ms(&catalog::INIT_DURATION_MS, "initDurationMs");
+            record_ms(&catalog::keel::INVOCATION_DURATION_MS, "durationMs");
+            record_ms(&catalog::keel::BILLED_DURATION_MS, "billedDurationMs");
+            record_ms(&catalog::keel::MAX_MEMORY_USED_MB, "maxMemoryUsedMB");
+            record_ms(&catalog::keel::INIT_DURATION_MS, "initDurationMs");
         }
         let Some(status) = record["status"].as_str() else {
             return false;
@@ -385,8 +386,8 @@ impl Telemetry {
             requests.current = None;
         }
         let (class, metric) = match status {
-            "timeout" => (ErrorClass::Timeout, &catalog::INVOCATION_TIMEOUT),
-            "failure" => (ErrorClass::Crash, &catalog::RUNTIME_CRASH),
+            "timeout" => (ErrorClass::Timeout, &catalog::keel::INVOCATION_TIMEOUT),
+            "failure" => (ErrorClass::Crash, &catalog::keel::RUNTIME_CRASH),
             // `success`, and `error` (the function reported its own error, and routed it).
             _ => {
                 requests.state(request_id).finish();
@@ -510,7 +511,7 @@ fn dropped(record: &Value) -> bool {
         reason = record["reason"].as_str().unwrap_or_default(),
         "Lambda dropped telemetry records before the extension could read them"
     );
-    catalog::TELEMETRY_DROPPED.increment(records);
+    catalog::keel::TELEMETRY_DROPPED.increment(records);
     true
 }
 

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use keel_extension::relay;
-use keel_runtime::routing::{ErrorClass, ErrorRouting, Source};
+use keel_runtime::classify::ErrorClass;
+use keel_runtime::routing::{ErrorRouting, Source};
 use keel_tests::Moto;
 
 mod support;

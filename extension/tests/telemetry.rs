@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use keel_extension::relay;
 use keel_extension::telemetry::{Telemetry, MAX_LINE_BYTES};
+use keel_runtime::classify::ErrorClass;
 use keel_runtime::output::{CapturedLines, Output};
-use keel_runtime::routing::{Envelope, ErrorClass, ErrorRouting, Source};
+use keel_runtime::routing::{Envelope, ErrorRouting, Source};
 use keel_runtime::Keel;
 use serde_json::{json, Value};
 use support::{logs, parsed};

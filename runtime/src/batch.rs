@@ -93,11 +93,13 @@ impl BatchProcessor {
     }
 
     /// Each record runs at most once per message id.
+    #[must_use]
     pub fn idempotent(self, idempotency: Idempotency) -> Self {
         self.idempotent_by(idempotency, RecordKey::MessageId)
     }
 
     /// Each record runs at most once per `key`.
+    #[must_use]
     pub fn idempotent_by(mut self, idempotency: Idempotency, key: RecordKey) -> Self {
         self.idempotency = Some((Arc::new(idempotency), key));
         self
@@ -105,6 +107,7 @@ impl BatchProcessor {
 
     /// Routes a failed record once it has been received `receives` times or more (its
     /// `ApproximateReceiveCount`), so that poison messages reach on-call.
+    #[must_use]
     pub fn route_after(mut self, routing: ErrorRouting, receives: u32) -> Self {
         self.routing = Some((Arc::new(routing), receives.max(1)));
         self
@@ -112,6 +115,7 @@ impl BatchProcessor {
 
     /// Reports a batch in which every record failed record by record, instead of failing the
     /// invocation.
+    #[must_use]
     pub fn allow_whole_batch_failure(mut self) -> Self {
         self.whole_batch_failure_is_error = false;
         self
@@ -192,9 +196,11 @@ impl BatchProcessor {
         let payload: Value = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned()));
         let key = match key {
             RecordKey::MessageId => Value::from(record.message_id.clone().unwrap_or_default()),
-            RecordKey::BodyPointer(pointer) => match payload.pointer(pointer) {
-                Some(value) if !value.is_null() => value.clone(),
-                _ => {
+            RecordKey::BodyPointer(pointer) => match crate::event::value_at(body, pointer) {
+                Some(value) => {
+                    serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()))
+                }
+                None => {
                     let reason = format!("the record's body has no value at `{pointer}`");
                     return Err(crate::idempotency::IdempotencyError::MissingKey(reason).into());
                 }
@@ -217,7 +223,7 @@ impl BatchProcessor {
             return;
         };
         // A duplicate still in progress elsewhere is retried, not reported.
-        if crate::routing::is_back_pressure(error) {
+        if crate::classify::is_back_pressure(error) {
             return;
         }
         let receives = record

@@ -21,6 +21,15 @@ pub enum ConfigError {
         /// Why it is refused.
         reason: String,
     },
+    /// A variable asks for a part of Keel this build leaves out (a cargo feature of
+    /// `keel-runtime` that is off).
+    #[error("{variable} is set, but keel-runtime was built without its `{feature}` feature")]
+    FeatureMissing {
+        /// The variable.
+        variable: &'static str,
+        /// The feature it needs.
+        feature: &'static str,
+    },
 }
 
 /// Parses the variable `name` with `parse`, or returns `None` when it is unset or blank.

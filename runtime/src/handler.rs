@@ -67,6 +67,12 @@ pub struct Panicked {
     pub location: Option<String>,
 }
 
+impl crate::classify::Classify for Panicked {
+    fn error_class(&self) -> crate::classify::ErrorClass {
+        crate::classify::ErrorClass::Crash
+    }
+}
+
 thread_local! {
     /// Set while this thread polls a handler: its panic is caught and reported by Keel.
     static IN_HANDLER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -185,7 +191,7 @@ impl From<InvocationError> for Diagnostic {
         // What Lambda returns as `errorMessage`: masked by the process's redaction rules.
         let message = error.source.to_string();
         Diagnostic {
-            error_message: crate::logging::Redactor::process()
+            error_message: crate::redact::Redactor::process()
                 .redact_string(&message)
                 .into_owned(),
             error_type: error.error_type.into_owned(),
@@ -230,6 +236,7 @@ pub struct InvalidEvent {
 /// assert_eq!(error.error_type(), "Keel.InvalidEvent");
 /// # }
 /// ```
+#[derive(Debug)]
 pub struct TypedHandler<H, T> {
     inner: H,
     _payload: PhantomData<fn(T)>,
@@ -366,14 +373,14 @@ fn mask_quoted(text: &str) -> String {
         out.push_str(&rest[..=open]);
         let inner = &rest[open + 1..];
         let Some(close) = inner.find(quote) else {
-            out.push_str(crate::logging::MASK);
+            out.push_str(crate::redact::MASK);
             return out;
         };
         let word = &inner[..close];
         out.push_str(if quote == '`' && is_name_like(word) {
             word
         } else {
-            crate::logging::MASK
+            crate::redact::MASK
         });
         out.push(quote);
         rest = &inner[close + 1..];

@@ -37,20 +37,42 @@
 //!
 //! Layers run in this order, outermost first: logging (the invocation span) → metrics (flushed
 //! after every invocation) → error routing → idempotency (a replayed duplicate never reaches
-//! the handler, nor takes a slot) → concurrency guard → the typed handler (the event is deserialized inside Keel, so a bad event is logged and answered
-//! with a clear `Keel.InvalidEvent` error). Each layer can also be used alone: see
+//! the handler, nor takes a slot) → concurrency guard → the typed handler (the event is
+//! deserialized inside Keel, so a bad event is logged and answered with a clear
+//! `Keel.InvalidEvent` error). Each layer can also be used alone: see
 //! [`logging::LoggingLayer`], [`metrics::MetricsLayer`], [`routing::ErrorRoutingLayer`],
 //! [`idempotency::IdempotencyLayer`] and [`concurrency::ConcurrencyGuardLayer`].
 //! Response types serialize and deserialize (`serde`), so that they can be stored and replayed.
+//!
+//! What the layers share has a module of its own: [`classify`] (error classes and
+//! back-pressure), [`redact`] (masking for every output), [`clock`] (epoch milliseconds,
+//! deadlines and the margins kept from them), [`aws`] (the tables the stores need, one SDK
+//! configuration), and, inside the crate, the JSON reader and canonical writer and the event
+//! lookups every layer uses. `docs/architecture.md` in the repository describes the layers,
+//! one invocation's data flow and every contract.
+//!
+//! # Features
+//!
+//! - `dynamodb` (default): [`idempotency::DynamoDbStore`] and [`concurrency::DynamoDbSlots`].
+//! - `routing` (default): routed errors published to SNS and an SQS dead-letter queue.
+//!
+//! Without them no AWS SDK is compiled or linked: logs, metrics, the in-memory stores and
+//! routing through the extension's relay (or to the log) still work, and a variable that needs
+//! a missing feature (`KEEL_IDEMPOTENCY_TABLE`, `KEEL_CONCURRENCY_TABLE`, `KEEL_ERROR_TOPIC_ARN`,
+//! `KEEL_DLQ_URL`) stops start-up with [`ConfigError::FeatureMissing`].
 
 #![warn(missing_docs)]
 
-mod aws;
+pub mod aws;
 pub mod batch;
+pub mod classify;
+pub mod clock;
 pub mod concurrency;
 mod config;
+mod event;
 mod function;
 pub mod handler;
+mod hash;
 mod http;
 pub mod idempotency;
 mod json;
@@ -58,6 +80,7 @@ pub mod logging;
 pub mod metrics;
 pub mod output;
 mod ready;
+pub mod redact;
 pub mod routing;
 
 use std::fmt;
@@ -159,6 +182,7 @@ impl Keel {
 
     /// Routes handler errors to on-call (see [`routing`]); the event in envelopes is masked by
     /// the same rules as the logs.
+    #[must_use]
     pub fn error_routing(mut self, routing: ErrorRouting) -> Self {
         let routing = routing.redact(self.log.redactor.clone());
         self.routing = ErrorRoutingLayer::new(routing);
@@ -166,6 +190,7 @@ impl Keel {
     }
 
     /// Runs each request at most once per idempotency key (see [`idempotency`]).
+    #[must_use]
     pub fn idempotency(mut self, idempotency: Idempotency) -> Self {
         self.idempotency = IdempotencyLayer::new(idempotency);
         self
@@ -173,12 +198,14 @@ impl Keel {
 
     /// Holds invocations to a number at once per key (see [`concurrency`]). Duplicates answered
     /// by idempotency never take a slot.
+    #[must_use]
     pub fn concurrency(mut self, guard: ConcurrencyGuard) -> Self {
         self.concurrency = ConcurrencyGuardLayer::new(guard);
         self
     }
 
     /// Where each invocation's `correlation_id` comes from.
+    #[must_use]
     pub fn correlation_id(mut self, source: CorrelationId) -> Self {
         self.logging = self.logging.correlation_id(source);
         self
@@ -186,24 +213,28 @@ impl Keel {
 
     /// Logs each incoming event at DEBUG, redacted: it is then among the buffered lines written
     /// when an invocation fails.
+    #[must_use]
     pub fn log_events(mut self) -> Self {
         self.logging = self.logging.log_event();
         self
     }
 
     /// Adjusts the log configuration.
+    #[must_use]
     pub fn logs(mut self, adjust: impl FnOnce(LogConfig) -> LogConfig) -> Self {
         self.log = adjust(self.log);
         self
     }
 
     /// Adjusts the metrics configuration.
+    #[must_use]
     pub fn metrics(mut self, adjust: impl FnOnce(MetricsConfig) -> MetricsConfig) -> Self {
         self.metrics = adjust(self.metrics);
         self
     }
 
     /// Sends log lines and EMF documents to `output` (standard output by default).
+    #[must_use]
     pub fn output(mut self, output: Output) -> Self {
         self.log = self.log.output(output.clone());
         self.metrics = self.metrics.output(output);

@@ -73,7 +73,7 @@ impl std::fmt::Debug for Output {
 }
 
 /// The lines written to an in-memory [`Output`].
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct CapturedLines {
     lines: Arc<Mutex<Vec<String>>>,
 }

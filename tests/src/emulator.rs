@@ -8,7 +8,7 @@ use crate::process::{port_open, Process};
 use crate::{free_port, http_agent, tool, wait_until, workspace_root, HarnessError};
 
 /// The function name the emulator serves in `--only-lambda-apis` mode.
-pub const FUNCTION_NAME: &str = "_";
+pub(crate) const FUNCTION_NAME: &str = "_";
 
 /// A running `cargo-lambda lambda watch`; stopped when dropped.
 ///
@@ -16,6 +16,7 @@ pub const FUNCTION_NAME: &str = "_";
 /// start the function processes themselves. [`Emulator::serving`] runs a workspace binary as the
 /// function, as Lambda does, so that stopping the emulator ([`Emulator::shut_down`]) sends
 /// SHUTDOWN to the registered extensions.
+#[derive(Debug)]
 pub struct Emulator {
     process: Process,
     port: u16,
@@ -164,6 +165,7 @@ impl Emulator {
 }
 
 /// A function binary polling the emulator; its stdout is what Lambda sends to CloudWatch Logs.
+#[derive(Debug)]
 pub struct FunctionProcess {
     process: Process,
 }

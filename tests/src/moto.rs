@@ -21,6 +21,7 @@ use crate::{free_port, http_agent, tool, unique_name, workspace_root, HarnessErr
 const REGION: &str = "us-east-1";
 
 /// A running moto server; stopped when dropped.
+#[derive(Debug)]
 pub struct Moto {
     process: Process,
     endpoint: String,

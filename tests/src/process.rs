@@ -12,6 +12,7 @@ use crate::{wait_until, HarnessError};
 ///
 /// Dropping it sends SIGTERM to the group, waits up to two seconds, then SIGKILLs it; the
 /// child also gets SIGKILL if the test process dies first.
+#[derive(Debug)]
 pub struct Process {
     name: String,
     child: Child,

@@ -3,13 +3,12 @@
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::http::header::{HeaderValue, CONTENT_TYPE};
-use keel_runtime::metrics::catalog;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// A booking request as clients send it.
 #[derive(Debug, Deserialize, Serialize)]
-pub struct BookingRequest {
+pub(crate) struct BookingRequest {
     pub resource_id: String,
     pub customer_id: String,
     pub start: String,
@@ -27,7 +26,7 @@ fn one() -> u32 {
 
 /// Why a request was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum Rejected {
+pub(crate) enum Rejected {
     #[error("no route for {0}")]
     NoRoute(String),
     #[error("the body is not a valid booking request: {0}")]
@@ -46,7 +45,7 @@ impl Rejected {
 }
 
 /// Answers one API Gateway request.
-pub fn route(request: &ApiGatewayV2httpRequest, request_id: &str) -> ApiGatewayV2httpResponse {
+pub(crate) fn route(request: &ApiGatewayV2httpRequest, request_id: &str) -> ApiGatewayV2httpResponse {
     let method = request.request_context.http.method.as_str();
     let path = request.raw_path.as_deref().unwrap_or("/");
     tracing::debug!(method, path, "routing request");
@@ -71,7 +70,7 @@ fn create(body: Option<&str>, request_id: &str) -> Result<serde_json::Value, Rej
     tracing::debug!(booking = %body, "booking request parsed");
     validate(&booking)?;
     let booking_id = format!("bk-{:016x}", fastrand::u64(..));
-    catalog::BOOKING_CREATED.increment(1);
+    crate::metrics::BOOKING_CREATED.increment(1);
     tracing::info!(
         booking_id,
         resource_id = %booking.resource_id,

@@ -8,6 +8,7 @@
 //! (DynamoDB) when it is set, else stay in memory.
 
 mod booking;
+mod metrics;
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use keel_runtime::idempotency::Idempotency;
@@ -25,6 +26,7 @@ async fn main() -> Result<(), BoxError> {
         .local_cache(1024);
     Keel::from_env("booking-api")
         .await?
+        .metrics(|config| config.catalogue(metrics::CATALOGUE))
         .idempotency(idempotency)
         .run(service_fn(handle))
         .await

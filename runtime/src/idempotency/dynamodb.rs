@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
@@ -12,21 +11,6 @@ use aws_sdk_dynamodb::Client;
 use crate::aws::{is_condition_failure, Failure};
 
 use super::store::{Acquire, IdempotencyStore, Now, Record, Status, StoreError};
-
-/// The table the store needs, for the infrastructure generator and for tests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TableDefinition {
-    /// The partition key (string).
-    pub key_attribute: &'static str,
-    /// The TTL attribute (epoch seconds).
-    pub ttl_attribute: &'static str,
-}
-
-/// Key `id` (string), TTL on `expiration`; on-demand billing suits the spiky booking traffic.
-pub const TABLE: TableDefinition = TableDefinition {
-    key_attribute: "id",
-    ttl_attribute: "expiration",
-};
 
 const ACQUIRE_CONDITION: &str =
     "attribute_not_exists(#id) OR #expiration < :now_s OR (#status = :in_progress AND #in_progress_expiration < :now_ms)";
@@ -56,15 +40,7 @@ impl DynamoDbStore {
     /// `AWS_ENDPOINT_URL`), with short timeouts fit for a request path: 1 s per attempt,
     /// 3 s in all.
     pub async fn from_env(table: impl Into<String>) -> Self {
-        let timeouts = aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
-            .operation_attempt_timeout(Duration::from_secs(1))
-            .operation_timeout(Duration::from_secs(3))
-            .build();
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .timeout_config(timeouts)
-            .load()
-            .await;
-        Self::new(Client::new(&config), table)
+        Self::new(Client::new(&crate::aws::config().await), table)
     }
 
     /// The table name.

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-use super::json_text;
+use crate::event;
+use crate::hash::sha256_hex;
+use crate::json::{canonical as json_canonical, reader};
 
 /// Which part of the event is the idempotency key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,9 +19,14 @@ pub enum KeySource {
     Header(String),
     /// A JSON pointer into the event, e.g. `/detail/order_id`.
     Pointer(String),
-    /// The whole request: for an HTTP event, what identifies the request — its method, path,
-    /// query, body and caller (see [`Idempotency::request_key`](super::Idempotency::request_key));
-    /// otherwise the whole event.
+    /// The whole request. For an HTTP event (API Gateway REST or HTTP API, ALB, function URL)
+    /// that is what identifies the request: its method, path, query, body and caller (the JWT or
+    /// Cognito `sub`, the IAM principal's ARN, a Lambda authorizer's principal; none without an
+    /// authorizer) — `GET /bookings/1` and `GET /bookings/2` are different requests, and so is
+    /// one body posted by two callers; otherwise the whole event. A key from a header or a
+    /// pointer of an HTTP event is scoped to its caller too. (Powertools for AWS Lambda hashes
+    /// the whole event by default; for HTTP events that changes with every retry, as request
+    /// ids and timestamps are part of it.)
     Request,
 }
 
@@ -38,13 +44,13 @@ pub enum PayloadSource {
 
 /// The key and validation hash of one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequestKey {
+pub(crate) struct RequestKey {
     /// The record id: `<prefix>#<sha256 hex>`.
-    pub id: Arc<str>,
+    pub(crate) id: Arc<str>,
     /// SHA-256 hex of the canonical payload.
-    pub validation: Arc<str>,
+    pub(crate) validation: Arc<str>,
     /// Whether the event is an HTTP request (its errors and replays are HTTP responses).
-    pub http: bool,
+    pub(crate) http: bool,
 }
 
 /// Computes the record id and validation hash of `event`.
@@ -61,7 +67,7 @@ pub struct RequestKey {
 /// pointer of an HTTP event is scoped to its caller too, so that two callers choosing the same
 /// key never meet. (Powertools for AWS Lambda hashes the whole event by default, which for HTTP
 /// events changes with every retry: request ids and timestamps are part of it.)
-pub fn request_key(
+pub(crate) fn request_key(
     event: &RawValue,
     key: &KeySource,
     payload: &PayloadSource,
@@ -69,7 +75,7 @@ pub fn request_key(
 ) -> Result<RequestKey, String> {
     let event = event.get();
     let top = top_level_members(event, key);
-    let http = top.as_deref().filter(|members| is_http_event(members));
+    let http = top.as_deref().filter(|members| event::is_http_members(members));
     let caller = http.and_then(caller);
     // The request is an HTTP event's method, path, query, body and caller, otherwise the whole
     // event.
@@ -92,8 +98,8 @@ pub fn request_key(
         None => canonical_hash(part, Role::Key),
     };
     let key_hash = match key {
-        KeySource::Header(name) => scoped_hash(header(top.as_deref(), name)?)?,
-        KeySource::Pointer(pointer) => match json_text::pointer(event, pointer) {
+        KeySource::Header(name) => scoped_hash(event::header(top.as_deref(), name)?)?,
+        KeySource::Pointer(pointer) => match reader::pointer(event, pointer) {
             Some("null") | None => return Err(format!("the event has no value at `{pointer}`")),
             Some(value) => scoped_hash(value)?,
         },
@@ -103,10 +109,9 @@ pub fn request_key(
         // The request is both the key and the payload: one hash serves both.
         PayloadSource::Request if *key == KeySource::Request => Arc::clone(&key_hash),
         PayloadSource::Request => request_hash(Role::Payload)?,
-        PayloadSource::Pointer(pointer) => canonical_hash(
-            json_text::pointer(event, pointer).unwrap_or("null"),
-            Role::Payload,
-        )?,
+        PayloadSource::Pointer(pointer) => {
+            canonical_hash(reader::pointer(event, pointer).unwrap_or("null"), Role::Payload)?
+        }
     };
     Ok(RequestKey {
         id: record_id(prefix, &key_hash),
@@ -130,7 +135,7 @@ enum Role {
 fn top_level_members<'a>(event: &'a str, key: &KeySource) -> Option<Vec<(Cow<'a, str>, &'a str)>> {
     let may_be_http = memchr::memmem::find(event.as_bytes(), b"\"requestContext\"").is_some();
     if may_be_http || matches!(key, KeySource::Header(_)) {
-        json_text::members(event)
+        reader::members(event)
     } else {
         None
     }
@@ -139,7 +144,7 @@ fn top_level_members<'a>(event: &'a str, key: &KeySource) -> Option<Vec<(Cow<'a,
 /// SHA-256 hex of the canonical form of a part of the event (already known to be JSON: the
 /// runtime read it).
 fn canonical_hash(text: &str, role: Role) -> Result<Arc<str>, String> {
-    json_text::with_canonical(text, |canonical| hash_part(canonical, role))
+    json_canonical::with_canonical(text, |canonical| hash_part(canonical, role))
         .map_err(|_| "the event is not valid JSON".to_owned())?
 }
 
@@ -164,17 +169,17 @@ const CALLER_POINTERS: &[&str] = &[
 
 /// The caller identity of an HTTP event (JSON text), if it carries one.
 fn caller<'a>(members: &[(Cow<'_, str>, &'a str)]) -> Option<&'a str> {
-    let context = json_text::get(members, "requestContext")?;
+    let context = reader::get(members, "requestContext")?;
     CALLER_POINTERS
         .iter()
-        .find_map(|pointer| json_text::pointer(context, pointer).filter(|v| *v != "null"))
+        .find_map(|pointer| reader::pointer(context, pointer).filter(|v| *v != "null"))
 }
 
 /// The first of `names` an HTTP event has (not `null`), as JSON text.
 fn first_member<'a>(members: &[(Cow<'_, str>, &'a str)], names: &[&str]) -> &'a str {
     names
         .iter()
-        .find_map(|name| json_text::get(members, name).filter(|v| *v != "null"))
+        .find_map(|name| reader::get(members, name).filter(|v| *v != "null"))
         .unwrap_or("null")
 }
 
@@ -183,10 +188,10 @@ fn first_member<'a>(members: &[(Cow<'_, str>, &'a str)], names: &[&str]) -> &'a 
 fn http_request_hash(members: &[(Cow<'_, str>, &str)], caller: Option<&str>) -> Result<Arc<str>, String> {
     // REST APIs and ALB carry `httpMethod` and `path`; HTTP APIs and function URLs
     // `requestContext.http.method` and `rawPath`.
-    let method = match json_text::get(members, "httpMethod") {
+    let method = match reader::get(members, "httpMethod") {
         Some(method) => method,
-        None => json_text::get(members, "requestContext")
-            .and_then(|context| json_text::pointer(context, "/http/method"))
+        None => reader::get(members, "requestContext")
+            .and_then(|context| reader::pointer(context, "/http/method"))
             .unwrap_or("null"),
     };
     let path = first_member(members, &["rawPath", "path"]);
@@ -216,21 +221,21 @@ fn http_request_hash(members: &[(Cow<'_, str>, &str)], caller: Option<&str>) -> 
 
 /// Appends the canonical form of a part of the event.
 fn push_canonical(out: &mut String, text: &str) -> Result<(), String> {
-    json_text::with_canonical(text, |canonical| out.push_str(canonical))
+    json_canonical::with_canonical(text, |canonical| out.push_str(canonical))
         .map_err(|_| "the event is not valid JSON".to_owned())
 }
 
 /// Appends the body of an HTTP event in canonical form: the JSON it holds, otherwise the body
 /// as a JSON string (base64-encoded bodies are taken as they are); `null` when there is none.
 fn push_http_body(out: &mut String, members: &[(Cow<'_, str>, &str)]) -> Result<(), String> {
-    let Some(body) = json_text::get(members, "body") else {
+    let Some(body) = reader::get(members, "body") else {
         out.push_str("null");
         return Ok(());
     };
-    let base64 = json_text::get(members, "isBase64Encoded") == Some("true");
+    let base64 = reader::get(members, "isBase64Encoded") == Some("true");
     if !base64 && body.starts_with('"') {
         if let Ok(text) = serde_json::from_str::<String>(body) {
-            if json_text::with_canonical(&text, |json| out.push_str(json)).is_ok() {
+            if json_canonical::with_canonical(&text, |json| out.push_str(json)).is_ok() {
                 return Ok(());
             }
         }
@@ -238,28 +243,8 @@ fn push_http_body(out: &mut String, members: &[(Cow<'_, str>, &str)]) -> Result<
     push_canonical(out, body)
 }
 
-/// The value of the header `name` (case-insensitive; null values do not count).
-fn header<'a>(members: Option<&[(Cow<'_, str>, &'a str)]>, name: &str) -> Result<&'a str, String> {
-    let headers = members
-        .and_then(|members| json_text::get(members, "headers"))
-        .and_then(json_text::members)
-        .ok_or_else(|| format!("the event has no headers, so no `{name}` header"))?;
-    headers
-        .iter()
-        .find(|(key, value)| key.eq_ignore_ascii_case(name) && *value != "null")
-        .map(|(_, value)| *value)
-        .ok_or_else(|| format!("the request has no `{name}` header"))
-}
-
-/// Whether an event's top-level members are those of an HTTP request event (API Gateway REST or
-/// HTTP API, ALB, function URL).
-fn is_http_event(members: &[(Cow<'_, str>, &str)]) -> bool {
-    let has = |name| json_text::get(members, name).is_some();
-    has("requestContext") && (has("httpMethod") || has("routeKey") || has("rawPath"))
-}
-
 /// The key and validation hash of a unit of work inside a handler.
-pub fn work_key(key: &Value, payload: &Value, prefix: &str) -> RequestKey {
+pub(crate) fn work_key(key: &Value, payload: &Value, prefix: &str) -> RequestKey {
     RequestKey {
         id: record_id(prefix, &sha256_hex(&canonical(key))),
         validation: sha256_hex(&canonical(payload)),
@@ -284,30 +269,12 @@ fn record_id(prefix: &str, key_hash: &str) -> Arc<str> {
     }
 }
 
-/// Whether `event` is an HTTP request event (API Gateway REST/HTTP API, ALB, function URL).
-pub(crate) fn is_http(event: &RawValue) -> bool {
-    json_text::members(event.get()).is_some_and(|members| is_http_event(&members))
-}
-
 /// JSON text with object keys sorted at every depth and no insignificant white space: the form
 /// idempotency keys and payloads are hashed in.
-pub fn canonical(value: &Value) -> String {
+pub(crate) fn canonical(value: &Value) -> String {
     let text = value.to_string();
     // Only a value nested deeper than a JSON text may be is refused; its text is kept as it is.
-    json_text::canonical(&text).unwrap_or(text)
-}
-
-/// SHA-256 of `text`, as lowercase hex.
-pub fn sha256_hex(text: &str) -> Arc<str> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(text.as_bytes());
-    let mut hex = [0u8; 64];
-    for (pair, byte) in hex.chunks_exact_mut(2).zip(digest) {
-        pair[0] = HEX[usize::from(byte >> 4)];
-        pair[1] = HEX[usize::from(byte & 0xf)];
-    }
-    // Hex digits are ASCII.
-    Arc::from(std::str::from_utf8(&hex).unwrap_or_default())
+    json_canonical::canonical(&text).unwrap_or(text)
 }
 
 #[cfg(test)]

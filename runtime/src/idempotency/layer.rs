@@ -211,7 +211,7 @@ where
                     handler: service.call(event),
                 });
             }
-            let http = super::key::is_http(&event.payload);
+            let http = crate::event::is_http(event.payload.get());
             return Err(refuse(IdempotencyError::MissingKey(reason), http));
         }
     };
@@ -233,7 +233,7 @@ where
 /// What a claim decided: replay, refuse, or run the handler (holding the lease).
 fn answer<S, F, R>(
     begun: Result<Begin, IdempotencyError>,
-    key: &super::RequestKey,
+    key: &super::key::RequestKey,
     idempotency: &Arc<Idempotency>,
     run: impl FnOnce() -> F,
 ) -> Result<State<S, F, R>, Result<R, InvocationError>>
@@ -258,7 +258,7 @@ async fn remote<S, R>(
     mut service: S,
     // Boxed: the future holds it only until the handler takes it, so it stays small.
     event: Box<LambdaEvent<RawEvent>>,
-    key: super::RequestKey,
+    key: super::key::RequestKey,
 ) -> Result<R, InvocationError>
 where
     S: Service<LambdaEvent<RawEvent>, Response = R, Error = InvocationError>,

@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
@@ -75,11 +74,7 @@ pub struct Now(u64);
 impl Now {
     /// The current time.
     pub fn system() -> Self {
-        let millis = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or_default();
-        Now(millis)
+        Now(crate::clock::now_ms())
     }
 
     /// A given time, in epoch milliseconds.
@@ -181,3 +176,10 @@ impl<S: IdempotencyStore + ?Sized> IdempotencyStore for Arc<S> {
         (**self).get(id).await
     }
 }
+
+/// The idempotency table: key `id` (string), TTL on `expiration` (see [`Record`]); on-demand
+/// billing suits spiky booking traffic.
+pub const TABLE: crate::aws::TableDefinition = crate::aws::TableDefinition {
+    key_attribute: "id",
+    ttl_attribute: "expiration",
+};

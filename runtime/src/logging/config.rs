@@ -2,10 +2,10 @@
 
 use tracing::Level;
 
-use super::redact::Redactor;
 use crate::config::{parse_var, ConfigError};
 use crate::function::{service_name, var, FunctionInfo};
 use crate::output::Output;
+use crate::redact::Redactor;
 
 /// Line format, from `AWS_LAMBDA_LOG_FORMAT`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub const DEFAULT_DEBUG_BUFFER: usize = 50;
 /// | `KEEL_SERVICE` | the `service` field | the name given to [`LogConfig::from_env`] |
 /// | `KEEL_LOG_LEVEL` / `AWS_LAMBDA_LOG_LEVEL` | lines at this level or more severe are written (DEBUG lines of the AWS SDK, hyper and rustls only at `TRACE`) | `INFO` |
 /// | `KEEL_LOG_SAMPLE_RATE` | share of invocations (0–1) logged at DEBUG, drawn per invocation | `0` |
-/// | `KEEL_REDACT_FIELDS` | comma-separated field names whose values are masked as `***` (see [`Redactor`](super::Redactor)) | [`DEFAULT_REDACTED_FIELDS`](super::DEFAULT_REDACTED_FIELDS) |
+/// | `KEEL_REDACT_FIELDS` | comma-separated field names whose values are masked as `***` (see [`Redactor`](crate::redact::Redactor)) | [`DEFAULT_REDACTED_FIELDS`](crate::redact::DEFAULT_REDACTED_FIELDS) |
 /// | `KEEL_LOG_BUFFER_SIZE` | DEBUG lines held per invocation and written only if it fails (0 = off) | `50` |
 /// | `AWS_LAMBDA_LOG_FORMAT` | `JSON` or `Text` | `JSON` |
 #[derive(Clone, Debug)]
@@ -98,18 +98,21 @@ impl LogConfig {
     }
 
     /// Lines at `level` or more severe are written.
+    #[must_use]
     pub fn level(mut self, level: Level) -> Self {
         self.level = level;
         self
     }
 
     /// Share of invocations logged at DEBUG; clamped to 0–1 (NaN counts as 0).
+    #[must_use]
     pub fn sample_rate(mut self, rate: f64) -> Self {
         self.sample_rate = if rate.is_nan() { 0.0 } else { rate.clamp(0.0, 1.0) };
         self
     }
 
     /// JSON field names to mask, replacing the defaults; an empty list turns redaction off.
+    #[must_use]
     pub fn redact_fields<I, S>(mut self, fields: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -120,24 +123,28 @@ impl LogConfig {
     }
 
     /// Capacity of the per-invocation DEBUG buffer; 0 writes no DEBUG line unless sampled.
+    #[must_use]
     pub fn debug_buffer(mut self, lines: usize) -> Self {
         self.debug_buffer = lines;
         self
     }
 
     /// JSON or text lines.
+    #[must_use]
     pub fn format(mut self, format: LogFormat) -> Self {
         self.format = format;
         self
     }
 
     /// Where lines go (standard output by default).
+    #[must_use]
     pub fn output(mut self, output: Output) -> Self {
         self.output = output;
         self
     }
 
     /// The function details written on every line (read from the environment by default).
+    #[must_use]
     pub fn function(mut self, function: FunctionInfo) -> Self {
         self.function = function;
         self

@@ -14,7 +14,6 @@
 //! from the start.
 
 mod config;
-mod redact;
 mod subscriber;
 
 use std::future::Future;
@@ -30,7 +29,6 @@ use tower::{Layer, Service};
 use tracing::{field, Span};
 
 pub use config::{LogConfig, LogFormat, DEFAULT_DEBUG_BUFFER};
-pub use redact::{Redactor, DEFAULT_REDACTED_FIELDS, MASK};
 pub use subscriber::StructuredLogLayer;
 
 use crate::handler::{InvocationError, RawEvent};
@@ -52,38 +50,14 @@ pub enum CorrelationId {
 impl CorrelationId {
     /// Finds the id in the JSON text of an event; `Err` says why it is not there.
     pub fn find(&self, event: &str) -> Result<String, String> {
+        let members = crate::json::reader::members(event).ok_or_else(|| not_an_object(event))?;
         let found = match self {
-            CorrelationId::Header(name) => {
-                #[derive(serde::Deserialize)]
-                struct WithHeaders {
-                    #[serde(default)]
-                    headers: Option<serde_json::Map<String, Value>>,
-                }
-                let headers = serde_json::from_str::<WithHeaders>(event)
-                    .map_err(|_| not_an_object(event))?
-                    .headers
-                    .unwrap_or_default();
-                headers
-                    .into_iter()
-                    .find(|(key, _)| key.eq_ignore_ascii_case(name))
-                    .map(|(_, value)| value)
-                    .ok_or_else(|| format!("the event has no header `{name}`"))?
-            }
-            CorrelationId::Pointer(pointer) => {
-                let mut event: Value = serde_json::from_str(event).map_err(|e| e.to_string())?;
-                if !event.is_object() {
-                    return Err(not_an_object(&event.to_string()));
-                }
-                event
-                    .pointer_mut(pointer)
-                    .map(Value::take)
-                    .ok_or_else(|| format!("the event has nothing at `{pointer}`"))?
-            }
+            CorrelationId::Header(name) => crate::event::header(Some(&members), name)
+                .map_err(|_| format!("the event has no header `{name}`"))?,
+            CorrelationId::Pointer(pointer) => crate::json::reader::pointer(event, pointer)
+                .ok_or_else(|| format!("the event has nothing at `{pointer}`"))?,
         };
-        Ok(match found {
-            Value::String(id) => id,
-            other => other.to_string(),
-        })
+        Ok(crate::event::text_of(found).into_owned())
     }
 }
 
@@ -129,6 +103,7 @@ impl LoggingLayer {
     }
 
     /// Where each invocation's `correlation_id` comes from.
+    #[must_use]
     pub fn correlation_id(mut self, source: CorrelationId) -> Self {
         self.settings.correlation_id = Some(source);
         self
@@ -136,6 +111,7 @@ impl LoggingLayer {
 
     /// Logs every incoming event at DEBUG (redacted by the log layer like any JSON field), so
     /// that it is among the buffered lines written when the invocation fails.
+    #[must_use]
     pub fn log_event(mut self) -> Self {
         self.settings.log_event = true;
         self

@@ -15,9 +15,9 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use super::config::{LogConfig, LogFormat};
-use super::redact::{Redactor, MASK};
 use super::INVOCATION_SPAN;
 use crate::json;
+use crate::redact::{Redactor, MASK};
 
 /// Writes `tracing` events as structured lines; see the [module docs](super).
 ///

@@ -8,24 +8,24 @@
 
 use std::fmt::Write as _;
 
-use super::unit::{Resolution, Unit};
+use super::{Resolution, Unit};
 use crate::json;
 use crate::output::Output;
 
 /// Metric definitions per document.
-pub const MAX_METRICS_PER_DOCUMENT: usize = 100;
+pub(crate) const MAX_METRICS_PER_DOCUMENT: usize = 100;
 /// Values per metric per document.
-pub const MAX_VALUES_PER_METRIC: usize = 100;
+pub(crate) const MAX_VALUES_PER_METRIC: usize = 100;
 /// Dimensions per dimension set.
-pub const MAX_DIMENSIONS: usize = 30;
+pub(crate) const MAX_DIMENSIONS: usize = 30;
 /// Characters in a namespace, metric name or dimension name.
-pub const MAX_NAME_LEN: usize = 255;
+pub(crate) const MAX_NAME_LEN: usize = 255;
 /// Characters in a dimension value.
-pub const MAX_DIMENSION_VALUE_LEN: usize = 1024;
+pub(crate) const MAX_DIMENSION_VALUE_LEN: usize = 1024;
 /// Bytes in one document: CloudWatch Logs' historical event limit, the safe bound everywhere.
-pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+pub(crate) const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 /// Largest magnitude CloudWatch accepts for a value (2^360).
-pub const MAX_MAGNITUDE: f64 = 2.348_542_582_773_833e108;
+pub(crate) const MAX_MAGNITUDE: f64 = 2.348_542_582_773_833e108;
 
 /// Root members Keel writes besides dimensions and metrics.
 pub(crate) const RESERVED_MEMBERS: [&str; 2] = ["_aws", "function_request_id"];
@@ -41,7 +41,7 @@ pub(crate) struct Metric<'a> {
 
 /// Something that could not be written as valid EMF.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rejection {
+pub(crate) struct Rejection {
     /// The metric (or dimension) concerned.
     pub metric: String,
     /// Why it was not written.
@@ -58,7 +58,7 @@ impl Rejection {
 }
 
 /// Why `name` cannot be a namespace, metric name or dimension name, if it cannot.
-pub fn check_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
     if name.trim().is_empty() {
         return Err("the name is empty".into());
     }
@@ -78,7 +78,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// Why `namespace` cannot be an EMF namespace, if it cannot.
-pub fn check_namespace(namespace: &str) -> Result<(), String> {
+pub(crate) fn check_namespace(namespace: &str) -> Result<(), String> {
     check_name(namespace)?;
     if let Some(c) = namespace
         .chars()
@@ -138,12 +138,12 @@ pub(crate) struct EmfWriter {
 impl EmfWriter {
     /// Writes `metrics` under one dimension set (`service` first, then `dimensions`), splitting
     /// them across as many documents as the limits need. Returns what it could not write.
-    pub fn write(
+    pub(crate) fn write(
         &self,
         dimensions: &[(&str, &str)],
         metrics: Vec<Metric<'_>>,
         request_id: Option<&str>,
-        timestamp_ms: u128,
+        timestamp_ms: u64,
     ) -> Vec<Rejection> {
         let mut rejections = Vec::new();
         if let Err(reason) = check_dimensions(dimensions) {
@@ -220,7 +220,7 @@ impl EmfWriter {
         &self,
         dimensions: &[(&str, &str)],
         request_id: Option<&str>,
-        timestamp_ms: u128,
+        timestamp_ms: u64,
     ) -> Prefix {
         let mut head = String::with_capacity(128);
         head.push_str("{\"_aws\":{\"Timestamp\":");
@@ -240,11 +240,11 @@ impl EmfWriter {
         json::push_str(&mut members, &self.service);
         // A label named like a sensitive field (`email`, …) is a dimension, so its value would be
         // in every document: masked, as in the logs.
-        let redactor = crate::logging::Redactor::process();
+        let redactor = crate::redact::Redactor::process();
         for (name, value) in dimensions {
             json::push_key(&mut members, name);
             match redactor.is_sensitive(name) {
-                true => json::push_str(&mut members, crate::logging::MASK),
+                true => json::push_str(&mut members, crate::redact::MASK),
                 false => json::push_str(&mut members, value),
             }
         }

@@ -7,11 +7,12 @@
 //! Counters are summed per invocation, a gauge keeps its last value, histogram values are
 //! written as an EMF value array.
 //!
-//! Units come from the [`catalog`], else from `metrics::describe_*!`, else `Count` for counters
+//! Units come from the [`catalog`] (Keel's entries and those given with
+//! [`MetricsConfig::catalogue`]), else from `metrics::describe_*!`, else `Count` for counters
 //! and `None` for the rest. Metrics named with [`MetricsConfig::high_resolution`] (or marked so
 //! in the catalogue) are stored at one-second resolution.
 //!
-//! Every document is valid by construction ([`emf`] enforces the specification's limits); what
+//! Every document is valid by construction (the specification's limits are enforced); what
 //! cannot be valid (a bad name, an unknown unit, too many dimensions, a non-finite value) is
 //! reported by a WARN log line and left out.
 //!
@@ -22,11 +23,12 @@
 //! let _ = layer.install_recorder(); // once per process
 //! ```
 
-pub mod catalog;
-pub mod emf;
-mod flush;
+mod collector;
+mod document;
+mod emf;
 mod recorder;
-mod unit;
+
+pub use keel_catalog as catalog;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -39,14 +41,14 @@ use pin_project_lite::pin_project;
 use tokio::task::futures::TaskLocalFuture;
 use tower::{Layer, Service};
 
+pub use keel_catalog::{Resolution, Unit};
 pub use recorder::EmfRecorder;
-pub use unit::{Resolution, Unit};
 
 use crate::config::{parse_var, ConfigError};
 use crate::function::{service_name, FunctionInfo};
 use crate::output::Output;
-use flush::{flush, Flush};
-use recorder::Collector;
+use collector::Collector;
+use document::DocumentWriter;
 
 /// Default EMF namespace.
 pub const DEFAULT_NAMESPACE: &str = "Keel";
@@ -63,6 +65,7 @@ pub struct MetricsConfig {
     service: String,
     output: Output,
     high_resolution: Vec<String>,
+    catalogue: Vec<&'static catalog::MetricDef>,
     function: FunctionInfo,
 }
 
@@ -74,6 +77,7 @@ impl MetricsConfig {
             service: service.into(),
             output: Output::stdout(),
             high_resolution: Vec::new(),
+            catalogue: Vec::new(),
             function: FunctionInfo::from_env(),
         }
     }
@@ -104,18 +108,29 @@ impl MetricsConfig {
     }
 
     /// Stores the metric `name` at one-second resolution (`StorageResolution: 1`).
+    #[must_use]
     pub fn high_resolution(mut self, name: impl Into<String>) -> Self {
         self.high_resolution.push(name.into());
         self
     }
 
+    /// The function's own catalogue entries (see [`catalog`]): their units and resolutions
+    /// are written with their values, as Keel's own entries' are.
+    #[must_use]
+    pub fn catalogue(mut self, entries: &[&'static catalog::MetricDef]) -> Self {
+        self.catalogue.extend_from_slice(entries);
+        self
+    }
+
     /// Where documents go (standard output by default).
+    #[must_use]
     pub fn output(mut self, output: Output) -> Self {
         self.output = output;
         self
     }
 
     /// The function whose name the `ColdStart` document carries (from the environment by default).
+    #[must_use]
     pub fn function(mut self, function: FunctionInfo) -> Self {
         self.function = function;
         self
@@ -131,7 +146,7 @@ pub struct MetricsLayer {
 
 #[derive(Debug)]
 struct Shared {
-    flush: Arc<Flush>,
+    documents: Arc<DocumentWriter>,
     cold_start_key: metrics::Key,
     /// Set by the first invocation: one layer serves one process.
     warm: AtomicBool,
@@ -141,20 +156,21 @@ impl MetricsLayer {
     /// A layer writing with `config`.
     pub fn new(config: MetricsConfig) -> Self {
         let cold_start_key = metrics::Key::from_parts(
-            catalog::COLD_START.name,
+            catalog::keel::COLD_START.name,
             vec![metrics::Label::new("function_name", config.function.name.clone())],
         );
-        let flush = Flush {
+        let documents = DocumentWriter {
             writer: emf::EmfWriter {
                 namespace: config.namespace,
                 service: config.service,
                 output: config.output,
             },
+            catalogue: config.catalogue,
             high_resolution: config.high_resolution,
         };
         Self {
             shared: Arc::new(Shared {
-                flush: Arc::new(flush),
+                documents: Arc::new(documents),
                 cold_start_key,
                 warm: AtomicBool::new(false),
             }),
@@ -164,7 +180,7 @@ impl MetricsLayer {
     /// A recorder that writes with this layer's settings whatever is recorded outside an
     /// invocation (values recorded inside one always go to that invocation's layer).
     pub fn recorder(&self) -> EmfRecorder {
-        EmfRecorder::new(self.shared.flush.clone())
+        EmfRecorder::new(self.shared.documents.clone())
     }
 
     /// Runs `future`, collecting every metric it records, and writes them as EMF when it ends
@@ -172,8 +188,8 @@ impl MetricsLayer {
     /// as the Keel extension turning one telemetry report into metrics.
     pub async fn collect<F: Future>(&self, request_id: Option<&str>, future: F) -> F::Output {
         let collector = Arc::new(Collector::default());
-        let output = recorder::scope(collector.clone(), future).await;
-        flush(&self.shared.flush, collector.take(), request_id);
+        let output = collector::scope(collector.clone(), future).await;
+        self.shared.documents.write(collector.take(), request_id);
         output
     }
 
@@ -221,7 +237,7 @@ where
         }
         let request_id = event.context.request_id.clone();
         MetricsFuture {
-            inner: recorder::scope(collector.clone(), self.inner.call(event)),
+            inner: collector::scope(collector.clone(), self.inner.call(event)),
             pending: Some(Pending {
                 collector,
                 request_id,
@@ -240,7 +256,9 @@ struct Pending {
 
 impl Pending {
     fn write(self) {
-        flush(&self.shared.flush, self.collector.take(), Some(&self.request_id));
+        self.shared
+            .documents
+            .write(self.collector.take(), Some(&self.request_id));
     }
 }
 

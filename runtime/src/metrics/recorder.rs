@@ -5,95 +5,15 @@
 //! init, or in a task spawned without the invocation's scope) is written at once as a document
 //! of its own.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex, PoisonError, RwLock};
+use std::sync::Arc;
 
 use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, SharedString,
 };
 
 use super::catalog::Kind;
-use super::flush::{flush, Flush};
-
-tokio::task_local! {
-    static CURRENT: Arc<Collector>;
-}
-
-/// Units given through `metrics::describe_*!`, for metrics that are not in the catalogue.
-static DESCRIBED_UNITS: LazyLock<RwLock<HashMap<String, metrics::Unit>>> = LazyLock::new(Default::default);
-
-pub(crate) fn described_unit(name: &str) -> Option<metrics::Unit> {
-    let units = DESCRIBED_UNITS.read().unwrap_or_else(PoisonError::into_inner);
-    units.get(name).copied()
-}
-
-/// Runs `future` with `collector` as the current invocation's collector.
-pub(crate) fn scope<F: std::future::Future>(
-    collector: Arc<Collector>,
-    future: F,
-) -> tokio::task::futures::TaskLocalFuture<Arc<Collector>, F> {
-    CURRENT.scope(collector, future)
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Op {
-    Add(f64),
-    Set(f64),
-    Push(f64),
-}
-
-/// The values recorded during one invocation.
-#[derive(Debug, Default)]
-pub(crate) struct Collector {
-    entries: Mutex<Vec<Entry>>,
-}
-
-/// One metric (name + labels + kind) and its values so far.
-#[derive(Debug)]
-pub(crate) struct Entry {
-    pub key: Key,
-    pub kind: Kind,
-    pub values: Vec<f64>,
-}
-
-impl Collector {
-    fn apply(&self, key: &Key, kind: Kind, op: Op) {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        let index = match entries.iter().position(|e| e.kind == kind && e.key == *key) {
-            Some(index) => index,
-            None => {
-                entries.push(Entry {
-                    key: key.clone(),
-                    kind,
-                    values: Vec::with_capacity(1),
-                });
-                entries.len() - 1
-            }
-        };
-        let values = &mut entries[index].values;
-        match op {
-            Op::Add(delta) => match values.first_mut() {
-                Some(total) => *total += delta,
-                None => values.push(delta),
-            },
-            Op::Set(value) => {
-                values.clear();
-                values.push(value);
-            }
-            Op::Push(value) => values.push(value),
-        }
-    }
-
-    /// Adds `value` to a counter.
-    pub fn increment(&self, key: &Key, value: u64) {
-        self.apply(key, Kind::Counter, Op::Add(value as f64));
-    }
-
-    /// Removes and returns everything recorded so far.
-    pub fn take(&self) -> Vec<Entry> {
-        std::mem::take(&mut *self.entries.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-}
+use super::collector::{record_current, Collector, Op};
+use super::document::{describe, DocumentWriter};
 
 /// The recorder to install as the `metrics` facade's global recorder.
 ///
@@ -104,11 +24,11 @@ impl Collector {
 /// [`MetricsLayer::install_recorder`](super::MetricsLayer::install_recorder) installs it.
 #[derive(Clone, Debug)]
 pub struct EmfRecorder {
-    outside_invocations: Arc<Flush>,
+    outside_invocations: Arc<DocumentWriter>,
 }
 
 impl EmfRecorder {
-    pub(crate) fn new(outside_invocations: Arc<Flush>) -> Self {
+    pub(crate) fn new(outside_invocations: Arc<DocumentWriter>) -> Self {
         Self { outside_invocations }
     }
 
@@ -147,27 +67,19 @@ impl metrics::Recorder for EmfRecorder {
     }
 }
 
-fn describe(key: KeyName, unit: Option<metrics::Unit>) {
-    if let Some(unit) = unit {
-        let mut units = DESCRIBED_UNITS.write().unwrap_or_else(PoisonError::into_inner);
-        units.insert(key.as_str().to_owned(), unit);
-    }
-}
-
 /// What a `Counter`, `Gauge` or `Histogram` from [`EmfRecorder`] holds.
 struct Handle {
     key: Key,
     kind: Kind,
-    outside_invocations: Arc<Flush>,
+    outside_invocations: Arc<DocumentWriter>,
 }
 
 impl Handle {
     fn apply(&self, op: Op) {
-        let recorded = CURRENT.try_with(|collector| collector.apply(&self.key, self.kind, op));
-        if recorded.is_err() {
+        if !record_current(&self.key, self.kind, op) {
             let collector = Collector::default();
             collector.apply(&self.key, self.kind, op);
-            flush(&self.outside_invocations, collector.take(), None);
+            self.outside_invocations.write(collector.take(), None);
         }
     }
 }

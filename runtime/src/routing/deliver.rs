@@ -1,9 +1,8 @@
 //! The delivery chain: SNS topic → SQS dead-letter queue → log line, and the relay to the Keel
 //! extension in front of it.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -49,10 +48,13 @@ impl Sink {
     }
 }
 
-/// The SNS topic and the dead-letter queue envelopes are published to.
+/// The SNS topic and the dead-letter queue envelopes are published to (none without the
+/// `routing` feature: envelopes then go to the relay or the log).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Sinks {
+    #[cfg(feature = "routing")]
     pub(crate) topic: Option<(aws_sdk_sns::Client, String)>,
+    #[cfg(feature = "routing")]
     pub(crate) dlq: Option<(aws_sdk_sqs::Client, String)>,
 }
 
@@ -60,18 +62,32 @@ impl Sinks {
     /// Publishes `envelope` through the chain within `budget`: the topic (half of it at most),
     /// then the queue, then the log. Counts where it landed in `RoutedError{sink}`.
     pub(crate) async fn publish(&self, envelope: &Envelope, budget: Duration) -> Sink {
-        let started = Instant::now();
         let body = message_body(envelope);
+        let sink = match self.publish_to_aws(envelope, &body, budget).await {
+            Some(sink) => sink,
+            None => {
+                write_to_log(&body);
+                Sink::Log
+            }
+        };
+        catalog::keel::ROUTED_ERROR.increment_with(1, &[sink.as_str()]);
+        sink
+    }
+
+    /// The topic, then the queue: the sink that took `body`, if one did.
+    #[cfg(feature = "routing")]
+    async fn publish_to_aws(&self, envelope: &Envelope, body: &str, budget: Duration) -> Option<Sink> {
+        let started = std::time::Instant::now();
         let class = envelope.error_class.as_str();
-        let sink = 'chain: {
+        {
             if let Some((client, topic)) = &self.topic {
                 let request = client
                     .publish()
                     .topic_arn(topic)
-                    .message(&body)
+                    .message(body)
                     .set_message_attributes(Some(attributes(class, &envelope.service, sns_attribute)));
                 match within(budget / 2, request.send()).await {
-                    Ok(Ok(_)) => break 'chain Sink::Sns,
+                    Ok(Ok(_)) => return Some(Sink::Sns),
                     Ok(Err(error)) => warn_failed(
                         Sink::Sns,
                         envelope,
@@ -84,10 +100,10 @@ impl Sinks {
                 let request = client
                     .send_message()
                     .queue_url(queue)
-                    .message_body(&body)
+                    .message_body(body)
                     .set_message_attributes(Some(attributes(class, &envelope.service, sqs_attribute)));
                 match within(budget.saturating_sub(started.elapsed()), request.send()).await {
-                    Ok(Ok(_)) => break 'chain Sink::Dlq,
+                    Ok(Ok(_)) => return Some(Sink::Dlq),
                     Ok(Err(error)) => warn_failed(
                         Sink::Dlq,
                         envelope,
@@ -96,11 +112,14 @@ impl Sinks {
                     Err(elapsed) => warn_failed(Sink::Dlq, envelope, &elapsed),
                 }
             }
-            write_to_log(&body);
-            Sink::Log
-        };
-        catalog::ROUTED_ERROR.increment_with(1, &[sink.as_str()]);
-        sink
+        }
+        None
+    }
+
+    /// Without the `routing` feature there is no topic or queue.
+    #[cfg(not(feature = "routing"))]
+    async fn publish_to_aws(&self, _envelope: &Envelope, _body: &str, _budget: Duration) -> Option<Sink> {
+        None
     }
 }
 
@@ -110,6 +129,7 @@ pub(crate) fn write_to_log(body: &str) {
 }
 
 /// Runs `future` for at most `budget`.
+#[cfg(feature = "routing")]
 async fn within<F: std::future::Future>(budget: Duration, future: F) -> Result<F::Output, TimedOut> {
     tokio::time::timeout(budget, future)
         .await
@@ -117,10 +137,12 @@ async fn within<F: std::future::Future>(budget: Duration, future: F) -> Result<F
 }
 
 /// A sink took longer than its share of the invocation's remaining time.
+#[cfg(feature = "routing")]
 #[derive(Debug, thiserror::Error)]
 #[error("no answer within {0:?}")]
 struct TimedOut(Duration);
 
+#[cfg(feature = "routing")]
 fn warn_failed(sink: Sink, envelope: &Envelope, error: &dyn std::fmt::Display) {
     tracing::warn!(
         sink = sink.as_str(),
@@ -131,18 +153,25 @@ fn warn_failed(sink: Sink, envelope: &Envelope, error: &dyn std::fmt::Display) {
 }
 
 /// The message attributes subscribers filter on: `error_class` and `service`.
-fn attributes<A>(class: &str, service: &str, attribute: fn(&str) -> Option<A>) -> HashMap<String, A> {
+#[cfg(feature = "routing")]
+fn attributes<A>(
+    class: &str,
+    service: &str,
+    attribute: fn(&str) -> Option<A>,
+) -> std::collections::HashMap<String, A> {
     [("error_class", class), ("service", service)]
         .into_iter()
         .filter_map(|(name, value)| Some((name.to_owned(), attribute(value)?)))
         .collect()
 }
 
+#[cfg(feature = "routing")]
 fn sns_attribute(value: &str) -> Option<aws_sdk_sns::types::MessageAttributeValue> {
     let attribute = aws_sdk_sns::types::MessageAttributeValue::builder().data_type("String");
     attribute.string_value(value).build().ok()
 }
 
+#[cfg(feature = "routing")]
 fn sqs_attribute(value: &str) -> Option<aws_sdk_sqs::types::MessageAttributeValue> {
     let attribute = aws_sdk_sqs::types::MessageAttributeValue::builder().data_type("String");
     attribute.string_value(value).build().ok()
@@ -236,7 +265,7 @@ pub(crate) async fn hand_over(addr: SocketAddr, body: String, timeout: Duration)
 
 /// The event of an envelope, redacted: its JSON, or its text when it is not JSON (masked whole
 /// when it only looks like JSON).
-pub(crate) fn event_value(text: &str, redactor: &crate::logging::Redactor) -> Value {
+pub(crate) fn event_value(text: &str, redactor: &crate::redact::Redactor) -> Value {
     match serde_json::from_str(text) {
         Ok(mut event) => {
             redactor.redact(&mut event);

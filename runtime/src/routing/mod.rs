@@ -31,7 +31,6 @@
 //! running (`Keel.Idempotency.InProgress`), or an invocation refused by a full concurrency guard
 //! (`Keel.Concurrency.Rejected`).
 
-mod classify;
 mod deliver;
 mod envelope;
 
@@ -40,21 +39,21 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use lambda_runtime::{Context, LambdaEvent};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-pub use classify::{Classification, Classify, ErrorClass};
 pub use deliver::{Sink, MAX_ERROR_MESSAGE_BYTES, MAX_MESSAGE_BYTES};
 pub use envelope::{Envelope, Source};
 
+use crate::classify::{self, is_back_pressure, Classification, Classifier, Classify, ErrorClass};
+use crate::clock;
 use crate::config::{parse_var, ConfigError};
 use crate::function::{service_name, var, FunctionInfo};
 use crate::handler::{InvocationError, RawEvent};
-use crate::logging::Redactor;
-use classify::Classifier;
+use crate::redact::Redactor;
 use deliver::Sinks;
 
 /// Where the Keel extension listens for envelopes unless told otherwise.
@@ -63,20 +62,8 @@ pub const DEFAULT_RELAY_ADDR: &str = "127.0.0.1:9124";
 /// How long the relay has to acknowledge (it is on the same host and answers at once).
 const RELAY_TIMEOUT: Duration = Duration::from_millis(100);
 
-/// Time kept back from the invocation's deadline, to answer Lambda after routing.
-const DEADLINE_MARGIN: Duration = Duration::from_millis(200);
-
 /// Publishing time when the deadline is unknown (the Lambda emulator reports one in the past).
 const DEFAULT_FALLBACK_BUDGET: Duration = Duration::from_secs(3);
-
-/// Error types routing leaves out, as back-pressure rather than failures: a duplicate whose
-/// first attempt is still running, and an invocation refused by a full concurrency guard.
-const NOT_ROUTED: &[&str] = &["Keel.Idempotency.InProgress", "Keel.Concurrency.Rejected"];
-
-/// Whether `error` is back-pressure (answered "try again shortly"), not a failure to route.
-pub(crate) fn is_back_pressure(error: &InvocationError) -> bool {
-    NOT_ROUTED.contains(&error.error_type())
-}
 
 /// Where routed errors go and how they are built; see the [module docs](self).
 #[derive(Clone, Debug)]
@@ -123,15 +110,19 @@ impl ErrorRouting {
         }
         let topic = var("KEEL_ERROR_TOPIC_ARN");
         let queue = var("KEEL_DLQ_URL");
+        #[cfg(not(feature = "routing"))]
+        if let Some(variable) = [("KEEL_ERROR_TOPIC_ARN", topic), ("KEEL_DLQ_URL", queue)]
+            .into_iter()
+            .find_map(|(name, value)| value.map(|_| name))
+        {
+            return Err(ConfigError::FeatureMissing {
+                variable,
+                feature: "routing",
+            });
+        }
+        #[cfg(feature = "routing")]
         if topic.is_some() || queue.is_some() {
-            let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .retry_config(
-                    aws_config::retry::RetryConfig::standard()
-                        .with_max_attempts(3)
-                        .with_initial_backoff(Duration::from_millis(50)),
-                )
-                .load()
-                .await;
+            let config = crate::aws::config().await;
             if let Some(arn) = topic {
                 routing = routing.topic(aws_sdk_sns::Client::new(&config), arn);
             }
@@ -143,12 +134,16 @@ impl ErrorRouting {
     }
 
     /// Publishes envelopes to the SNS topic `arn` first.
+    #[cfg(feature = "routing")]
+    #[must_use]
     pub fn topic(mut self, client: aws_sdk_sns::Client, arn: impl Into<String>) -> Self {
         self.sinks.topic = Some((client, arn.into()));
         self
     }
 
     /// Sends envelopes the topic did not take to the SQS queue `url`.
+    #[cfg(feature = "routing")]
+    #[must_use]
     pub fn dead_letter_queue(mut self, client: aws_sdk_sqs::Client, url: impl Into<String>) -> Self {
         self.sinks.dlq = Some((client, url.into()));
         self
@@ -156,36 +151,42 @@ impl ErrorRouting {
 
     /// Hands envelopes to the Keel extension listening on `addr` (publishing directly when it
     /// does not acknowledge).
+    #[must_use]
     pub fn relay(mut self, addr: SocketAddr) -> Self {
         self.relay = Some(addr);
         self
     }
 
     /// Publishes directly, without the extension's relay.
+    #[must_use]
     pub fn without_relay(mut self) -> Self {
         self.relay = None;
         self
     }
 
     /// Masks these fields of the event in envelopes (the logging rules, by default).
+    #[must_use]
     pub fn redact(mut self, redactor: Redactor) -> Self {
         self.redactor = redactor;
         self
     }
 
     /// Asks errors of type `E` (anywhere in an error's chain) for their class.
+    #[must_use]
     pub fn classify<E: Classify + std::error::Error + 'static>(mut self) -> Self {
         self.classifiers.push(classify::classifier::<E>());
         self
     }
 
     /// The function details envelopes carry (from the Lambda environment by default).
+    #[must_use]
     pub fn function(mut self, function: FunctionInfo) -> Self {
         self.function = function;
         self
     }
 
     /// How long publishing may take when the invocation's deadline is unknown (default 3 s).
+    #[must_use]
     pub fn fallback_budget(mut self, budget: Duration) -> Self {
         self.fallback_budget = budget;
         self
@@ -290,7 +291,7 @@ impl ErrorRouting {
     /// there is no time to publish.
     pub fn write_to_log(&self, envelope: &Envelope) {
         deliver::write_to_log(&deliver::message_body(envelope));
-        crate::metrics::catalog::ROUTED_ERROR.increment_with(1, &[Sink::Log.as_str()]);
+        crate::metrics::catalog::keel::ROUTED_ERROR.increment_with(1, &[Sink::Log.as_str()]);
     }
 
     /// Delivers `envelope`: to the relay when one is configured and acknowledges, otherwise
@@ -323,13 +324,7 @@ impl ErrorRouting {
 
     /// The publishing time left before `deadline_ms`.
     fn budget(&self, deadline_ms: u64) -> Duration {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        if deadline_ms <= now_ms {
-            return self.fallback_budget;
-        }
-        Duration::from_millis(deadline_ms - now_ms).saturating_sub(DEADLINE_MARGIN)
+        clock::time_left(deadline_ms, clock::DEADLINE_MARGIN).unwrap_or(self.fallback_budget)
     }
 }
 

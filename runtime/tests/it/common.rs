@@ -13,7 +13,7 @@ use tower::{Service, ServiceExt};
 use tracing_subscriber::layer::SubscriberExt;
 
 /// The process-wide metrics recorder, installed once; what it writes outside invocations.
-pub fn outside_invocations() -> &'static CapturedLines {
+pub(crate) fn outside_invocations() -> &'static CapturedLines {
     static OUTSIDE: OnceLock<CapturedLines> = OnceLock::new();
     OUTSIDE.get_or_init(|| {
         let (output, lines) = Output::memory();
@@ -26,7 +26,7 @@ pub fn outside_invocations() -> &'static CapturedLines {
 }
 
 /// A Keel stack for service `svc` of function `fn` (version 7, 256 MB) writing to memory.
-pub fn keel() -> (Keel, CapturedLines) {
+pub(crate) fn keel() -> (Keel, CapturedLines) {
     outside_invocations();
     let (output, lines) = Output::memory();
     let function = FunctionInfo {
@@ -42,7 +42,7 @@ pub fn keel() -> (Keel, CapturedLines) {
 }
 
 /// An event with request id `request_id`.
-pub fn event(request_id: &str, payload: Value) -> LambdaEvent<RawEvent> {
+pub(crate) fn event(request_id: &str, payload: Value) -> LambdaEvent<RawEvent> {
     let mut context = Context::default();
     context.request_id = request_id.to_owned();
     context.xray_trace_id = Some(format!("Root=1-{request_id}"));
@@ -54,7 +54,7 @@ pub fn event(request_id: &str, payload: Value) -> LambdaEvent<RawEvent> {
 
 /// Runs `events` one after another through `handler` wrapped by `keel`, with Keel's log
 /// subscriber installed for this thread.
-pub fn invoke<H, T>(
+pub(crate) fn invoke<H, T>(
     keel: &Keel,
     handler: H,
     events: Vec<LambdaEvent<RawEvent>>,
@@ -85,7 +85,7 @@ where
 }
 
 /// The captured lines that are log records (not EMF), parsed.
-pub fn logs(lines: &CapturedLines) -> Vec<Value> {
+pub(crate) fn logs(lines: &CapturedLines) -> Vec<Value> {
     parsed(lines)
         .into_iter()
         .filter(|v| v.get("_aws").is_none())
@@ -93,7 +93,7 @@ pub fn logs(lines: &CapturedLines) -> Vec<Value> {
 }
 
 /// The captured EMF documents, each validated against the specification.
-pub fn emf(lines: &CapturedLines) -> Vec<Value> {
+pub(crate) fn emf(lines: &CapturedLines) -> Vec<Value> {
     lines
         .lines()
         .iter()
@@ -103,7 +103,7 @@ pub fn emf(lines: &CapturedLines) -> Vec<Value> {
 }
 
 /// Every captured line, parsed as JSON.
-pub fn parsed(lines: &CapturedLines) -> Vec<Value> {
+pub(crate) fn parsed(lines: &CapturedLines) -> Vec<Value> {
     lines
         .lines()
         .iter()
@@ -112,7 +112,7 @@ pub fn parsed(lines: &CapturedLines) -> Vec<Value> {
 }
 
 /// Log records of one invocation.
-pub fn of_request<'a>(logs: &'a [Value], request_id: &str) -> Vec<&'a Value> {
+pub(crate) fn of_request<'a>(logs: &'a [Value], request_id: &str) -> Vec<&'a Value> {
     logs.iter()
         .filter(|l| l["function_request_id"] == request_id)
         .collect()

@@ -5,12 +5,12 @@
 //! included), the EMF documents, the routed envelopes, the `errorMessage` Lambda returns, or the
 //! envelopes the extension builds from the function's last lines.
 
-mod common;
-
+use crate::common::{event, invoke, keel};
 use base64::Engine as _;
-use common::{event, invoke, keel};
-use keel_runtime::logging::{LogFormat, MASK};
-use keel_runtime::routing::{ErrorClass, ErrorRouting, Source};
+use keel_runtime::classify::ErrorClass;
+use keel_runtime::logging::LogFormat;
+use keel_runtime::redact::MASK;
+use keel_runtime::routing::{ErrorRouting, Source};
 use keel_runtime::{service_fn, BoxError, Context, InvocationError, LambdaEvent, RawEvent};
 use lambda_runtime::Diagnostic;
 use serde_json::{json, Value};
@@ -214,7 +214,7 @@ fn serde_errors_name_the_place_not_the_value() {
         "{}",
         diagnostic.error_message
     );
-    let logs = common::logs(&lines);
+    let logs = crate::common::logs(&lines);
     let mut messages = vec![diagnostic.error_message];
     for line in &logs {
         for field in ["error.message", "message"] {

@@ -300,7 +300,10 @@ async fn booking_api_routes_a_failed_invocation_to_the_on_call_topic() {
         serde_json::from_str(received[0].body().unwrap()).unwrap();
     assert_eq!(envelope.error_type, "Keel.InvalidEvent");
     assert_eq!(envelope.service, "booking-api");
-    assert_eq!(envelope.error_class, keel_runtime::routing::ErrorClass::Permanent);
+    assert_eq!(
+        envelope.error_class,
+        keel_runtime::classify::ErrorClass::Permanent
+    );
     assert_eq!(envelope.event["guest"]["email"], "***", "redacted as in the logs");
     assert!(!envelope.request_id.is_empty());
     let attribute = |name: &str| {
@@ -319,10 +322,10 @@ async fn booking_api_routes_a_failed_invocation_to_the_on_call_topic() {
         function.output()
     );
     // One failure, one ERROR line, with its context (the runtime's own echo is not written).
-    let errors: Vec<serde_json::Value> = function
+    let errors: Vec<Value> = function
         .stdout_lines()
         .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|l| l["level"] == "ERROR")
         .collect();
     assert_eq!(errors.len(), 1, "{errors:?}\n{}", function.output());

@@ -3,17 +3,18 @@
 //! failing write it whole to the log, the extension's relay takes it when it acknowledges, and a
 //! fault run of 1,000 envelopes over failing sinks loses and duplicates none.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{emf, event, invoke, keel, logs};
+use crate::common::{emf, event, invoke, keel, logs};
+use keel_runtime::classify::ErrorClass;
+use keel_runtime::concurrency::ConcurrencyError;
+use keel_runtime::idempotency::IdempotencyError;
 use keel_runtime::output::CapturedLines;
-use keel_runtime::routing::{Envelope, ErrorClass, ErrorRouting, Sink, Source};
+use keel_runtime::routing::{Envelope, ErrorRouting, Sink, Source};
 use keel_runtime::{service_fn, BoxError, Context, InvocationError, LambdaEvent};
 use keel_tests::{free_port, Moto};
 use serde_json::{json, Value};
@@ -374,10 +375,20 @@ fn a_thousand_errors_over_failing_sinks_each_land_exactly_once() {
 
 #[test]
 fn back_pressure_is_not_routed() {
-    for error_type in ["Keel.Concurrency.Rejected", "Keel.Idempotency.InProgress"] {
+    let retry_after = Duration::from_secs(1);
+    let full = ConcurrencyError::Rejected {
+        key: "room-1".into(),
+        limit: 1,
+        retry_after,
+    };
+    let in_progress = IdempotencyError::InProgress { retry_after };
+    for refusal in [InvocationError::from(full), InvocationError::from(in_progress)] {
+        let error_type = refusal.error_type().to_owned();
+        let refusal = Arc::new(Mutex::new(Some(refusal)));
         let (stack, lines) = keel();
-        let refuse = service_fn(move |_: LambdaEvent<Value>| async move {
-            Err::<Value, BoxError>(InvocationError::new(error_type, "try again shortly").into())
+        let refuse = service_fn(move |_: LambdaEvent<Value>| {
+            let refusal = refusal.lock().unwrap().take().unwrap();
+            async move { Err::<Value, BoxError>(refusal.into()) }
         });
         let results = invoke(
             &stack.error_routing(ErrorRouting::new("svc")),
@@ -425,7 +436,7 @@ fn a_panicking_handler_is_routed_as_a_crash_with_its_message_and_place() {
     assert_eq!(envelope.request_id, "r-panic");
     assert!(
         envelope.error_message.contains("index out of bounds")
-            && envelope.error_message.contains("runtime/tests/routing.rs:"),
+            && envelope.error_message.contains("runtime/tests/it/routing.rs:"),
         "the panic's message and location: {}",
         envelope.error_message
     );

@@ -1,12 +1,10 @@
 //! Idempotency inside Keel's stack, in-process with the in-memory store: the metrics it emits
 //! and the function-level API for units of work.
 
-mod common;
-
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use common::{emf, event, keel, logs};
+use crate::common::{emf, event, keel, logs};
 use keel_runtime::idempotency::{Idempotency, IdempotencyError, OnceError};
 use keel_runtime::{service_fn, BoxError, LambdaEvent};
 use serde_json::{json, Value};
@@ -37,7 +35,7 @@ fn replays_and_refusals_are_counted_in_the_catalogue_metrics() {
         event.context.deadline = u64::MAX / 2;
         event
     };
-    let results = common::invoke(
+    let results = crate::common::invoke(
         &keel,
         handler,
         vec![
@@ -108,7 +106,7 @@ async fn units_of_work_run_once_per_key() {
 #[tokio::test]
 async fn an_unreachable_store_is_counted_and_fails_open_on_request() {
     let (output, lines) = keel_runtime::output::Output::memory();
-    common::outside_invocations();
+    crate::common::outside_invocations();
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
         .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
@@ -188,7 +186,7 @@ fn every_refusal_writes_one_line_with_its_context() {
             "requestContext": {"requestId": id, "http": {"method": "POST"}}, "body": "{}"});
         with_deadline(id, request)
     };
-    let results = common::invoke(
+    let results = crate::common::invoke(
         &keel,
         handler,
         vec![
@@ -209,7 +207,7 @@ fn every_refusal_writes_one_line_with_its_context() {
         ("reused", "Keel.Idempotency.KeyReused", "ERROR"),
         ("http-no-key", "Keel.Idempotency.MissingKey", "WARN"),
     ] {
-        let said: Vec<&Value> = common::of_request(&logs, request)
+        let said: Vec<&Value> = crate::common::of_request(&logs, request)
             .into_iter()
             .filter(|l| l["level"] == "WARN" || l["level"] == "ERROR")
             .collect();
@@ -219,7 +217,7 @@ fn every_refusal_writes_one_line_with_its_context() {
             (&json!(error_type), &json!(level))
         );
     }
-    let answered = &common::of_request(&logs, "http-no-key")[0];
+    let answered = &crate::common::of_request(&logs, "http-no-key")[0];
     assert_eq!(answered["status"], 400);
     assert!(
         answered["reason"]

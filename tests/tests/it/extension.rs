@@ -125,7 +125,7 @@ async fn on_shutdown_every_pending_envelope_is_published_or_logged_whole() {
             &format!("req-{n}"),
             "Booking.PartnerDown",
             format!("failure {n}"),
-            keel_runtime::routing::ErrorClass::Transient,
+            keel_runtime::classify::ErrorClass::Transient,
             json!({"n": n}),
         );
         let body = serde_json::to_string(&envelope).unwrap();
@@ -284,7 +284,7 @@ async fn a_function_that_outlives_its_deadline_is_reported_with_its_last_lines()
     assert_eq!(status, 200, "{answer}");
 
     let envelope = only_envelope(&moto, &on_call, &extension, "one envelope for the timeout").await;
-    assert_eq!(envelope.error_class, keel_runtime::routing::ErrorClass::Timeout);
+    assert_eq!(envelope.error_class, keel_runtime::classify::ErrorClass::Timeout);
     assert_eq!(envelope.request_id, request_id);
     assert_eq!(envelope.source, keel_runtime::routing::Source::Extension);
     let last: Vec<&str> = envelope.event["last_log_lines"]

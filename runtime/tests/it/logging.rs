@@ -1,8 +1,6 @@
 //! The logging layer, in-process: context fields, buffering, sampling, redaction, correlation ids.
 
-mod common;
-
-use common::{event, invoke, keel, logs, of_request};
+use crate::common::{event, invoke, keel, logs, of_request};
 use keel_runtime::logging::{CorrelationId, LogFormat};
 use keel_runtime::{service_fn, BoxError, LambdaEvent};
 use serde_json::{json, Value};
@@ -263,7 +261,7 @@ fn a_panicking_handler_is_logged_with_its_buffered_lines() {
     let failure = of_request(&logs, "boom")[1];
     assert_eq!(failure["error.type"], "Keel.HandlerPanicked");
     assert!(failure["error.message"].as_str().unwrap().contains("handler bug"));
-    let documents = common::emf(&lines);
+    let documents = crate::common::emf(&lines);
     assert!(documents
         .iter()
         .any(|d| d["BeforePanic"] == 1 && d["function_request_id"] == "boom"));

@@ -1,5 +1,9 @@
-//! Small helpers to write JSON text straight into a `String`, for the hot paths that render a
-//! log line or an EMF document without building a `serde_json::Value` tree first.
+//! JSON text without trees: small helpers to write JSON straight into a `String` (the hot paths
+//! that render a log line or an EMF document), a [`reader`] to navigate a JSON text, and its
+//! [`canonical`] form (what idempotency keys and payload hashes are made of).
+
+pub(crate) mod canonical;
+pub(crate) mod reader;
 
 use std::fmt::Write;
 

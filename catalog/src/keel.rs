@@ -1,102 +1,7 @@
-//! The metric catalogue: every metric Keel and the booking functions emit.
-//!
-//! Dashboards and alarms are generated from this list, so a metric is emitted only through its
-//! entry here (never by a name typed elsewhere):
-//!
-//! ```
-//! use keel_runtime::metrics::catalog;
-//!
-//! catalog::BOOKING_CREATED.increment(1);
-//! assert_eq!(catalog::find("ColdStart").unwrap().dimensions, &["service", "function_name"]);
-//! ```
+//! The metrics Keel itself emits: the runtime's layers inside the function, and the extension
+//! from the Telemetry API.
 
-use super::unit::{Resolution, Unit};
-
-/// How a metric's values combine within one invocation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// Summed into one value per invocation.
-    Counter,
-    /// The last value set in the invocation.
-    Gauge,
-    /// Every value recorded, written as an EMF value array.
-    Histogram,
-}
-
-/// Which part of Keel emits a metric.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Emitter {
-    /// `keel-runtime`, inside the function.
-    Runtime,
-    /// The booking functions' own code.
-    Function,
-    /// The Keel extension, from the Telemetry API.
-    Extension,
-}
-
-/// One catalogue entry.
-#[derive(Debug, PartialEq, Eq)]
-pub struct MetricDef {
-    /// The CloudWatch metric name.
-    pub name: &'static str,
-    /// Its unit.
-    pub unit: Unit,
-    /// How values combine.
-    pub kind: Kind,
-    /// The dimension set it is published with; `service` is always first.
-    pub dimensions: &'static [&'static str],
-    /// Storage resolution.
-    pub resolution: Resolution,
-    /// What one unit of it means, for dashboards and alarm descriptions.
-    pub description: &'static str,
-    /// Who emits it.
-    pub emitter: Emitter,
-}
-
-impl MetricDef {
-    /// The labels (dimensions other than `service`) this metric needs.
-    pub fn labels(&self) -> &'static [&'static str] {
-        &self.dimensions[1..]
-    }
-
-    /// Adds `value` to a counter that has no dimension besides `service`.
-    pub fn increment(&'static self, value: u64) {
-        self.increment_with(value, &[]);
-    }
-
-    /// Adds `value` to a counter, with the values of its other dimensions in catalogue order.
-    pub fn increment_with(&'static self, value: u64, dimension_values: &[&str]) {
-        debug_assert_eq!(self.kind, Kind::Counter, "{} is not a counter", self.name);
-        metrics::counter!(self.name, self.label_pairs(dimension_values)).increment(value);
-    }
-
-    /// Records one value of a histogram, with the values of its other dimensions.
-    pub fn record_with(&'static self, value: f64, dimension_values: &[&str]) {
-        debug_assert_eq!(self.kind, Kind::Histogram, "{} is not a histogram", self.name);
-        metrics::histogram!(self.name, self.label_pairs(dimension_values)).record(value);
-    }
-
-    /// Sets a gauge, with the values of its other dimensions.
-    pub fn set_with(&'static self, value: f64, dimension_values: &[&str]) {
-        debug_assert_eq!(self.kind, Kind::Gauge, "{} is not a gauge", self.name);
-        metrics::gauge!(self.name, self.label_pairs(dimension_values)).set(value);
-    }
-
-    fn label_pairs(&'static self, dimension_values: &[&str]) -> Vec<metrics::Label> {
-        debug_assert_eq!(
-            dimension_values.len(),
-            self.labels().len(),
-            "{} takes the dimensions {:?}",
-            self.name,
-            self.labels()
-        );
-        self.labels()
-            .iter()
-            .zip(dimension_values)
-            .map(|(key, value)| metrics::Label::new(*key, (*value).to_owned()))
-            .collect()
-    }
-}
+use crate::{Emitter, Kind, MetricDef, Resolution, Unit};
 
 /// Counted once per execution environment, on its first invocation, in a document of its own.
 pub static COLD_START: MetricDef = MetricDef {
@@ -107,17 +12,6 @@ pub static COLD_START: MetricDef = MetricDef {
     resolution: Resolution::Standard,
     description: "Invocations that started a new execution environment",
     emitter: Emitter::Runtime,
-};
-
-/// A booking request accepted by the booking API.
-pub static BOOKING_CREATED: MetricDef = MetricDef {
-    name: "BookingCreated",
-    unit: Unit::Count,
-    kind: Kind::Counter,
-    dimensions: &["service"],
-    resolution: Resolution::Standard,
-    description: "Booking requests accepted by the booking API",
-    emitter: Emitter::Function,
 };
 
 /// A duplicate answered with the stored response (the handler did not run).
@@ -287,10 +181,9 @@ pub static TELEMETRY_DROPPED: MetricDef = MetricDef {
     emitter: Emitter::Extension,
 };
 
-/// Every catalogue entry.
+/// Every metric Keel itself emits.
 pub static ALL: &[&MetricDef] = &[
     &COLD_START,
-    &BOOKING_CREATED,
     &IDEMPOTENCY_REPLAY,
     &IDEMPOTENCY_IN_PROGRESS_CONFLICT,
     &IDEMPOTENCY_KEY_REUSED,
@@ -308,9 +201,9 @@ pub static ALL: &[&MetricDef] = &[
     &TELEMETRY_DROPPED,
 ];
 
-/// The entry named `name`.
+/// Keel's entry named `name`.
 pub fn find(name: &str) -> Option<&'static MetricDef> {
-    ALL.iter().copied().find(|def| def.name == name)
+    crate::find(ALL, name)
 }
 
 #[cfg(test)]
@@ -319,15 +212,6 @@ mod tests {
 
     #[test]
     fn entries_are_unique_and_well_formed() {
-        for (i, def) in ALL.iter().enumerate() {
-            assert_eq!(def.dimensions.first(), Some(&"service"), "{}", def.name);
-            assert!(def.dimensions.len() <= 30, "{}", def.name);
-            assert!(!def.description.is_empty(), "{}", def.name);
-            assert!(
-                ALL[i + 1..].iter().all(|other| other.name != def.name),
-                "{} twice",
-                def.name
-            );
-        }
+        crate::check(ALL).unwrap();
     }
 }

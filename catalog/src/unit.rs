@@ -114,7 +114,7 @@ impl Unit {
             F::Seconds => Unit::Seconds,
             F::Milliseconds => Unit::Milliseconds,
             F::Microseconds => Unit::Microseconds,
-            F::Nanoseconds => return Option::None,
+            F::Nanoseconds => return None,
             F::Tebibytes => Unit::Terabytes,
             F::Gibibytes => Unit::Gigabytes,
             F::Mebibytes => Unit::Megabytes,

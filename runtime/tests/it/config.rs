@@ -1,5 +1,6 @@
 //! Configuration from `KEEL_*` variables: defaults, overrides, and clear errors for bad values.
-//! One test, so that nothing else in this process reads the environment while it changes.
+//! The variables are set in a process of their own (this test binary, run again for this one
+//! test), so that no other test of the binary reads the environment while it changes.
 
 use keel_runtime::{ConfigError, Keel};
 
@@ -26,8 +27,30 @@ fn invalid_variable(result: Result<Keel, ConfigError>) -> &'static str {
     }
 }
 
+/// Set in the process that runs [`variables_are_read_and_bad_values_named`] alone.
+const ALONE: &str = "KEEL_CONFIG_TEST_ALONE";
+
 #[test]
 fn variables_are_read_and_bad_values_named() {
+    if std::env::var_os(ALONE).is_none() {
+        let exe = std::env::current_exe().expect("the test binary");
+        let output = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "config::variables_are_read_and_bad_values_named",
+                "--nocapture",
+            ])
+            .env(ALONE, "1")
+            .output()
+            .expect("the test binary runs");
+        let printed = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && printed.contains("1 passed"),
+            "the configuration test failed in its own process:\n{printed}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        return;
+    }
     for name in VARIABLES {
         std::env::remove_var(name);
     }

@@ -1,4 +1,10 @@
-//! Error classification: whether retrying a failed invocation can help.
+//! Error classification: whether retrying a failed invocation can help, and whether a failure
+//! is back-pressure (an answer asking the caller to come back) rather than a fault.
+//!
+//! Every error type that knows its class implements [`Classify`]: Keel's own errors in their
+//! modules, a handler's errors where they are defined (registered with
+//! [`ErrorRouting::classify`](crate::routing::ErrorRouting::classify)). [`classify`] asks the
+//! registered types first, then Keel's, then falls back to defaults.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -6,7 +12,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::concurrency::ConcurrencyError;
 use crate::handler::InvocationError;
+use crate::handler::Panicked;
 use crate::idempotency::{IdempotencyError, StoreError};
 
 /// The class of a routed error, as the envelope's `error_class` and the SNS/SQS message
@@ -47,7 +55,7 @@ impl fmt::Display for ErrorClass {
 ///
 /// ```
 /// use std::time::Duration;
-/// use keel_runtime::routing::{Classify, ErrorClass};
+/// use keel_runtime::classify::{Classify, ErrorClass};
 ///
 /// #[derive(Debug, thiserror::Error)]
 /// enum BookingError {
@@ -78,6 +86,13 @@ pub trait Classify {
     fn retry_after(&self) -> Option<Duration> {
         None
     }
+
+    /// Whether the error is back-pressure: an answer asking the caller to come back shortly (a
+    /// duplicate whose first attempt is still running, a full concurrency guard), not a fault.
+    /// Routing leaves such errors out: on-call has nothing to act on.
+    fn is_back_pressure(&self) -> bool {
+        false
+    }
 }
 
 /// A class and an optional retry hint.
@@ -87,6 +102,8 @@ pub struct Classification {
     pub class: ErrorClass,
     /// When a retry may succeed, if known.
     pub retry_after: Option<Duration>,
+    /// Back-pressure, not a fault (see [`Classify::is_back_pressure`]).
+    pub back_pressure: bool,
 }
 
 impl Classification {
@@ -94,6 +111,7 @@ impl Classification {
         Self {
             class: error.error_class(),
             retry_after: error.retry_after(),
+            back_pressure: error.is_back_pressure(),
         }
     }
 }
@@ -104,34 +122,6 @@ pub(crate) type Classifier = fn(&(dyn StdError + 'static)) -> Option<Classificat
 /// The [`Classifier`] of `E`.
 pub(crate) fn classifier<E: Classify + StdError + 'static>() -> Classifier {
     |error| error.downcast_ref::<E>().map(|e| Classification::of(e))
-}
-
-impl Classify for StoreError {
-    fn error_class(&self) -> ErrorClass {
-        match self {
-            StoreError::Throttled(_) | StoreError::Unavailable(_) => ErrorClass::Transient,
-            StoreError::NotOwner | StoreError::Malformed(_) | StoreError::Rejected(_) => {
-                ErrorClass::Permanent
-            }
-        }
-    }
-}
-
-impl Classify for IdempotencyError {
-    fn error_class(&self) -> ErrorClass {
-        match self {
-            IdempotencyError::InProgress { .. } => ErrorClass::Transient,
-            IdempotencyError::Store(store) => store.error_class(),
-            _ => ErrorClass::Permanent,
-        }
-    }
-
-    fn retry_after(&self) -> Option<Duration> {
-        match self {
-            IdempotencyError::InProgress { retry_after } => Some(*retry_after),
-            _ => None,
-        }
-    }
 }
 
 /// Words in an error's type or message that mean "try again later", as AWS services and common
@@ -166,17 +156,8 @@ pub(crate) fn classify(error: &InvocationError, registered: &[Classifier]) -> Cl
         if let Some(found) = registered.iter().find_map(|classify| classify(link)) {
             return found;
         }
-        if let Some(keel) = link.downcast_ref::<IdempotencyError>() {
-            return Classification::of(keel);
-        }
-        if let Some(store) = link.downcast_ref::<StoreError>() {
-            return Classification::of(store);
-        }
-        if link.is::<crate::handler::Panicked>() {
-            return Classification {
-                class: ErrorClass::Crash,
-                retry_after: None,
-            };
+        if let Some(found) = keel_error(link) {
+            return found;
         }
     }
     let transient_io = chain().any(|link| {
@@ -201,7 +182,28 @@ pub(crate) fn classify(error: &InvocationError, registered: &[Classifier]) -> Cl
             ErrorClass::Permanent
         },
         retry_after: None,
+        back_pressure: false,
     }
+}
+
+/// The classification of `error` if it is one of Keel's own errors (each module classifies its
+/// errors with [`Classify`]).
+fn keel_error(error: &(dyn StdError + 'static)) -> Option<Classification> {
+    fn of<E: Classify + StdError + 'static>(error: &(dyn StdError + 'static)) -> Option<Classification> {
+        error.downcast_ref::<E>().map(|e| Classification::of(e))
+    }
+    of::<IdempotencyError>(error)
+        .or_else(|| of::<StoreError>(error))
+        .or_else(|| of::<ConcurrencyError>(error))
+        .or_else(|| of::<Panicked>(error))
+}
+
+/// Whether `error` is back-pressure (answered "come back shortly"), not a fault to route.
+pub(crate) fn is_back_pressure(error: &InvocationError) -> bool {
+    let top: &(dyn StdError + 'static) = error.inner();
+    std::iter::successors(Some(top), |&e| e.source())
+        .find_map(keel_error)
+        .is_some_and(|found| found.back_pressure)
 }
 
 #[cfg(test)]

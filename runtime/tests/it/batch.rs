@@ -1,8 +1,6 @@
 //! SQS batch processing: exactly the failed records reported, FIFO group order kept, replayed
 //! records not processed twice, a wholly failed batch an error, poison records routed.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
@@ -192,7 +190,7 @@ async fn a_batch_that_fails_entirely_is_an_error_unless_allowed() {
 
 #[test]
 fn poison_records_are_routed_once_received_often_enough() {
-    let (keel, lines) = common::keel();
+    let (keel, lines) = crate::common::keel();
     let subscriber = tracing_subscriber::registry().with(keel.log_layer());
     let processor = BatchProcessor::new().route_after(ErrorRouting::new("svc"), 3);
     let records = batch(vec![
@@ -210,7 +208,7 @@ fn poison_records_are_routed_once_received_often_enough() {
     })
     .unwrap();
     assert_eq!(failed_ids(&response), ["young", "poison"]);
-    let routed: Vec<Envelope> = common::logs(&lines)
+    let routed: Vec<Envelope> = crate::common::logs(&lines)
         .iter()
         .filter(|l| l["message"] == "keel.routed_error")
         .map(|l| serde_json::from_value(l["envelope"].clone()).unwrap())
@@ -228,28 +226,32 @@ fn poison_records_are_routed_once_received_often_enough() {
 
 #[test]
 fn a_record_still_in_progress_elsewhere_is_retried_not_routed() {
-    use keel_runtime::idempotency::{
-        canonical, sha256_hex, IdempotencyStore, MemoryStore, Now, Record, Status,
-    };
+    use keel_runtime::idempotency::MemoryStore;
     let store = Arc::new(MemoryStore::new());
-    // Another invocation is processing the same message right now.
-    let now = Now::system();
-    let held = Record {
-        id: format!("worker#{}", sha256_hex(&canonical(&json!("dup")))).into(),
-        status: Status::InProgress,
-        expiration: now.seconds() + 3600,
-        in_progress_expiration: now.millis() + 600_000,
-        owner: "another-invocation".into(),
-        validation: sha256_hex(&canonical(&json!({}))),
-        data: None,
-    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(store.acquire(&held, now)).unwrap();
+    // Another invocation is processing the same message right now: it holds the key until told.
+    let holder = Idempotency::with_store(store.clone()).prefix("worker");
+    let (started, holding) = tokio::sync::oneshot::channel::<()>();
+    let (release, hold) = tokio::sync::oneshot::channel::<()>();
+    let deadline = keel_runtime::clock::now_ms() + 600_000;
+    runtime.spawn(async move {
+        let work = || async move {
+            let _ = started.send(());
+            let _ = hold.await;
+            Ok::<_, BoxError>(())
+        };
+        holder
+            .once(&json!("dup"), &json!({}), "another-invocation", deadline, work)
+            .await
+    });
+    runtime
+        .block_on(holding)
+        .expect("the other invocation holds the key");
 
-    let (keel, lines) = common::keel();
+    let (keel, lines) = crate::common::keel();
     let subscriber = tracing_subscriber::registry().with(keel.log_layer());
     let processor = BatchProcessor::new()
         .idempotent(Idempotency::with_store(store).prefix("worker"))
@@ -263,9 +265,10 @@ fn a_record_still_in_progress_elsewhere_is_retried_not_routed() {
     .unwrap();
     assert_eq!(failed_ids(&response), ["dup"], "left for the retry");
     assert!(seen.lock().unwrap().is_empty(), "not processed twice at once");
-    let routed = common::logs(&lines)
+    let routed = crate::common::logs(&lines)
         .iter()
         .filter(|l| l["message"] == "keel.routed_error")
         .count();
     assert_eq!(routed, 0, "back-pressure is not a failure to route");
+    drop(release);
 }

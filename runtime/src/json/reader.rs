@@ -1,0 +1,374 @@
+//! Navigation into a JSON text without building a tree: a cursor over the text, an object's
+//! members, and the value a JSON pointer designates.
+
+use std::borrow::Cow;
+
+/// Deepest nesting accepted: `serde_json`'s parser refuses a 128th level.
+pub(super) const MAX_DEPTH: usize = 127;
+
+/// Bytes that end the plain run of a string literal: the closing quote, a backslash, and the
+/// control characters JSON strings may not hold unescaped.
+static SPECIAL_IN_STRING: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        table[byte] = true;
+        byte += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
+/// How many bytes at the start of `bytes` a string literal holds as they are: up to its closing
+/// quote, a backslash or a control character. Eight bytes at a time, then byte by byte.
+#[inline]
+pub(super) fn plain_len(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A high bit set where a byte of `x` may be zero (exact for the first such byte).
+    let zero_bytes = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let mut plain = 0;
+    for chunk in bytes.chunks_exact(8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        let special = zero_bytes(word ^ (ONES * u64::from(b'"')))
+            | zero_bytes(word ^ (ONES * u64::from(b'\\')))
+            | (word.wrapping_sub(ONES * 0x20) & !word & HIGH);
+        if special != 0 {
+            break;
+        }
+        plain += 8;
+    }
+    plain
+        + bytes[plain..]
+            .iter()
+            .position(|&byte| SPECIAL_IN_STRING[usize::from(byte)])
+            .unwrap_or(bytes.len() - plain)
+}
+
+/// Where a string literal lies in the text (quotes included), and whether it holds escapes.
+pub(super) struct StringLiteral {
+    pub(super) start: usize,
+    pub(super) end: usize,
+    pub(super) escaped: bool,
+}
+
+/// The text is not one valid JSON value, or nests deeper than `serde_json` accepts.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Invalid;
+
+/// A cursor over a JSON text.
+pub(crate) struct Reader<'a> {
+    pub(super) text: &'a str,
+    pub(super) pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(text: &'a str) -> Self {
+        Self { text, pos: 0 }
+    }
+
+    pub(super) fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
+    #[inline]
+    pub(super) fn skip_white_space(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes().get(self.pos) {
+            self.pos += 1;
+        }
+    }
+
+    /// The first byte of the next value (white space skipped).
+    #[inline]
+    pub(super) fn peek_value(&mut self) -> Result<u8, Invalid> {
+        self.skip_white_space();
+        self.bytes().get(self.pos).copied().ok_or(Invalid)
+    }
+
+    #[inline]
+    pub(super) fn expect(&mut self, byte: u8) -> Result<(), Invalid> {
+        self.skip_white_space();
+        if self.bytes().get(self.pos) != Some(&byte) {
+            return Err(Invalid);
+        }
+        self.pos += 1;
+        Ok(())
+    }
+
+    /// Consumes `close` if it comes next (an empty container).
+    #[inline]
+    pub(super) fn close(&mut self, close: u8) -> bool {
+        self.skip_white_space();
+        let found = self.bytes().get(self.pos) == Some(&close);
+        self.pos += usize::from(found);
+        found
+    }
+
+    /// After an element: `true` for a comma (more follow), `false` for `close`.
+    #[inline]
+    pub(super) fn separator(&mut self, close: u8) -> Result<bool, Invalid> {
+        self.skip_white_space();
+        match self.bytes().get(self.pos) {
+            Some(b',') => {
+                self.pos += 1;
+                Ok(true)
+            }
+            Some(&byte) if byte == close => {
+                self.pos += 1;
+                Ok(false)
+            }
+            _ => Err(Invalid),
+        }
+    }
+
+    /// Reads a string literal: its text, borrowed unless it holds escapes.
+    pub(super) fn string(&mut self) -> Result<Cow<'a, str>, Invalid> {
+        let literal = self.raw_string()?;
+        if !literal.escaped {
+            return Ok(Cow::Borrowed(&self.text[literal.start + 1..literal.end - 1]));
+        }
+        serde_json::from_str::<String>(&self.text[literal.start..literal.end])
+            .map(Cow::Owned)
+            .map_err(|_| Invalid)
+    }
+
+    /// Reads a string literal without unescaping it (escapes are checked only when unescaping).
+    #[inline(always)]
+    pub(super) fn raw_string(&mut self) -> Result<StringLiteral, Invalid> {
+        self.expect(b'"')?;
+        let start = self.pos - 1;
+        let mut escaped = false;
+        loop {
+            self.pos += plain_len(&self.bytes()[self.pos..]);
+            match self.bytes().get(self.pos) {
+                Some(b'"') => break,
+                Some(b'\\') if self.pos + 1 < self.text.len() => {
+                    escaped = true;
+                    self.pos += 2;
+                }
+                // End of text, or a control character (which JSON strings must escape).
+                _ => return Err(Invalid),
+            }
+        }
+        self.pos += 1;
+        Ok(StringLiteral {
+            start,
+            end: self.pos,
+            escaped,
+        })
+    }
+
+    /// Reads a number: its text, and whether it is an integer (no fraction, no exponent).
+    #[inline]
+    pub(super) fn number(&mut self) -> Result<(&'a str, bool), Invalid> {
+        let start = self.pos;
+        let digits = |reader: &mut Self| {
+            let from = reader.pos;
+            while reader.bytes().get(reader.pos).is_some_and(u8::is_ascii_digit) {
+                reader.pos += 1;
+            }
+            reader.pos - from
+        };
+        if self.bytes().get(self.pos) == Some(&b'-') {
+            self.pos += 1;
+        }
+        match self.bytes().get(self.pos) {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => {
+                digits(self);
+            }
+            _ => return Err(Invalid),
+        }
+        let mut integer = true;
+        if self.bytes().get(self.pos) == Some(&b'.') {
+            self.pos += 1;
+            integer = false;
+            if digits(self) == 0 {
+                return Err(Invalid);
+            }
+        }
+        if let Some(b'e' | b'E') = self.bytes().get(self.pos) {
+            self.pos += 1;
+            integer = false;
+            if let Some(b'+' | b'-') = self.bytes().get(self.pos) {
+                self.pos += 1;
+            }
+            if digits(self) == 0 {
+                return Err(Invalid);
+            }
+        }
+        Ok((&self.text[start..self.pos], integer))
+    }
+
+    /// Reads `true`, `false` or `null`.
+    #[inline]
+    pub(super) fn literal(&mut self) -> Result<&'static str, Invalid> {
+        let rest = &self.bytes()[self.pos..];
+        let literal = ["true", "false", "null"]
+            .into_iter()
+            .find(|literal| rest.starts_with(literal.as_bytes()))
+            .ok_or(Invalid)?;
+        self.pos += literal.len();
+        Ok(literal)
+    }
+
+    /// Skips one value (checking only its structure) and returns its text.
+    pub(super) fn skip(&mut self) -> Result<&'a str, Invalid> {
+        let first = self.peek_value()?;
+        let start = self.pos;
+        match first {
+            b'"' => {
+                self.raw_string()?;
+            }
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                loop {
+                    match self.bytes().get(self.pos).ok_or(Invalid)? {
+                        b'"' => {
+                            self.raw_string()?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => depth -= 1,
+                        _ => {}
+                    }
+                    self.pos += 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+            }
+            _ => {
+                while let Some(byte) = self.bytes().get(self.pos) {
+                    if matches!(byte, b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t') {
+                        break;
+                    }
+                    self.pos += 1;
+                }
+                if self.pos == start {
+                    return Err(Invalid);
+                }
+            }
+        }
+        Ok(&self.text[start..self.pos])
+    }
+}
+
+/// The members of the JSON object `text` (name, value text), in the order written; `None` when
+/// `text` is not an object.
+pub(crate) fn members(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
+    let mut members = Vec::new();
+    for_each_member(text, |name, value| members.push((name, value)))?;
+    Some(members)
+}
+
+/// The value of the member `name` of the JSON object `text` (the last one, if repeated).
+pub(crate) fn member<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let mut found = None;
+    for_each_member(text, |member, value| {
+        if member == name {
+            found = Some(value);
+        }
+    })?;
+    found
+}
+
+/// Calls `visit` with each member (name, value text) of the JSON object `text`, in order;
+/// `None` when `text` is not an object.
+fn for_each_member<'a>(text: &'a str, mut visit: impl FnMut(Cow<'a, str>, &'a str)) -> Option<()> {
+    let mut reader = Reader::new(text);
+    if reader.peek_value().ok()? != b'{' {
+        return None;
+    }
+    reader.pos += 1;
+    if reader.close(b'}') {
+        return Some(());
+    }
+    loop {
+        reader.peek_value().ok()?;
+        let name = reader.string().ok()?;
+        reader.expect(b':').ok()?;
+        visit(name, reader.skip().ok()?);
+        if !reader.separator(b'}').ok()? {
+            return Some(());
+        }
+    }
+}
+
+/// The value of the member `name` of an object's members (the last one, if repeated).
+pub(crate) fn get<'a>(members: &[(Cow<'_, str>, &'a str)], name: &str) -> Option<&'a str> {
+    members
+        .iter()
+        .rev()
+        .find(|(n, _)| n == name)
+        .map(|(_, value)| *value)
+}
+
+/// The text of the value `pointer` (RFC 6901) designates in the JSON text `text`.
+pub(crate) fn pointer<'a>(text: &'a str, pointer: &str) -> Option<&'a str> {
+    if pointer.is_empty() {
+        return Some(text.trim_matches([' ', '\n', '\r', '\t']));
+    }
+    let mut current = text;
+    for token in pointer.strip_prefix('/')?.split('/') {
+        let token = match token.contains('~') {
+            true => Cow::Owned(token.replace("~1", "/").replace("~0", "~")),
+            false => Cow::Borrowed(token),
+        };
+        let mut reader = Reader::new(current);
+        current = match reader.peek_value().ok()? {
+            b'{' => member(current, &token)?,
+            b'[' => {
+                let index: usize = token.parse().ok()?;
+                reader.pos += 1;
+                if reader.close(b']') {
+                    return None;
+                }
+                let mut item = reader.skip().ok()?;
+                for _ in 0..index {
+                    if !reader.separator(b']').ok()? {
+                        return None;
+                    }
+                    item = reader.skip().ok()?;
+                }
+                item
+            }
+            _ => return None,
+        };
+    }
+    Some(current)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pointers_follow_objects_and_arrays() {
+        let text = r#"{"a/b": {"list": [{"id": "x"}, {"id": "y" }]}, "n": null, "d": 1, "d": 2}"#;
+        assert_eq!(pointer(text, "/a~1b/list/1/id"), Some(r#""y""#));
+        assert_eq!(pointer(text, "/a~1b/list/0"), Some(r#"{"id": "x"}"#));
+        assert_eq!(pointer(text, "/n"), Some("null"));
+        assert_eq!(pointer(text, "/d"), Some("2"), "the last of repeated names");
+        assert!(pointer(text, "/a~1b/list/2").is_none());
+        assert!(pointer(text, "/a~1b/list/x").is_none());
+        assert!(pointer(text, "/missing").is_none());
+        assert!(pointer(text, "no-slash").is_none());
+        assert_eq!(pointer(" [] ", ""), Some("[]"));
+        assert!(pointer("[]", "/0").is_none());
+    }
+
+    #[test]
+    fn members_are_listed_in_order() {
+        let listed = members(r#" {"b" : [1, {"c": "}"}], "a\n": "x\"y", "e": {}} "#).unwrap();
+        let names: Vec<&str> = listed.iter().map(|(name, _)| name.as_ref()).collect();
+        assert_eq!(names, ["b", "a\n", "e"]);
+        assert_eq!(listed[0].1, r#"[1, {"c": "}"}]"#);
+        assert_eq!(get(&listed, "e"), Some("{}"));
+        assert!(members("[1]").is_none());
+        assert_eq!(members("{}").map(|m| m.len()), Some(0));
+    }
+}
