@@ -382,3 +382,48 @@ async fn a_printed_array_names_no_request() {
         "both lines belong to the invocation under way"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_record_of_a_bad_shape_is_skipped_and_the_next_in_its_batch_still_read() {
+    let listener = listener().await;
+    let record = |kind: &str, record: Value| json!({"time": "2026-11-21T10:00:00.000Z", "type": kind, "record": record});
+    let mut lenient = report("k-lenient", "success");
+    lenient["record"]["errorType"] = json!(7);
+    lenient["record"]["metrics"] = json!({"durationMs": "12", "billedDurationMs": 13});
+    let batch = json!([
+        record("platform.start", json!({"requestId": 7})),
+        start("k-crash"),
+        text("the last words"),
+        // A report with no status: skipped whole, its metrics with it.
+        record(
+            "platform.report",
+            json!({"requestId": "k-crash", "metrics": {"durationMs": 500.0}})
+        ),
+        record("platform.report", json!(["k-crash", "failure"])),
+        record(
+            "platform.runtimeDone",
+            json!({"requestId": "k-crash", "status": null})
+        ),
+        crash("k-crash"),
+        report("k-crash", "failure"),
+        // Of the right shape: its optional fields of another type read as absent.
+        lenient,
+    ]);
+    let (status, answer) = listener.post(batch).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer, "9 records read, 4 skipped");
+
+    let envelope = listener.envelopes("k-crash", 1).await.remove(0);
+    assert_eq!(
+        (envelope.error_class, envelope.error_type.as_str()),
+        (ErrorClass::Crash, "Runtime.ExitError")
+    );
+    assert_eq!(last_lines(&envelope), [json!("the last words")]);
+    assert_eq!(listener.metric_total("RuntimeCrash"), 1.0);
+    assert_eq!(
+        listener.metric_total("DurationMs"),
+        3001.5,
+        "the good report's alone"
+    );
+    assert_eq!(listener.metric_total("BilledDurationMs"), 3002.0 + 13.0);
+}
