@@ -10,7 +10,7 @@ use keel_extension::relay;
 use keel_runtime::routing::{ErrorClass, ErrorRouting, Source};
 use keel_tests::Moto;
 
-mod support;
+use crate::support;
 
 fn envelope(routing: &ErrorRouting, n: usize) -> keel_runtime::routing::Envelope {
     routing.report(

@@ -10,10 +10,9 @@ use keel_runtime::output::{CapturedLines, Output};
 use keel_runtime::routing::{Envelope, ErrorClass, ErrorRouting, Source};
 use keel_runtime::Keel;
 use serde_json::{json, Value};
-use support::{logs, parsed};
 use tokio::net::TcpListener;
 
-mod support;
+use crate::support::{self, logs, parsed};
 
 fn line(request_id: &str, message: &str) -> Value {
     json!({"time": "2026-11-21T10:00:00.000Z", "type": "function", "record": {
@@ -222,16 +221,18 @@ async fn telemetry_batches_become_metrics_and_failures_are_routed_once_with_thei
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_batches_are_refused_clearly_and_good_records_still_read() {
     let listener = listener().await;
-    let (status, answer) = listener.client.post(&listener.url, "{not json".into()).await;
+    let not_json = "{not json: bad_batches_are_refused_clearly";
+    let (status, answer) = listener.client.post(&listener.url, not_json.into()).await;
     assert_eq!(status, 400, "{answer}");
-    assert!(parsed(logs())
-        .iter()
-        .any(|l| l["level"] == "WARN" && l["message"] == "a telemetry batch was refused"));
+    // This test's own line: no other sends a batch of that length.
+    assert!(parsed(logs()).iter().any(|l| l["level"] == "WARN"
+        && l["message"] == "a telemetry batch was refused"
+        && l["bytes"] == not_json.len()));
 
     let mixed = json!([
         {"time": "2026-11-21T10:00:00Z", "type": "platform.restoreStart", "record": {"runtimeVersion": "x"}},
         {"time": "2026-11-21T10:00:00Z", "type": "platform.report", "record": {"status": "success"}},
-        {"time": "2026-11-21T10:00:00Z", "type": "platform.logsDropped", "record": {"reason": "buffer full", "droppedRecords": 12, "droppedBytes": 4096}},
+        {"time": "2026-11-21T10:00:00Z", "type": "platform.logsDropped", "record": {"reason": "bad batches: buffer full", "droppedRecords": 12, "droppedBytes": 4096}},
         "not a record",
         report("b-after", "success"),
     ]);
@@ -244,9 +245,9 @@ async fn bad_batches_are_refused_clearly_and_good_records_still_read() {
         "the good report was read"
     );
     assert_eq!(listener.metric_total("TelemetryDropped"), 12.0);
-    assert!(parsed(logs())
-        .iter()
-        .any(|l| l["level"] == "WARN" && l["dropped_records"] == 12));
+    assert!(parsed(logs()).iter().any(|l| l["level"] == "WARN"
+        && l["dropped_records"] == 12
+        && l["reason"] == "bad batches: buffer full"));
 }
 
 fn start(request_id: &str) -> Value {
