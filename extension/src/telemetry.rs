@@ -2,10 +2,15 @@
 //! routed envelopes carrying the last lines the function logged for that request.
 //!
 //! Lambda POSTs JSON arrays of `{time, type, record}` (schema `2022-12-13`), buffered and in no
-//! guaranteed order. Records are read one by one, leniently: a record of an unknown type (such
-//! as SnapStart's `platform.restore*`) or of an unexpected shape is skipped and the rest of the
-//! batch is still read; a body that is not a JSON array is refused with a clear log line, and
-//! the listener keeps running. A failure is routed once, whichever of `platform.runtimeDone`
+//! guaranteed order. Records are read one by one, leniently: each is read as its `type` and its
+//! `record` left unread, then the record as the typed shape of that type (`platform.start`,
+//! `platform.runtimeDone`, `platform.report`, `platform.logsDropped`; a `function` line is kept
+//! as JSON text). A record of an unknown type (such as SnapStart's `platform.restore*`) or of an
+//! unexpected shape (not an object, `requestId` or `status` missing or not a string) is skipped
+//! whole and the rest of the batch is still read; within a record of the right shape, an
+//! optional field of another type (a metric that is not a number, an `errorType` that is not a
+//! string) reads as absent. A body that is not a JSON array is refused with a clear log line,
+//! and the listener keeps running. A failure is routed once, whichever of `platform.runtimeDone`
 //! and `platform.report` reports it first, with the lines that arrived before it (those in the
 //! same batch included).
 //!
@@ -32,9 +37,9 @@ use keel_runtime::classify::ErrorClass;
 use keel_runtime::metrics::{catalog, MetricsLayer};
 use keel_runtime::routing::{ErrorRouting, Source};
 use lru::LruCache;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use serde_json::json;
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::http::Answer;
@@ -167,7 +172,7 @@ pub struct Read {
     pub routed: usize,
 }
 
-/// One record of a batch, its `record` left unread.
+/// One record of a batch, its `record` left unread until its type is known.
 #[derive(Deserialize)]
 struct Item<'a> {
     #[serde(rename = "type", borrow, default)]
@@ -176,25 +181,132 @@ struct Item<'a> {
     record: Option<&'a RawValue>,
 }
 
-/// The fields of a JSON line that name its request (the first found wins).
+/// The record of `platform.start`: the fields read.
+#[derive(Deserialize)]
+struct Start<'a> {
+    /// The invocation starting.
+    #[serde(rename = "requestId", borrow)]
+    request_id: Cow<'a, str>,
+}
+
+/// How the runtime finished an invocation: the `status` of `platform.runtimeDone` and
+/// `platform.report`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Status {
+    /// The function answered.
+    Success,
+    /// The function answered with an error it reported (and routed) itself.
+    Error,
+    /// The runtime failed: it crashed or exited.
+    Failure,
+    /// The invocation ran out of time.
+    Timeout,
+    /// A status not listed above: read as the end of the invocation, without a failure.
+    #[serde(other)]
+    Other,
+}
+
+/// The record of `platform.runtimeDone` and `platform.report`: the fields read.
+#[derive(Deserialize)]
+struct Done<'a> {
+    /// The invocation finished.
+    #[serde(rename = "requestId", borrow)]
+    request_id: Cow<'a, str>,
+    /// How it finished.
+    status: Status,
+    /// What failed, on a failure (`Runtime.ExitError`, ...).
+    #[serde(rename = "errorType", default)]
+    error_type: Lenient<String>,
+    /// Its metrics; anything but an object reads as none.
+    #[serde(default, deserialize_with = "lenient_object")]
+    metrics: Metrics,
+}
+
+/// The `metrics` of `platform.runtimeDone` and `platform.report`: the fields read, each kept
+/// when it is a number. (`platform.runtimeDone` carries `durationMs` and `producedBytes`,
+/// `platform.report` the rest.)
+#[derive(Default, Deserialize)]
+struct Metrics {
+    #[serde(rename = "durationMs", default)]
+    duration_ms: Lenient<f64>,
+    #[serde(rename = "billedDurationMs", default)]
+    billed_duration_ms: Lenient<f64>,
+    #[serde(rename = "maxMemoryUsedMB", default)]
+    max_memory_used_mb: Lenient<f64>,
+    /// Present on a cold start's report only.
+    #[serde(rename = "initDurationMs", default)]
+    init_duration_ms: Lenient<f64>,
+}
+
+/// The record of `platform.logsDropped`: the fields read, each kept when it is of its type.
+#[derive(Default, Deserialize)]
+struct LogsDropped {
+    #[serde(rename = "droppedRecords", default)]
+    dropped_records: Lenient<u64>,
+    #[serde(rename = "droppedBytes", default)]
+    dropped_bytes: Lenient<u64>,
+    #[serde(default)]
+    reason: Lenient<String>,
+}
+
+/// The fields of a JSON line that name its request (the first that is a string wins).
 #[derive(Deserialize)]
 struct Named {
-    function_request_id: Option<Value>,
-    #[serde(rename = "requestId")]
-    request_id: Option<Value>,
-    #[serde(rename = "AWSRequestId")]
-    aws_request_id: Option<Value>,
+    #[serde(default)]
+    function_request_id: Lenient<String>,
+    #[serde(rename = "requestId", default)]
+    request_id: Lenient<String>,
+    #[serde(rename = "AWSRequestId", default)]
+    aws_request_id: Lenient<String>,
 }
 
 impl Named {
     fn request_id(self) -> Option<String> {
         [self.function_request_id, self.request_id, self.aws_request_id]
             .into_iter()
-            .find_map(|id| match id {
-                Some(Value::String(id)) => Some(id),
-                _ => None,
-            })
+            .find_map(|id| id.0)
     }
+}
+
+/// An optional field read leniently: a `T` when it holds one; absent when it holds anything
+/// else (another type, `null`) or, with `#[serde(default)]`, is missing.
+///
+/// It reads the field as raw JSON first, so it only works under `serde_json`.
+#[derive(Debug)]
+struct Lenient<T>(Option<T>);
+
+impl<T> Default for Lenient<T> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = <&'de RawValue>::deserialize(deserializer)?;
+        Ok(Self(serde_json::from_str(raw.get()).ok()))
+    }
+}
+
+/// A field read with [`object`], its default when it does not fit.
+fn lenient_object<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    let raw = <&'de RawValue>::deserialize(deserializer)?;
+    Ok(object(raw).unwrap_or_default())
+}
+
+/// `raw` read as a `T` when it is a JSON object of that shape. (A serde struct also reads a
+/// JSON array, field by field in order: a record is never read that way.)
+fn object<'a, T: Deserialize<'a>>(raw: &'a RawValue) -> Option<T> {
+    let json = raw.get();
+    if !json.trim_start().starts_with('{') {
+        return None;
+    }
+    serde_json::from_str(json).ok()
 }
 
 impl Telemetry {
@@ -314,16 +426,26 @@ impl Telemetry {
         let Some(kind) = item.kind.as_deref() else {
             return false;
         };
-        let platform = || {
-            item.record
-                .and_then(|record| serde_json::from_str::<Value>(record.get()).ok())
-        };
+        let record = item.record;
         match kind {
-            "function" => item.record.is_some_and(|record| self.function_line(record)),
-            "platform.start" => platform().is_some_and(|record| self.started(&record)),
-            "platform.runtimeDone" => platform().is_some_and(|record| self.done(&record, false, failures)),
-            "platform.report" => platform().is_some_and(|record| self.done(&record, true, failures)),
-            "platform.logsDropped" => platform().is_some_and(|record| dropped(&record)),
+            "function" => record.is_some_and(|record| self.function_line(record)),
+            "platform.start" => record
+                .and_then(object::<Start>)
+                .map(|start| self.started(&start))
+                .is_some(),
+            "platform.runtimeDone" => record
+                .and_then(object::<Done>)
+                .map(|done| self.done(&done, false, failures))
+                .is_some(),
+            "platform.report" => record
+                .and_then(object::<Done>)
+                .map(|done| self.done(&done, true, failures))
+                .is_some(),
+            // Any record of this type is read: its fields, when they are not what they should
+            // be, count as zero.
+            "platform.logsDropped" => record
+                .map(|record| dropped(&object::<LogsDropped>(record).unwrap_or_default()))
+                .is_some(),
             other => other.starts_with("platform.") || other == "extension",
         }
     }
@@ -349,57 +471,49 @@ impl Telemetry {
     }
 
     /// `platform.start`: the invocation under way, when they come one at a time.
-    fn started(&self, record: &Value) -> bool {
-        let Some(request_id) = record["requestId"].as_str() else {
-            return false;
-        };
+    fn started(&self, start: &Start) {
         if self.one_at_a_time {
-            self.lock().current = Some(request_id.to_owned());
+            self.lock().current = Some(start.request_id.clone().into_owned());
         }
-        true
     }
 
     /// `platform.runtimeDone` or `platform.report`: metrics from the report, a failure from a
     /// status other than success.
-    fn done(&self, record: &Value, report: bool, failures: &mut Failures) -> bool {
-        let Some(request_id) = record["requestId"].as_str() else {
-            return false;
-        };
-        let metrics = &record["metrics"];
+    fn done(&self, done: &Done, report: bool, failures: &mut Failures) {
+        let request_id = &*done.request_id;
+        let metrics = &done.metrics;
         if report {
-            let record_ms = |def: &'static keel_runtime::metrics::catalog::MetricDef, field: &str| {
-                if let Some(value) = metrics[field].as_f64() {
+            let record_ms = |def: &'static catalog::MetricDef, value: &Lenient<f64>| {
+                if let Some(value) = value.0 {
                     def.record_with(value, &[]);
                 }
             };
-            record_ms(&catalog::keel::INVOCATION_DURATION_MS, "durationMs");
-            record_ms(&catalog::keel::BILLED_DURATION_MS, "billedDurationMs");
-            record_ms(&catalog::keel::MAX_MEMORY_USED_MB, "maxMemoryUsedMB");
-            record_ms(&catalog::keel::INIT_DURATION_MS, "initDurationMs");
+            record_ms(&catalog::keel::INVOCATION_DURATION_MS, &metrics.duration_ms);
+            record_ms(&catalog::keel::BILLED_DURATION_MS, &metrics.billed_duration_ms);
+            record_ms(&catalog::keel::MAX_MEMORY_USED_MB, &metrics.max_memory_used_mb);
+            record_ms(&catalog::keel::INIT_DURATION_MS, &metrics.init_duration_ms);
         }
-        let Some(status) = record["status"].as_str() else {
-            return false;
-        };
         let mut requests = self.lock();
         // The invocation under way ends here: a line printed after names no request.
         if requests.current.as_deref() == Some(request_id) {
             requests.current = None;
         }
-        let (class, metric) = match status {
-            "timeout" => (ErrorClass::Timeout, &catalog::keel::INVOCATION_TIMEOUT),
-            "failure" => (ErrorClass::Crash, &catalog::keel::RUNTIME_CRASH),
-            // `success`, and `error` (the function reported its own error, and routed it).
-            _ => {
+        let (class, metric) = match done.status {
+            Status::Timeout => (ErrorClass::Timeout, &catalog::keel::INVOCATION_TIMEOUT),
+            Status::Failure => (ErrorClass::Crash, &catalog::keel::RUNTIME_CRASH),
+            // `error`: the function reported its own error, and routed it.
+            Status::Success | Status::Error | Status::Other => {
                 requests.state(request_id).finish();
-                return true;
+                return;
             }
         };
         if requests.state(request_id).routed || !failures.seen.insert(request_id.to_owned()) {
-            return true;
+            return;
         }
         metric.increment(1);
-        let duration = metrics["durationMs"]
-            .as_f64()
+        let duration = metrics
+            .duration_ms
+            .0
             .map(|ms| format!(" after {ms} ms"))
             .unwrap_or_default();
         let (error_type, message) = match class {
@@ -408,10 +522,10 @@ impl Telemetry {
                 format!("the invocation timed out{duration}"),
             ),
             _ => (
-                record["errorType"]
-                    .as_str()
-                    .unwrap_or("Runtime.Failure")
-                    .to_owned(),
+                done.error_type
+                    .0
+                    .clone()
+                    .unwrap_or_else(|| "Runtime.Failure".to_owned()),
                 format!("the runtime failed{duration}"),
             ),
         };
@@ -421,7 +535,6 @@ impl Telemetry {
             error_type,
             message,
         });
-        true
     }
 
     /// Builds and queues the envelope of `failure` (once per request); whether it was queued.
@@ -503,22 +616,22 @@ fn bounded(json: Box<RawValue>, text: Option<&str>) -> Option<Box<RawValue>> {
 }
 
 /// `platform.logsDropped`: Lambda dropped records before the extension read them.
-fn dropped(record: &Value) -> bool {
-    let records = record["droppedRecords"].as_u64().unwrap_or(0);
+fn dropped(record: &LogsDropped) {
+    let records = record.dropped_records.0.unwrap_or(0);
     tracing::warn!(
         dropped_records = records,
-        dropped_bytes = record["droppedBytes"].as_u64().unwrap_or(0),
-        reason = record["reason"].as_str().unwrap_or_default(),
+        dropped_bytes = record.dropped_bytes.0.unwrap_or(0),
+        reason = record.reason.0.as_deref().unwrap_or_default(),
         "Lambda dropped telemetry records before the extension could read them"
     );
     catalog::keel::TELEMETRY_DROPPED.increment(records);
-    true
 }
 
 #[cfg(test)]
 mod tests {
     use keel_runtime::output::Output;
     use keel_runtime::Keel;
+    use serde_json::Value;
 
     use super::*;
     use crate::relay;
@@ -620,5 +733,72 @@ mod tests {
             kept.len(),
             kept.last().map(|line| &line[..40])
         );
+    }
+
+    /// The state of `request_id`: whether it was routed, whether the runtime is done with it.
+    fn state_of(telemetry: &Telemetry, request_id: &str) -> Option<(bool, bool)> {
+        let requests = telemetry.lock();
+        let state = requests.by_id.peek(request_id)?;
+        Some((state.routed, state.runtime_done))
+    }
+
+    #[tokio::test]
+    async fn a_known_record_of_a_bad_shape_is_skipped_and_the_next_one_is_read() {
+        let telemetry = telemetry();
+        let record = |kind: &str, record: Value| json!({"time": "2026-11-21T10:00:00.000Z", "type": kind, "record": record});
+        let batch = json!([
+            record("platform.start", json!({"requestId": 7})),
+            record("platform.start", json!(["s-array"])),
+            record(
+                "platform.start",
+                json!({"requestId": "s-1", "version": "$LATEST"})
+            ),
+            record("function", json!("printed by the crashing invocation")),
+            record("platform.runtimeDone", json!({"requestId": "s-1", "status": 3})),
+            record(
+                "platform.runtimeDone",
+                json!({"requestId": "s-1", "metrics": {"durationMs": 4.0}})
+            ),
+            record("platform.report", json!(["s-1", "failure"])),
+            record("platform.report", Value::Null),
+            // Of the right shape; its optional fields of the wrong type read as absent.
+            record(
+                "platform.runtimeDone",
+                json!({
+                    "requestId": "s-1", "status": "failure", "errorType": 5, "metrics": [1, 2]
+                })
+            ),
+        ]);
+        let read = telemetry.read(batch.to_string().as_bytes()).await.unwrap();
+        assert_eq!(
+            read,
+            Read {
+                records: 9,
+                skipped: 6,
+                routed: 1
+            }
+        );
+        assert_eq!(state_of(&telemetry, "s-1"), Some((true, true)), "routed and done");
+        assert_eq!(state_of(&telemetry, "s-array"), None, "an array is not a record");
+        assert_eq!(telemetry.lock().current, None, "s-1 is over");
+
+        // A status this version does not know ends the invocation without a failure.
+        let unknown = json!([
+            record("platform.start", json!({"requestId": "s-2"})),
+            record(
+                "platform.runtimeDone",
+                json!({"requestId": "s-2", "status": "throttled"})
+            ),
+        ]);
+        let read = telemetry.read(unknown.to_string().as_bytes()).await.unwrap();
+        assert_eq!(
+            read,
+            Read {
+                records: 2,
+                skipped: 0,
+                routed: 0
+            }
+        );
+        assert_eq!(state_of(&telemetry, "s-2"), Some((false, true)));
     }
 }

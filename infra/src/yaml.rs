@@ -2,8 +2,19 @@
 //! templates are read and reviewed in).
 //!
 //! Maps keep the order they were built in, so a generated template reads like a hand-written
-//! one (`Type` before `Properties`). Strings are written plain when YAML would read them back
-//! as the same string, else double-quoted with JSON escapes (a subset of YAML's).
+//! one (`Type` before `Properties`). A string is written plain only when every YAML reader
+//! reads it back as that same string, YAML 1.1 ones included (YAML 1.1, the YAML templates are
+//! read with by CloudFormation and cfn-lint, takes `ON`, `y`, `no`, `1:20`, `0x1F` or
+//! `2012-10-17` for booleans, numbers and dates); else it is double-quoted with JSON's escapes
+//! (a subset of YAML's), and the characters YAML 1.1 reads as line breaks or refuses are
+//! escaped too.
+//!
+//! The writer is kept rather than emitting through `serde_norway` (the maintained fork of
+//! `serde_yaml`): that serializer quotes only what YAML 1.2 reads as another type, and writes
+//! `ON`, `y`, `no`, `1:20` and `2012-10-17` plain, which YAML 1.1 readers misread. Keeping it
+//! also keeps the template's text as it is and adds no dependency, and a test reads what it
+//! writes back with a YAML parser, checking every plain string against YAML 1.1's and 1.2's
+//! implicit types.
 
 use std::fmt::Write;
 
@@ -88,9 +99,18 @@ fn is_block(node: &Node) -> bool {
     matches!(node, Node::Map(e) if !e.is_empty()) || matches!(node, Node::List(i) if !i.is_empty())
 }
 
+/// The longest key written as an implicit key (`key: value`), in characters; a longer one is
+/// written as an explicit key (`? key` then `: value`), as YAML requires.
+const MAX_IMPLICIT_KEY: usize = 1024;
+
 fn write_map(out: &mut String, entries: &[(String, Node)], indent: usize) {
     for (key, value) in entries {
-        let _ = write!(out, "{:indent$}{}:", "", string(key));
+        let key = string(key);
+        if key.chars().count() <= MAX_IMPLICIT_KEY {
+            let _ = write!(out, "{:indent$}{key}:", "");
+        } else {
+            let _ = write!(out, "{:indent$}? {key}\n{:indent$}:", "", "");
+        }
         write_value(out, value, indent + 2);
     }
 }
@@ -130,7 +150,7 @@ fn write_value(out: &mut String, value: &Node, indent: usize) {
     }
 }
 
-/// `text` plain when YAML reads it back as that string, else double-quoted.
+/// `text` plain when every YAML reader reads it back as that string, else double-quoted.
 fn string(text: &str) -> String {
     if plain(text) {
         text.to_owned()
@@ -139,29 +159,36 @@ fn string(text: &str) -> String {
     }
 }
 
+/// The plain scalars YAML 1.1 reads as booleans (`y`, `on`, ...) or null, every spelling it
+/// lists; YAML 1.2's (`true`, `null`, ...) are among them.
+const RESERVED: [&str; 26] = [
+    "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "true", "True", "TRUE", "false", "False",
+    "FALSE", "on", "On", "ON", "off", "Off", "OFF", "null", "Null", "NULL", "~",
+];
+
+/// Whether `text` can be written plain: it starts with a letter, `/`, `_` or `$` (so never
+/// with a digit, sign or dot, the start of every number, date and time YAML 1.1 or 1.2 reads,
+/// nor with an indicator such as `-`, `?`, `:`, `&`, `*`, `!`, `|`, `>`, `%`, `@`, `<<`, `=`
+/// or a quote); it is none of [`RESERVED`]; it holds only ASCII letters, digits, spaces and
+/// punctuation that means nothing inside a block scalar; and it has no `: ` or ` #`, nor a
+/// trailing space or colon, that would end it early.
 fn plain(text: &str) -> bool {
-    const RESERVED: [&str; 22] = [
-        "true", "false", "yes", "no", "on", "off", "null", "y", "n", "~", "True", "False", "Yes", "No", "On",
-        "Off", "Null", "TRUE", "FALSE", "YES", "NO", "NULL",
-    ];
     let Some(first) = text.chars().next() else {
         return false;
     };
-    let looks_numeric = text
-        .trim_start_matches(['-', '+', '.'])
-        .starts_with(|c: char| c.is_ascii_digit());
-    (first.is_ascii_alphanumeric() || first == '/' || first == '_' || first == '$')
-        && !looks_numeric
+    (first.is_ascii_alphabetic() || matches!(first, '/' | '_' | '$'))
         && !RESERVED.contains(&text)
-        && !text.ends_with([' ', ':'])
-        && !text.contains(": ")
-        && !text.contains(" #")
         && text
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || " _-./:@+=*$(),;<>!?'%^~".contains(c))
+        && !text.ends_with([' ', ':'])
+        && !text.contains(": ")
+        && !text.contains(" #")
 }
 
-/// A double-quoted YAML string (JSON's escapes are valid YAML escapes).
+/// A double-quoted YAML string. JSON's escapes are valid YAML escapes; besides the C0 controls,
+/// the characters YAML 1.1 reads as line breaks (U+0085, U+2028, U+2029) or does not accept
+/// unescaped (DEL, the C1 controls, U+FEFF, U+FFFE, U+FFFF) are escaped as `\uXXXX`.
 fn quoted(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
@@ -172,7 +199,13 @@ fn quoted(text: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 => {
+            '\u{0}'..='\u{1f}'
+            | '\u{7f}'..='\u{9f}'
+            | '\u{2028}'
+            | '\u{2029}'
+            | '\u{feff}'
+            | '\u{fffe}'
+            | '\u{ffff}' => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
@@ -217,6 +250,18 @@ mod tests {
             "no",
             "on",
             "null",
+            "ON",
+            "Off",
+            "Y",
+            "n",
+            "NULL",
+            "1:20",
+            "0x1F",
+            "0o17",
+            "2012-10-17",
+            ".inf",
+            "<<",
+            "=",
             "3",
             "1.5",
             "-2",
@@ -243,5 +288,23 @@ mod tests {
             assert_eq!(string(text), text);
         }
         assert_eq!(quoted("a\"b\\c\nd"), "\"a\\\"b\\\\c\\nd\"");
+        // What YAML 1.1 reads as a line break, or refuses unescaped.
+        assert_eq!(
+            quoted("a\u{85}b\u{2028}\u{2029}\u{7f}\u{9f}\u{feff}\u{ffff}\u{0}é"),
+            "\"a\\u0085b\\u2028\\u2029\\u007f\\u009f\\ufeff\\uffff\\u0000é\""
+        );
+    }
+
+    #[test]
+    fn a_long_key_is_written_explicit() {
+        let key = "k".repeat(MAX_IMPLICIT_KEY + 1);
+        let doc = map([
+            (key.as_str(), s("v")),
+            ("short", list([map([(key.as_str(), 1.into())])])),
+        ]);
+        assert_eq!(
+            doc.to_yaml(),
+            format!("? {key}\n: v\nshort:\n  - ? {key}\n    : 1\n")
+        );
     }
 }

@@ -11,7 +11,7 @@ use keel_runtime::classify::ErrorClass;
 use keel_runtime::routing::{ErrorRouting, Source};
 use keel_tests::Moto;
 
-mod support;
+use crate::support;
 
 fn envelope(routing: &ErrorRouting, n: usize) -> keel_runtime::routing::Envelope {
     routing.report(

@@ -9,9 +9,10 @@ use keel_extension::relay;
 use keel_extension::telemetry::Telemetry;
 use keel_runtime::classify::ErrorClass;
 use keel_runtime::routing::{ErrorRouting, Source};
-use keel_runtime::Keel;
 use keel_tests::Moto;
 use serde_json::json;
+
+use crate::support;
 
 fn runtime_done(request_id: &str) -> Vec<u8> {
     runtime_done_with(request_id, "error")
@@ -45,7 +46,7 @@ async fn published() -> Published {
     let telemetry = Arc::new(Telemetry::new(
         routing.clone(),
         queue.clone(),
-        Keel::new("booking-api").metrics_layer(),
+        support::metrics_layer(),
     ));
     let end = Arc::new(EndOfInvocation::new(telemetry.clone(), queue.clone()));
     Published {
@@ -137,11 +138,7 @@ async fn a_timed_out_invocation_ends_once_the_extensions_own_envelope_is_publish
 async fn without_a_runtime_done_the_wait_ends_at_the_deadline() {
     let routing = Arc::new(ErrorRouting::new("booking-api"));
     let (queue, _publisher, _shutdown) = relay::queue(relay::Limits::envelopes(16), routing.clone());
-    let telemetry = Arc::new(Telemetry::new(
-        routing,
-        queue.clone(),
-        Keel::new("booking-api").metrics_layer(),
-    ));
+    let telemetry = Arc::new(Telemetry::new(routing, queue.clone(), support::metrics_layer()));
     let end = EndOfInvocation::new(telemetry.clone(), queue);
     let started = Instant::now();
     let ended = end.wait("req-9", started + Duration::from_millis(300)).await;

@@ -11,10 +11,9 @@ use keel_runtime::output::{CapturedLines, Output};
 use keel_runtime::routing::{Envelope, ErrorRouting, Source};
 use keel_runtime::Keel;
 use serde_json::{json, Value};
-use support::{logs, parsed};
 use tokio::net::TcpListener;
 
-mod support;
+use crate::support::{self, logs, parsed};
 
 fn line(request_id: &str, message: &str) -> Value {
     json!({"time": "2026-11-21T10:00:00.000Z", "type": "function", "record": {
@@ -223,16 +222,18 @@ async fn telemetry_batches_become_metrics_and_failures_are_routed_once_with_thei
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_batches_are_refused_clearly_and_good_records_still_read() {
     let listener = listener().await;
-    let (status, answer) = listener.client.post(&listener.url, "{not json".into()).await;
+    let not_json = "{not json: bad_batches_are_refused_clearly";
+    let (status, answer) = listener.client.post(&listener.url, not_json.into()).await;
     assert_eq!(status, 400, "{answer}");
-    assert!(parsed(logs())
-        .iter()
-        .any(|l| l["level"] == "WARN" && l["message"] == "a telemetry batch was refused"));
+    // This test's own line: no other sends a batch of that length.
+    assert!(parsed(logs()).iter().any(|l| l["level"] == "WARN"
+        && l["message"] == "a telemetry batch was refused"
+        && l["bytes"] == not_json.len()));
 
     let mixed = json!([
         {"time": "2026-11-21T10:00:00Z", "type": "platform.restoreStart", "record": {"runtimeVersion": "x"}},
         {"time": "2026-11-21T10:00:00Z", "type": "platform.report", "record": {"status": "success"}},
-        {"time": "2026-11-21T10:00:00Z", "type": "platform.logsDropped", "record": {"reason": "buffer full", "droppedRecords": 12, "droppedBytes": 4096}},
+        {"time": "2026-11-21T10:00:00Z", "type": "platform.logsDropped", "record": {"reason": "bad batches: buffer full", "droppedRecords": 12, "droppedBytes": 4096}},
         "not a record",
         report("b-after", "success"),
     ]);
@@ -245,9 +246,9 @@ async fn bad_batches_are_refused_clearly_and_good_records_still_read() {
         "the good report was read"
     );
     assert_eq!(listener.metric_total("TelemetryDropped"), 12.0);
-    assert!(parsed(logs())
-        .iter()
-        .any(|l| l["level"] == "WARN" && l["dropped_records"] == 12));
+    assert!(parsed(logs()).iter().any(|l| l["level"] == "WARN"
+        && l["dropped_records"] == 12
+        && l["reason"] == "bad batches: buffer full"));
 }
 
 fn start(request_id: &str) -> Value {
@@ -382,4 +383,49 @@ async fn a_printed_array_names_no_request() {
         2,
         "both lines belong to the invocation under way"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_record_of_a_bad_shape_is_skipped_and_the_next_in_its_batch_still_read() {
+    let listener = listener().await;
+    let record = |kind: &str, record: Value| json!({"time": "2026-11-21T10:00:00.000Z", "type": kind, "record": record});
+    let mut lenient = report("k-lenient", "success");
+    lenient["record"]["errorType"] = json!(7);
+    lenient["record"]["metrics"] = json!({"durationMs": "12", "billedDurationMs": 13});
+    let batch = json!([
+        record("platform.start", json!({"requestId": 7})),
+        start("k-crash"),
+        text("the last words"),
+        // A report with no status: skipped whole, its metrics with it.
+        record(
+            "platform.report",
+            json!({"requestId": "k-crash", "metrics": {"durationMs": 500.0}})
+        ),
+        record("platform.report", json!(["k-crash", "failure"])),
+        record(
+            "platform.runtimeDone",
+            json!({"requestId": "k-crash", "status": null})
+        ),
+        crash("k-crash"),
+        report("k-crash", "failure"),
+        // Of the right shape: its optional fields of another type read as absent.
+        lenient,
+    ]);
+    let (status, answer) = listener.post(batch).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer, "9 records read, 4 skipped");
+
+    let envelope = listener.envelopes("k-crash", 1).await.remove(0);
+    assert_eq!(
+        (envelope.error_class, envelope.error_type.as_str()),
+        (ErrorClass::Crash, "Runtime.ExitError")
+    );
+    assert_eq!(last_lines(&envelope), [json!("the last words")]);
+    assert_eq!(listener.metric_total("RuntimeCrash"), 1.0);
+    assert_eq!(
+        listener.metric_total("DurationMs"),
+        3001.5,
+        "the good report's alone"
+    );
+    assert_eq!(listener.metric_total("BilledDurationMs"), 3002.0 + 13.0);
 }

@@ -1,9 +1,11 @@
-//! What the extension's tests share: the process's captured log lines (one global subscriber)
-//! and the routed envelopes found in them.
+//! What the extension's tests share: the process's captured log lines (one global subscriber,
+//! installed for every test of this binary by the first that asks) and the routed envelopes
+//! found in them, and metrics layers that write to memory.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use keel_runtime::metrics::MetricsLayer;
 use keel_runtime::output::{CapturedLines, Output};
 use keel_runtime::routing::Envelope;
 use keel_runtime::Keel;
@@ -23,6 +25,14 @@ pub fn logs() -> &'static CapturedLines {
             .expect("the first recorder");
         lines
     })
+}
+
+/// A metrics layer whose documents are kept in memory and dropped: once [`logs`] has installed
+/// the recorder (any test of this binary may have), what a layer collects is written out, and
+/// standard output is no place for it.
+pub fn metrics_layer() -> MetricsLayer {
+    let (output, _dropped) = Output::memory();
+    Keel::new("booking-api").output(output).metrics_layer()
 }
 
 /// Every line of `lines`, parsed.
