@@ -1,14 +1,14 @@
 //! When the extension publishes what the function relayed: before Lambda may freeze the
-//! environment after each invocation ([`Flush::End`]), or whenever the environment runs
-//! ([`Flush::Lazy`]).
+//! environment after each invocation ([`FlushMode::End`]), or whenever the environment runs
+//! ([`FlushMode::Lazy`]).
 //!
 //! Lambda freezes the environment once the runtime and every extension have asked for their
-//! next event, and a frozen extension publishes nothing. With [`Flush::End`], the extension
+//! next event, and a frozen extension publishes nothing. With [`FlushMode::End`], the extension
 //! asks only when telemetry says the runtime has finished the invocation
 //! (`platform.runtimeDone`) and the relay has published what it was handed, within the
 //! invocation's deadline ([`EndOfInvocation::wait`]): an envelope goes out within its own
 //! invocation, after the response, for a few milliseconds of post-runtime (billed) duration.
-//! With [`Flush::Lazy`], nothing is added: relayed envelopes go out when the environment next
+//! With [`FlushMode::Lazy`], nothing is added: relayed envelopes go out when the environment next
 //! runs (its next invocation), and at SHUTDOWN at the latest.
 
 use std::str::FromStr;
@@ -20,7 +20,7 @@ use crate::telemetry::Telemetry;
 
 /// When relayed envelopes are published (`KEEL_EXTENSION_FLUSH`: `end` or `lazy`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Flush {
+pub enum FlushMode {
     /// After each invocation, before Lambda may freeze the environment (the default).
     #[default]
     End,
@@ -31,21 +31,22 @@ pub enum Flush {
 /// `KEEL_EXTENSION_FLUSH` is neither `end` nor `lazy`.
 #[derive(Debug, thiserror::Error)]
 #[error("KEEL_EXTENSION_FLUSH={0:?}: expected `end` or `lazy`")]
-pub struct UnknownFlush(String);
+pub struct UnknownFlushMode(String);
 
-impl FromStr for Flush {
-    type Err = UnknownFlush;
+impl FromStr for FlushMode {
+    type Err = UnknownFlushMode;
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
         match value.trim() {
             "end" => Ok(Self::End),
             "lazy" => Ok(Self::Lazy),
-            other => Err(UnknownFlush(other.to_owned())),
+            other => Err(UnknownFlushMode(other.to_owned())),
         }
     }
 }
 
 /// What tells an invocation is over: its `platform.runtimeDone`, then an empty relay.
+#[derive(Debug)]
 pub struct EndOfInvocation {
     telemetry: Arc<Telemetry>,
     queue: Queue,

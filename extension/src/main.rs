@@ -16,15 +16,16 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
-use keel_extension::flush::{EndOfInvocation, Flush};
+use keel_extension::flush::{EndOfInvocation, FlushMode};
 use keel_extension::http;
 use keel_extension::relay::{self, Limits, ShutdownHandle};
 use keel_extension::telemetry::{self, Telemetry, SUBSCRIBED_BATCH_BYTES};
+use keel_runtime::clock;
 use keel_runtime::routing::{ErrorRouting, DEFAULT_RELAY_ADDR};
 use keel_runtime::{BoxError, ConfigError, Keel};
 use lambda_extension::{service_fn, Extension, LambdaEvent, NextEvent};
@@ -33,13 +34,10 @@ use tokio::sync::Mutex;
 
 const DEFAULT_TELEMETRY_ADDR: &str = "sandbox.localdomain:9125";
 
-/// Time kept back from an invocation's deadline when waiting for it to be published.
-const FLUSH_MARGIN: Duration = Duration::from_millis(50);
-
 /// What the events processor needs.
 struct Events {
     shutdown: Mutex<ShutdownHandle>,
-    /// Set with [`Flush::End`] once telemetry is subscribed.
+    /// Set with [`FlushMode::End`] once telemetry is subscribed.
     end_of_invocation: OnceLock<EndOfInvocation>,
 }
 
@@ -94,7 +92,7 @@ async fn run() -> Result<(), BoxError> {
             relay::DEFAULT_MAX_BYTES,
         )?,
     };
-    let flush: Flush = var("KEEL_EXTENSION_FLUSH").map_or(Ok(Flush::End), |v| v.parse())?;
+    let flush: FlushMode = var("KEEL_EXTENSION_FLUSH").map_or(Ok(FlushMode::End), |v| v.parse())?;
     let (queue, publisher, shutdown) = relay::queue(limits, routing.clone());
     tokio::spawn(publisher.run());
 
@@ -157,7 +155,7 @@ async fn run() -> Result<(), BoxError> {
         .await?;
     if telemetry_listener {
         match subscribe(&registered.extension_id, &telemetry_addr, flush).await {
-            Ok(()) if flush == Flush::End => {
+            Ok(()) if flush == FlushMode::End => {
                 let _ = events
                     .end_of_invocation
                     .set(EndOfInvocation::new(telemetry, queue));
@@ -183,35 +181,23 @@ async fn run() -> Result<(), BoxError> {
     ended
 }
 
-/// Time left before `deadline_ms` (epoch ms); `None` when it has passed or is unknown (the
-/// emulator sends a deadline in the past).
-fn time_left(deadline_ms: u64) -> Option<Duration> {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    deadline_ms
-        .checked_sub(now_ms)
-        .filter(|left| *left > 0)
-        .map(Duration::from_millis)
-}
-
 impl Events {
     async fn on_event(&self, event: LambdaEvent) -> Result<(), BoxError> {
         match event.next {
             NextEvent::Invoke(invoke) => {
                 tracing::debug!(request_id = %invoke.request_id, "invoke event");
                 // Under the emulator (no deadline, no telemetry) nothing is frozen: no wait.
-                let (Some(end), Some(left)) = (self.end_of_invocation.get(), time_left(invoke.deadline_ms))
-                else {
+                let left = clock::time_left(invoke.deadline_ms, clock::EXTENSION_DEADLINE_MARGIN);
+                let (Some(end), Some(left)) = (self.end_of_invocation.get(), left) else {
                     return Ok(());
                 };
-                let deadline = Instant::now() + left.saturating_sub(FLUSH_MARGIN);
+                let deadline = Instant::now() + left;
                 let ended = end.wait(&invoke.request_id, deadline).await;
                 tracing::debug!(request_id = %invoke.request_id, runtime_done = ended.runtime_done, settled = ended.settled, "invocation over");
             }
             NextEvent::Shutdown(event) => {
                 // External extensions share 2 s.
-                let left = time_left(event.deadline_ms)
+                let left = clock::time_left(event.deadline_ms, Duration::ZERO)
                     .map_or(Duration::from_secs(2), |left| left.min(Duration::from_secs(2)));
                 tracing::info!(reason = %event.shutdown_reason, left_ms = left.as_millis() as u64, "shutting down: draining the relay");
                 self.shutdown.lock().await.drain(Instant::now() + left).await;
@@ -224,8 +210,8 @@ impl Events {
 /// Subscribes to the Telemetry API (`platform` and `function` records, schema `2022-12-13`),
 /// delivered to `listener` (`host:port`): every 25 ms (the shortest) when invocations wait for
 /// their `platform.runtimeDone`, else every 100 ms.
-async fn subscribe(extension_id: &str, listener: &str, flush: Flush) -> Result<(), BoxError> {
-    let timeout_ms = if flush == Flush::End { 25 } else { 100 };
+async fn subscribe(extension_id: &str, listener: &str, flush: FlushMode) -> Result<(), BoxError> {
+    let timeout_ms = if flush == FlushMode::End { 25 } else { 100 };
     let api = var("AWS_LAMBDA_RUNTIME_API").ok_or("AWS_LAMBDA_RUNTIME_API is not set")?;
     let api = api.trim_start_matches("http://").trim_end_matches('/');
     let body = serde_json::json!({

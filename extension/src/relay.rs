@@ -184,6 +184,7 @@ impl Outstanding {
 }
 
 /// The publishing side: one task publishes queued envelopes through `routing`, one at a time.
+#[derive(Debug)]
 pub struct Publisher {
     receiver: mpsc::Receiver<Queued>,
     routing: Arc<ErrorRouting>,
@@ -205,6 +206,7 @@ pub struct Drained {
 
 /// Asks the publisher to drain before its deadline. Dropping it leaves the publisher running,
 /// with no drain to come.
+#[derive(Debug)]
 pub struct ShutdownHandle {
     deadline: watch::Sender<Option<Instant>>,
     drained: Option<oneshot::Receiver<Drained>>,

@@ -119,6 +119,7 @@ impl RequestState {
 }
 
 /// The requests remembered, and the invocation under way.
+#[derive(Debug)]
 struct Requests {
     by_id: LruCache<String, RequestState>,
     /// The request between its `platform.start` and its `platform.runtimeDone`, when the
@@ -150,6 +151,7 @@ struct Failure {
 }
 
 /// Reads telemetry batches; see the [module docs](self).
+#[derive(Debug)]
 pub struct Telemetry {
     requests: Mutex<Requests>,
     lines_per_request: usize,
@@ -328,6 +330,7 @@ impl Telemetry {
     }
 
     /// Keeps `lines` log lines per request (default [`DEFAULT_LINES_PER_REQUEST`]).
+    #[must_use]
     pub fn lines_per_request(mut self, lines: usize) -> Self {
         self.lines_per_request = lines;
         self
@@ -337,6 +340,7 @@ impl Telemetry {
     /// `AWS_LAMBDA_MAX_CONCURRENCY` unset or 1): then the lines that name no request belong to
     /// the invocation under way. With more at once, only the lines that name their request are
     /// kept.
+    #[must_use]
     pub fn one_invocation_at_a_time(mut self, one: bool) -> Self {
         self.one_at_a_time = one;
         self
@@ -409,7 +413,7 @@ impl Telemetry {
         let mut read = Read::default();
         let mut failures = Failures::default();
         for item in items {
-            let item = serde_json::from_str::<Item>(item.get()).ok();
+            let item = serde_json::from_str::<Item<'_>>(item.get()).ok();
             let known = item.as_ref().is_some_and(|item| self.record(item, &mut failures));
             read.records += 1;
             if !known {
@@ -422,7 +426,7 @@ impl Telemetry {
     }
 
     /// Applies one record; whether it was of a known type and shape.
-    fn record(&self, item: &Item, failures: &mut Failures) -> bool {
+    fn record(&self, item: &Item<'_>, failures: &mut Failures) -> bool {
         let Some(kind) = item.kind.as_deref() else {
             return false;
         };
@@ -430,15 +434,15 @@ impl Telemetry {
         match kind {
             "function" => record.is_some_and(|record| self.function_line(record)),
             "platform.start" => record
-                .and_then(object::<Start>)
+                .and_then(object::<Start<'_>>)
                 .map(|start| self.started(&start))
                 .is_some(),
             "platform.runtimeDone" => record
-                .and_then(object::<Done>)
+                .and_then(object::<Done<'_>>)
                 .map(|done| self.done(&done, false, failures))
                 .is_some(),
             "platform.report" => record
-                .and_then(object::<Done>)
+                .and_then(object::<Done<'_>>)
                 .map(|done| self.done(&done, true, failures))
                 .is_some(),
             // Any record of this type is read: its fields, when they are not what they should
@@ -471,7 +475,7 @@ impl Telemetry {
     }
 
     /// `platform.start`: the invocation under way, when they come one at a time.
-    fn started(&self, start: &Start) {
+    fn started(&self, start: &Start<'_>) {
         if self.one_at_a_time {
             self.lock().current = Some(start.request_id.clone().into_owned());
         }
@@ -479,7 +483,7 @@ impl Telemetry {
 
     /// `platform.runtimeDone` or `platform.report`: metrics from the report, a failure from a
     /// status other than success.
-    fn done(&self, done: &Done, report: bool, failures: &mut Failures) {
+    fn done(&self, done: &Done<'_>, report: bool, failures: &mut Failures) {
         let request_id = &*done.request_id;
         let metrics = &done.metrics;
         if report {

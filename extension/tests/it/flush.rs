@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keel_extension::flush::{EndOfInvocation, Ended, Flush};
+use keel_extension::flush::{EndOfInvocation, Ended, FlushMode};
 use keel_extension::relay;
 use keel_extension::telemetry::Telemetry;
 use keel_runtime::classify::ErrorClass;
@@ -165,9 +165,9 @@ async fn without_a_runtime_done_the_wait_ends_at_the_deadline() {
 
 #[test]
 fn the_flush_setting_reads_end_or_lazy() {
-    assert_eq!("end".parse::<Flush>().unwrap(), Flush::End);
-    assert_eq!(" lazy ".parse::<Flush>().unwrap(), Flush::Lazy);
-    assert_eq!(Flush::default(), Flush::End);
-    let error = "eager".parse::<Flush>().unwrap_err().to_string();
+    assert_eq!("end".parse::<FlushMode>().unwrap(), FlushMode::End);
+    assert_eq!(" lazy ".parse::<FlushMode>().unwrap(), FlushMode::Lazy);
+    assert_eq!(FlushMode::default(), FlushMode::End);
+    let error = "eager".parse::<FlushMode>().unwrap_err().to_string();
     assert_eq!(error, "KEEL_EXTENSION_FLUSH=\"eager\": expected `end` or `lazy`");
 }

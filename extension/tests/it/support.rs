@@ -13,7 +13,7 @@ use serde_json::Value;
 use tracing_subscriber::layer::SubscriberExt;
 
 /// The process's log lines and its metrics recorder, installed once.
-pub fn logs() -> &'static CapturedLines {
+pub(crate) fn logs() -> &'static CapturedLines {
     static LOGS: OnceLock<CapturedLines> = OnceLock::new();
     LOGS.get_or_init(|| {
         let (output, lines) = Output::memory();
@@ -30,13 +30,13 @@ pub fn logs() -> &'static CapturedLines {
 /// A metrics layer whose documents are kept in memory and dropped: once [`logs`] has installed
 /// the recorder (any test of this binary may have), what a layer collects is written out, and
 /// standard output is no place for it.
-pub fn metrics_layer() -> MetricsLayer {
+pub(crate) fn metrics_layer() -> MetricsLayer {
     let (output, _dropped) = Output::memory();
     Keel::new("booking-api").output(output).metrics_layer()
 }
 
 /// Every line of `lines`, parsed.
-pub fn parsed(lines: &CapturedLines) -> Vec<Value> {
+pub(crate) fn parsed(lines: &CapturedLines) -> Vec<Value> {
     lines
         .lines()
         .iter()
@@ -45,7 +45,7 @@ pub fn parsed(lines: &CapturedLines) -> Vec<Value> {
 }
 
 /// The envelopes written whole to the log (`keel.routed_error`) that `wanted` picks.
-pub fn logged_envelopes(wanted: impl Fn(&Envelope) -> bool) -> Vec<Envelope> {
+pub(crate) fn logged_envelopes(wanted: impl Fn(&Envelope) -> bool) -> Vec<Envelope> {
     parsed(logs())
         .iter()
         .filter(|l| l["message"] == "keel.routed_error")
@@ -59,7 +59,10 @@ pub fn logged_envelopes(wanted: impl Fn(&Envelope) -> bool) -> Vec<Envelope> {
 
 /// Waits (10 s at most) until the log holds at least `expected` envelopes that `wanted` picks;
 /// returns them all.
-pub async fn wait_for_logged_envelopes(expected: usize, wanted: impl Fn(&Envelope) -> bool) -> Vec<Envelope> {
+pub(crate) async fn wait_for_logged_envelopes(
+    expected: usize,
+    wanted: impl Fn(&Envelope) -> bool,
+) -> Vec<Envelope> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let found = logged_envelopes(&wanted);

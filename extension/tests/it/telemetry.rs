@@ -53,10 +53,10 @@ mod reqwest_like {
     use http_body_util::{BodyExt, Full};
     use hyper_util::rt::TokioIo;
 
-    pub struct Client;
+    pub(crate) struct Client;
 
     impl Client {
-        pub async fn post(&self, url: &str, body: String) -> (u16, String) {
+        pub(crate) async fn post(&self, url: &str, body: String) -> (u16, String) {
             let rest = url.trim_start_matches("http://");
             let (authority, path) = rest
                 .split_once('/')
