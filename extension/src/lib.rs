@@ -18,6 +18,9 @@
 //!
 //! The binary registers for INVOKE and SHUTDOWN and subscribes to the Telemetry API
 //! (`platform` and `function` records, schema `2022-12-13`).
+//!
+//! The library is the binary's parts, public for its integration tests and benchmarks; the
+//! extension ships as a layer (`scripts/package-extension.sh`), not as a crate to depend on.
 
 pub mod flush;
 pub mod http;

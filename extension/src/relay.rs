@@ -6,6 +6,8 @@
 //! (`503`), and the function publishes the envelope itself. Once SHUTDOWN asks for a drain,
 //! every publish, the one under way included, is raced against the drain's deadline: an
 //! envelope that cannot be published in time is written whole to the log.
+//!
+//! The protocol, its answers and its limits: `docs/architecture.md`, "Relay protocol".
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //!
 //! Every error type that knows its class implements [`Classify`]: Keel's own errors in their
 //! modules, a handler's errors where they are defined (registered with
-//! [`ErrorRouting::classify`](crate::routing::ErrorRouting::classify)). [`classify`] asks the
+//! [`ErrorRouting::classify`](crate::routing::ErrorRouting::classify)). `classify` asks the
 //! registered types first, then Keel's, then falls back to defaults.
 
 use std::error::Error as StdError;

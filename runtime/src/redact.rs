@@ -45,7 +45,7 @@ pub const DEFAULT_REDACTED_FIELDS: &[&str] = &[
 /// would not see, it is masked whole.
 ///
 /// ```
-/// use keel_runtime::logging::Redactor;
+/// use keel_runtime::redact::Redactor;
 /// use serde_json::json;
 ///
 /// let redactor = Redactor::new(["email", "card_number"]);

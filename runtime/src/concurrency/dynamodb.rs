@@ -10,7 +10,7 @@ use crate::aws::{failure, is_condition_failure, Failure};
 /// How long after its lease an abandoned slot item stays, before DynamoDB's TTL removes it.
 const KEEP_AFTER_LEASE_S: u64 = 3600;
 
-/// Slots in a DynamoDB table (see [`SLOT_TABLE`]): take = conditional put on a free or expired
+/// Slots in a DynamoDB table (see [`SLOT_TABLE`](super::SLOT_TABLE)): take = conditional put on a free or expired
 /// slot, free = delete conditioned on the holder.
 #[derive(Clone, Debug)]
 pub struct DynamoDbSlots {

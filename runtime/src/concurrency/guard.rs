@@ -53,7 +53,7 @@ pub(super) enum Slots {
     Any(Arc<dyn SlotStore>),
 }
 
-/// A concurrency guard's settings and slots; hand it to [`ConcurrencyGuardLayer`] or to
+/// A concurrency guard's settings and slots; hand it to [`ConcurrencyGuardLayer`](super::ConcurrencyGuardLayer) or to
 /// `Keel::concurrency`.
 #[derive(Debug)]
 pub struct ConcurrencyGuard {

@@ -11,7 +11,7 @@ use super::future::{ConcurrencyGuardFuture, GuardState, Start};
 use super::ConcurrencyGuard;
 use crate::handler::{InvocationError, RawEvent};
 
-/// Tower layer that guards the service it wraps; see the [module docs](self).
+/// Tower layer that guards the service it wraps; see the [module docs](super).
 #[derive(Clone, Debug)]
 pub struct ConcurrencyGuardLayer {
     guard: Option<Arc<ConcurrencyGuard>>,

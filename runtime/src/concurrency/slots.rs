@@ -1,4 +1,6 @@
 //! Leased slots: the [`SlotStore`] contract and the in-memory store, [`MemorySlots`].
+//!
+//! The slot record and its conditions: `docs/architecture.md`, "Concurrency slot record".
 
 use std::collections::HashMap;
 use std::fmt;

@@ -28,7 +28,7 @@ pub const MAX_STORED_RESPONSE_BYTES: usize = 390 * 1024;
 /// What a request without a key gets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum MissingKey {
-    /// [`IdempotencyError::MissingKey`] (HTTP 400). The default.
+    /// [`IdempotencyError::MissingKey`](super::IdempotencyError::MissingKey) (HTTP 400). The default.
     #[default]
     Reject,
     /// The handler runs without idempotency, and a WARN line says so.
@@ -38,7 +38,7 @@ pub enum MissingKey {
 /// What happens when the store fails.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum StoreFailure {
-    /// The handler does not run; [`IdempotencyError::Store`] (HTTP 503). The default.
+    /// The handler does not run; [`IdempotencyError::Store`](super::IdempotencyError::Store) (HTTP 503). The default.
     #[default]
     FailClosed,
     /// The handler runs without idempotency; a WARN line and `IdempotencyStoreError` say so.
@@ -48,7 +48,7 @@ pub enum StoreFailure {
 /// What a request gets while another invocation runs the same key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WhileInProgress {
-    /// [`IdempotencyError::InProgress`] (HTTP 409 with `Retry-After`) at once. The default.
+    /// [`IdempotencyError::InProgress`](super::IdempotencyError::InProgress) (HTTP 409 with `Retry-After`) at once. The default.
     #[default]
     Reject,
     /// Poll the record with backoff, within the invocation's remaining time, and replay the
@@ -56,7 +56,7 @@ pub enum WhileInProgress {
     Wait,
 }
 
-/// Idempotency settings and the store; build one, then hand it to [`IdempotencyLayer`] or to
+/// Idempotency settings and the store; build one, then hand it to [`IdempotencyLayer`](super::IdempotencyLayer) or to
 /// `Keel::idempotency`, or call [`Idempotency::once`] for units of work inside a handler.
 #[derive(Debug)]
 pub struct Idempotency {

@@ -59,7 +59,7 @@ impl IdempotencyError {
     }
 }
 
-/// Why [`Idempotency::once`] did not return a result.
+/// Why [`Idempotency::once`](super::Idempotency::once) did not return a result.
 #[derive(Debug, thiserror::Error)]
 pub enum OnceError<E> {
     /// The idempotency rules refused (in progress, key reused, store failure).

@@ -1,4 +1,6 @@
 //! The idempotency record and the [`IdempotencyStore`] contract every backend honours.
+//!
+//! The record's attributes and conditions: `docs/architecture.md`, "Idempotency record".
 
 use std::fmt;
 use std::sync::Arc;

@@ -1,4 +1,6 @@
 //! The routed error envelope: what on-call receives for every failed invocation.
+//!
+//! Its fields, attributes and size limits: `docs/architecture.md`, "Routed-error envelope".
 
 use std::time::{Duration, SystemTime};
 

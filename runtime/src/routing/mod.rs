@@ -17,7 +17,7 @@
 //! handler's error is returned to Lambda unchanged, after routing.
 //!
 //! ```no_run
-//! use keel_runtime::routing::{ErrorClass, ErrorRouting};
+//! use keel_runtime::routing::ErrorRouting;
 //!
 //! # async fn example() -> Result<(), keel_runtime::ConfigError> {
 //! let routing = ErrorRouting::from_env("booking-api").await?; // KEEL_ERROR_TOPIC_ARN, KEEL_DLQ_URL, …
