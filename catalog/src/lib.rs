@@ -1,10 +1,10 @@
 //! The metric catalogue: every metric a Keel function emits, described once — its name, unit,
 //! kind, dimensions, resolution and meaning — so that the code emits a metric only through its
-//! entry, and dashboards and alarms are generated from the same entries and cannot drift.
+//! entry, and dashboards and alarms can be generated from the same entries and cannot drift.
 //!
 //! [`keel`] holds the metrics Keel itself emits; a function defines its own entries the same
 //! way and hands them to `keel_runtime` (`MetricsConfig::catalogue`). The crate depends on the
-//! `metrics` facade only, so generators read it without the runtime or the AWS SDK.
+//! `metrics` facade only, so a generator reads it without the runtime or the AWS SDK.
 //!
 //! ```
 //! use keel_catalog::{Emitter, Kind, MetricDef, Resolution, Unit};

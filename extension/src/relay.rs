@@ -10,10 +10,11 @@
 //! The protocol, its answers and its limits: `docs/architecture.md`, "Relay protocol".
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
+use keel_runtime::clock::SHUTDOWN_MARGIN;
 use keel_runtime::routing::{Envelope, ErrorRouting, Sink, MAX_MESSAGE_BYTES};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -36,9 +37,6 @@ pub const LISTENER: crate::http::Caps = crate::http::Caps {
     body_bytes: MAX_ENVELOPE_BYTES,
     connections: 4,
 };
-
-/// Time kept back from the SHUTDOWN deadline: envelopes not published by then are logged.
-const SHUTDOWN_MARGIN: Duration = Duration::from_millis(300);
 
 /// How much the queue holds before it refuses envelopes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,11 +1,11 @@
-//! What Keel's AWS clients share: the tables its stores need (for the template generator and
+//! What Keel's AWS clients share: the tables its stores need (for infrastructure generators and
 //! tests), one SDK configuration with timeouts fit for a request path, and what an SDK failure
 //! means for a store (throttled, unavailable or refused).
 
 #[cfg(feature = "dynamodb")]
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
-/// A DynamoDB table one of Keel's stores needs: for the infrastructure generator and for tests.
+/// A DynamoDB table one of Keel's stores needs: for infrastructure generators and for tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TableDefinition {
     /// The partition key (string).

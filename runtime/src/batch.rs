@@ -196,11 +196,9 @@ impl BatchProcessor {
         let payload: Value = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned()));
         let key = match key {
             RecordKey::MessageId => Value::from(record.message_id.clone().unwrap_or_default()),
-            RecordKey::BodyPointer(pointer) => match crate::event::value_at(body, pointer) {
-                Some(value) => {
-                    serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()))
-                }
-                None => {
+            RecordKey::BodyPointer(pointer) => match payload.pointer(pointer) {
+                Some(value) if !value.is_null() => value.clone(),
+                _ => {
                     let reason = format!("the record's body has no value at `{pointer}`");
                     return Err(crate::idempotency::IdempotencyError::MissingKey(reason).into());
                 }
@@ -223,7 +221,7 @@ impl BatchProcessor {
             return;
         };
         // A duplicate still in progress elsewhere is retried, not reported.
-        if crate::classify::is_back_pressure(error) {
+        if routing.is_back_pressure(error) {
             return;
         }
         let receives = record

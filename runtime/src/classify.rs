@@ -12,10 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::concurrency::ConcurrencyError;
 use crate::handler::InvocationError;
-use crate::handler::Panicked;
-use crate::idempotency::{IdempotencyError, StoreError};
 
 /// The class of a routed error, as the envelope's `error_class` and the SNS/SQS message
 /// attribute of the same name carry it (subscribers filter on it).
@@ -51,7 +48,7 @@ impl fmt::Display for ErrorClass {
 }
 
 /// Implemented by error types that know their class. Register a handler error type with
-/// [`ErrorRouting::classify`](super::ErrorRouting::classify) so that routing asks it:
+/// [`ErrorRouting::classify`](crate::routing::ErrorRouting::classify) so that routing asks it:
 ///
 /// ```
 /// use std::time::Duration;
@@ -95,7 +92,7 @@ pub trait Classify {
     }
 }
 
-/// A class and an optional retry hint.
+/// What an error says of itself: its class, a retry hint, whether it is back-pressure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Classification {
     /// The class.
@@ -121,7 +118,7 @@ pub(crate) type Classifier = fn(&(dyn StdError + 'static)) -> Option<Classificat
 
 /// The [`Classifier`] of `E`.
 pub(crate) fn classifier<E: Classify + StdError + 'static>() -> Classifier {
-    |error| error.downcast_ref::<E>().map(|e| Classification::of(e))
+    classification_of::<E>
 }
 
 /// Words in an error's type or message that mean "try again later", as AWS services and common
@@ -150,16 +147,11 @@ const TRANSIENT_WORDS: &[&str] = &[
 /// then Keel's own errors, then the defaults — AWS throttling, timeouts and unreachable
 /// dependencies are transient, everything else permanent.
 pub(crate) fn classify(error: &InvocationError, registered: &[Classifier]) -> Classification {
+    if let Some(found) = own_classification(error, registered) {
+        return found;
+    }
     let top: &(dyn StdError + 'static) = error.inner();
     let chain = || std::iter::successors(Some(top), |&e| e.source());
-    for link in chain() {
-        if let Some(found) = registered.iter().find_map(|classify| classify(link)) {
-            return found;
-        }
-        if let Some(found) = keel_error(link) {
-            return found;
-        }
-    }
     let transient_io = chain().any(|link| {
         link.downcast_ref::<std::io::Error>().is_some_and(|io| {
             use std::io::ErrorKind::*;
@@ -186,29 +178,34 @@ pub(crate) fn classify(error: &InvocationError, registered: &[Classifier]) -> Cl
     }
 }
 
-/// The classification of `error` if it is one of Keel's own errors (each module classifies its
-/// errors with [`Classify`]).
-fn keel_error(error: &(dyn StdError + 'static)) -> Option<Classification> {
-    fn of<E: Classify + StdError + 'static>(error: &(dyn StdError + 'static)) -> Option<Classification> {
-        error.downcast_ref::<E>().map(|e| Classification::of(e))
-    }
-    of::<IdempotencyError>(error)
-        .or_else(|| of::<StoreError>(error))
-        .or_else(|| of::<ConcurrencyError>(error))
-        .or_else(|| of::<Panicked>(error))
+/// The classification `error` gives itself, if it is an `E`: the [`Classifier`] of `E`.
+pub(crate) fn classification_of<E: Classify + StdError + 'static>(
+    error: &(dyn StdError + 'static),
+) -> Option<Classification> {
+    error.downcast_ref::<E>().map(|e| Classification::of(e))
+}
+
+/// The classification of the first error along `error`'s chain that knows its own: a
+/// `registered` type, else one of Keel's (the crate root lists them: `KEEL_ERRORS`).
+fn own_classification(error: &InvocationError, registered: &[Classifier]) -> Option<Classification> {
+    let top: &(dyn StdError + 'static) = error.inner();
+    std::iter::successors(Some(top), |&e| e.source()).find_map(|link| {
+        registered
+            .iter()
+            .chain(crate::KEEL_ERRORS.iter())
+            .find_map(|classify| classify(link))
+    })
 }
 
 /// Whether `error` is back-pressure (answered "come back shortly"), not a fault to route.
-pub(crate) fn is_back_pressure(error: &InvocationError) -> bool {
-    let top: &(dyn StdError + 'static) = error.inner();
-    std::iter::successors(Some(top), |&e| e.source())
-        .find_map(keel_error)
-        .is_some_and(|found| found.back_pressure)
+pub(crate) fn is_back_pressure(error: &InvocationError, registered: &[Classifier]) -> bool {
+    own_classification(error, registered).is_some_and(|found| found.back_pressure)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::idempotency::{IdempotencyError, StoreError};
 
     #[derive(Debug, thiserror::Error)]
     #[error("slot taken")]

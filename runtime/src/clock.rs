@@ -9,9 +9,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// function still answers Lambda before the deadline.
 pub const DEADLINE_MARGIN: Duration = Duration::from_millis(250);
 
-/// Time the extension keeps back from a deadline it must finish by (the end of the shutdown
-/// phase): it writes no answer afterwards, so it needs less than a function.
+/// Time the extension keeps back from an invocation's deadline while it waits for the
+/// invocation to end and publishes what the function relayed: it writes no answer afterwards,
+/// so it needs less than a function.
 pub const EXTENSION_DEADLINE_MARGIN: Duration = Duration::from_millis(50);
+
+/// Time the extension keeps back from the end of the shutdown phase: envelopes not published
+/// by then are written whole to the log instead.
+pub const SHUTDOWN_MARGIN: Duration = Duration::from_millis(300);
 
 /// What an invocation's deadline is taken to be when it is unknown (the Lambda emulator reports
 /// one in the past): Lambda's longest timeout from now. Leases and in-progress records then

@@ -8,7 +8,7 @@
 //!   per-invocation debug sampling, redaction of sensitive fields;
 //! - [`metrics`]: every `metrics::counter!/gauge!/histogram!` call of an invocation written as
 //!   CloudWatch Embedded Metric Format when it ends, valid by construction, from a
-//!   [catalogue](metrics::catalog) that dashboards and alarms are generated from.
+//!   [catalogue](metrics::catalog) that dashboards and alarms can be generated from.
 //!
 //! ```no_run
 //! use keel_runtime::{Keel, LambdaEvent};
@@ -61,8 +61,6 @@
 //! a missing feature (`KEEL_IDEMPOTENCY_TABLE`, `KEEL_CONCURRENCY_TABLE`, `KEEL_ERROR_TOPIC_ARN`,
 //! `KEEL_DLQ_URL`) stops start-up with [`ConfigError::FeatureMissing`].
 
-#![warn(missing_docs)]
-
 pub mod aws;
 pub mod batch;
 pub mod classify;
@@ -104,6 +102,15 @@ use logging::{CorrelationId, LogConfig, LoggingLayer, LoggingService, Structured
 use metrics::{MetricsConfig, MetricsLayer, MetricsService};
 use output::Output;
 use routing::{ErrorRouting, ErrorRoutingLayer, ErrorRoutingService};
+
+/// Keel's own error types, each classified by its module (see [`classify::Classify`]): routing
+/// asks them after the types a handler registered.
+pub(crate) static KEEL_ERRORS: [classify::Classifier; 4] = [
+    classify::classification_of::<idempotency::IdempotencyError>,
+    classify::classification_of::<idempotency::StoreError>,
+    classify::classification_of::<concurrency::ConcurrencyError>,
+    classify::classification_of::<handler::Panicked>,
+];
 
 /// A handler wrapped in every Keel layer, as [`Keel::service`] builds it.
 pub type KeelService<H, T> = LoggingService<

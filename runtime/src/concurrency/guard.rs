@@ -119,7 +119,7 @@ impl ConcurrencyGuard {
         self
     }
 
-    /// Applies `KEEL_CONCURRENCY_TABLE` (slots in that DynamoDB table, with the standard AWS
+    /// Applies `KEEL_CONCURRENCY_TABLE` (slots in that DynamoDB table, with Keel's AWS
     /// configuration) and `KEEL_CONCURRENCY_LIMIT` (slots per key) when they are set.
     pub async fn with_env(mut self) -> Result<Self, ConfigError> {
         let limit = parse_var("KEEL_CONCURRENCY_LIMIT", "a whole number above 0", |v| {

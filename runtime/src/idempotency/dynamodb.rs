@@ -37,8 +37,8 @@ impl DynamoDbStore {
     }
 
     /// A store on `table` with a client configured from the environment (region, credentials,
-    /// `AWS_ENDPOINT_URL`), with short timeouts fit for a request path: 1 s per attempt,
-    /// 3 s in all.
+    /// `AWS_ENDPOINT_URL`), with timeouts and retries fit for a request path: 1 s per attempt,
+    /// 3 s in all, at most 3 attempts from 50 ms of backoff.
     pub async fn from_env(table: impl Into<String>) -> Self {
         Self::new(Client::new(&crate::aws::config().await), table)
     }

@@ -271,7 +271,7 @@ fn record_id(prefix: &str, key_hash: &str) -> Arc<str> {
 
 /// JSON text with object keys sorted at every depth and no insignificant white space: the form
 /// idempotency keys and payloads are hashed in.
-pub(crate) fn canonical(value: &Value) -> String {
+fn canonical(value: &Value) -> String {
     let text = value.to_string();
     // Only a value nested deeper than a JSON text may be is refused; its text is kept as it is.
     json_canonical::canonical(&text).unwrap_or(text)

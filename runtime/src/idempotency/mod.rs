@@ -59,7 +59,7 @@ pub use memory::MemoryStore;
 pub use store::TABLE;
 pub use store::{Acquire, IdempotencyStore, Now, Record, Status, StoreError};
 
-pub(crate) use protocol::{Begin, ReleaseOnDrop};
+use protocol::{Begin, ReleaseOnDrop};
 
 #[cfg(test)]
 mod tests {

@@ -32,6 +32,7 @@ pub use config::{LogConfig, LogFormat, DEFAULT_DEBUG_BUFFER};
 pub use subscriber::StructuredLogLayer;
 
 use crate::handler::{InvocationError, RawEvent};
+use crate::json::reader;
 
 /// Name of the span that [`LoggingService`] opens around each invocation.
 pub const INVOCATION_SPAN: &str = "lambda_invocation";
@@ -50,12 +51,17 @@ pub enum CorrelationId {
 impl CorrelationId {
     /// Finds the id in the JSON text of an event; `Err` says why it is not there.
     pub fn find(&self, event: &str) -> Result<String, String> {
-        let members = crate::json::reader::members(event).ok_or_else(|| not_an_object(event))?;
         let found = match self {
-            CorrelationId::Header(name) => crate::event::header(Some(&members), name)
-                .map_err(|_| format!("the event has no header `{name}`"))?,
-            CorrelationId::Pointer(pointer) => crate::json::reader::pointer(event, pointer)
-                .ok_or_else(|| format!("the event has nothing at `{pointer}`"))?,
+            CorrelationId::Header(name) => {
+                let members = reader::members(event).ok_or_else(|| not_an_object(event))?;
+                crate::event::header(Some(&members), name)
+                    .map_err(|_| format!("the event has no header `{name}`"))?
+            }
+            CorrelationId::Pointer(pointer) => match reader::pointer(event, pointer) {
+                Some(found) => found,
+                None if reader::members(event).is_none() => return Err(not_an_object(event)),
+                None => return Err(format!("the event has nothing at `{pointer}`")),
+            },
         };
         Ok(crate::event::text_of(found).into_owned())
     }
@@ -69,8 +75,7 @@ fn not_an_object(event: &str) -> String {
         Ok(Value::Number(_)) => "number",
         Ok(Value::String(_)) => "string",
         Ok(Value::Array(_)) => "array",
-        Ok(Value::Object(_)) => "object with malformed headers",
-        Err(_) => "text that is not valid JSON",
+        Ok(Value::Object(_)) | Err(_) => "text that is not valid JSON",
     };
     format!("the event is a JSON {kind}, not an object")
 }

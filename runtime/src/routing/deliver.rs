@@ -53,9 +53,9 @@ impl Sink {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Sinks {
     #[cfg(feature = "routing")]
-    pub(crate) topic: Option<(aws_sdk_sns::Client, String)>,
+    pub(super) topic: Option<(aws_sdk_sns::Client, String)>,
     #[cfg(feature = "routing")]
-    pub(crate) dlq: Option<(aws_sdk_sqs::Client, String)>,
+    pub(super) dlq: Option<(aws_sdk_sqs::Client, String)>,
 }
 
 impl Sinks {
@@ -79,38 +79,36 @@ impl Sinks {
     async fn publish_to_aws(&self, envelope: &Envelope, body: &str, budget: Duration) -> Option<Sink> {
         let started = std::time::Instant::now();
         let class = envelope.error_class.as_str();
-        {
-            if let Some((client, topic)) = &self.topic {
-                let request = client
-                    .publish()
-                    .topic_arn(topic)
-                    .message(body)
-                    .set_message_attributes(Some(attributes(class, &envelope.service, sns_attribute)));
-                match within(budget / 2, request.send()).await {
-                    Ok(Ok(_)) => return Some(Sink::Sns),
-                    Ok(Err(error)) => warn_failed(
-                        Sink::Sns,
-                        envelope,
-                        &aws_sdk_sns::error::DisplayErrorContext(error),
-                    ),
-                    Err(elapsed) => warn_failed(Sink::Sns, envelope, &elapsed),
-                }
+        if let Some((client, topic)) = &self.topic {
+            let request = client
+                .publish()
+                .topic_arn(topic)
+                .message(body)
+                .set_message_attributes(Some(attributes(class, &envelope.service, sns_attribute)));
+            match within(budget / 2, request.send()).await {
+                Ok(Ok(_)) => return Some(Sink::Sns),
+                Ok(Err(error)) => warn_failed(
+                    Sink::Sns,
+                    envelope,
+                    &aws_sdk_sns::error::DisplayErrorContext(error),
+                ),
+                Err(elapsed) => warn_failed(Sink::Sns, envelope, &elapsed),
             }
-            if let Some((client, queue)) = &self.dlq {
-                let request = client
-                    .send_message()
-                    .queue_url(queue)
-                    .message_body(body)
-                    .set_message_attributes(Some(attributes(class, &envelope.service, sqs_attribute)));
-                match within(budget.saturating_sub(started.elapsed()), request.send()).await {
-                    Ok(Ok(_)) => return Some(Sink::Dlq),
-                    Ok(Err(error)) => warn_failed(
-                        Sink::Dlq,
-                        envelope,
-                        &aws_sdk_sqs::error::DisplayErrorContext(error),
-                    ),
-                    Err(elapsed) => warn_failed(Sink::Dlq, envelope, &elapsed),
-                }
+        }
+        if let Some((client, queue)) = &self.dlq {
+            let request = client
+                .send_message()
+                .queue_url(queue)
+                .message_body(body)
+                .set_message_attributes(Some(attributes(class, &envelope.service, sqs_attribute)));
+            match within(budget.saturating_sub(started.elapsed()), request.send()).await {
+                Ok(Ok(_)) => return Some(Sink::Dlq),
+                Ok(Err(error)) => warn_failed(
+                    Sink::Dlq,
+                    envelope,
+                    &aws_sdk_sqs::error::DisplayErrorContext(error),
+                ),
+                Err(elapsed) => warn_failed(Sink::Dlq, envelope, &elapsed),
             }
         }
         None

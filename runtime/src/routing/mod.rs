@@ -96,7 +96,8 @@ impl ErrorRouting {
     /// From the environment: the topic `KEEL_ERROR_TOPIC_ARN`, the queue `KEEL_DLQ_URL`, the
     /// relay `KEEL_EXTENSION_ADDR` (unset: publish directly; the extension listens on
     /// [`DEFAULT_RELAY_ADDR`] by default) and the fields `KEEL_REDACT_FIELDS` masks. The SNS and
-    /// SQS clients come from the standard AWS configuration (`AWS_ENDPOINT_URL` included).
+    /// SQS clients come from the environment (`AWS_ENDPOINT_URL` included), with the timeouts and
+    /// retries every Keel client gets (1 s per attempt, 3 s per call, 3 attempts).
     pub async fn from_env(service: impl Into<String>) -> Result<Self, ConfigError> {
         let relay = parse_var(
             "KEEL_EXTENSION_ADDR",
@@ -190,6 +191,11 @@ impl ErrorRouting {
     pub fn fallback_budget(mut self, budget: Duration) -> Self {
         self.fallback_budget = budget;
         self
+    }
+
+    /// Whether `error` is back-pressure (see [`Classify::is_back_pressure`]): not routed.
+    pub(crate) fn is_back_pressure(&self, error: &InvocationError) -> bool {
+        is_back_pressure(error, &self.classifiers)
     }
 
     /// The class of `error` (see [`Classify`]).
@@ -445,7 +451,7 @@ where
             let next = match state.as_mut().project() {
                 RoutingProjection::Handler { handler, kept } => {
                     let error = match std::task::ready!(handler.poll(cx)) {
-                        Err(error) if !is_back_pressure(&error) => error,
+                        Err(error) => error,
                         result => return Poll::Ready(result),
                     };
                     let Some(Kept {
@@ -456,6 +462,9 @@ where
                     else {
                         return Poll::Ready(Err(error));
                     };
+                    if routing.is_back_pressure(&error) {
+                        return Poll::Ready(Err(error));
+                    }
                     let envelope = routing.envelope_of(&error, event.get(), &invocation, 1);
                     RoutingState::Routing {
                         routing: Box::pin(async move {
