@@ -1,0 +1,70 @@
+//! The booking worker's own metrics: its entries in the metric catalogue, which Keel writes
+//! with their units and from which dashboards and alarms are generated.
+
+use keel_runtime::metrics::catalog::{Emitter, Kind, MetricDef, Resolution, Unit};
+
+/// A PENDING booking the worker confirmed.
+pub(crate) static BOOKING_CONFIRMED: MetricDef = MetricDef {
+    name: "BookingConfirmed",
+    unit: Unit::Count,
+    kind: Kind::Counter,
+    dimensions: &["service"],
+    resolution: Resolution::Standard,
+    description: "Bookings confirmed by the booking worker (PENDING to CONFIRMED)",
+    emitter: Emitter::Function,
+};
+
+/// A request the worker did not need to confirm (see [`Skipped`](crate::bookings::Skipped)).
+pub(crate) static BOOKING_CONFIRMATION_SKIPPED: MetricDef = MetricDef {
+    name: "BookingConfirmationSkipped",
+    unit: Unit::Count,
+    kind: Kind::Counter,
+    dimensions: &["service", "reason"],
+    resolution: Resolution::Standard,
+    description: "Booking requests left as they were, by reason: already_confirmed (a duplicate message), \
+                  cancelled_before_confirmation (cancelled while the request waited in the queue)",
+    emitter: Emitter::Function,
+};
+
+/// A record the worker failed (see [`RecordError::reason`](crate::RecordError::reason)).
+pub(crate) static BOOKING_CONFIRMATION_FAILED: MetricDef = MetricDef {
+    name: "BookingConfirmationFailed",
+    unit: Unit::Count,
+    kind: Kind::Counter,
+    dimensions: &["service", "reason"],
+    resolution: Resolution::Standard,
+    description: "Queue records the booking worker failed, by reason: malformed_message, booking_not_found \
+                  and unknown_status are retried to the dead-letter queue; store_throttled and \
+                  store_unavailable are retried until the table answers; store_rejected means the \
+                  worker's table or permissions are wrong",
+    emitter: Emitter::Function,
+};
+
+/// Time from the booking request to its confirmation.
+pub(crate) static BOOKING_CONFIRMATION_LAG_MS: MetricDef = MetricDef {
+    name: "BookingConfirmationLagMs",
+    unit: Unit::Milliseconds,
+    kind: Kind::Histogram,
+    dimensions: &["service"],
+    resolution: Resolution::Standard,
+    description: "Time from a booking's created_at to its confirmation by the booking worker",
+    emitter: Emitter::Function,
+};
+
+/// Every metric the booking worker emits besides Keel's own.
+pub(crate) static CATALOGUE: &[&MetricDef] = &[
+    &BOOKING_CONFIRMED,
+    &BOOKING_CONFIRMATION_SKIPPED,
+    &BOOKING_CONFIRMATION_FAILED,
+    &BOOKING_CONFIRMATION_LAG_MS,
+];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_catalogue_can_be_published_beside_keels() {
+        let mut all = keel_runtime::metrics::catalog::keel::ALL.to_vec();
+        all.extend_from_slice(super::CATALOGUE);
+        keel_runtime::metrics::catalog::check(&all).unwrap();
+    }
+}
