@@ -1,0 +1,29 @@
+//! The canary hook's own metrics: its entries in the metric catalogue, which Keel writes with
+//! their units and from which dashboards and alarms are generated.
+
+use keel_runtime::metrics::catalog::{Emitter, Kind, MetricDef, Resolution, Unit};
+
+/// A check of the new version that failed (the deployment is then reported `Failed`).
+pub(crate) static CANARY_CHECK_FAILED: MetricDef = MetricDef {
+    name: "CanaryCheckFailed",
+    unit: Unit::Count,
+    kind: Kind::Counter,
+    dimensions: &["service", "check"],
+    resolution: Resolution::Standard,
+    description: "Pre-traffic checks of a new booking API version that failed, by check (health, \
+                  dry_run_booking): the deployment was reported Failed and rolls back",
+    emitter: Emitter::Function,
+};
+
+/// Every metric the canary hook emits besides Keel's own.
+pub(crate) static CATALOGUE: &[&MetricDef] = &[&CANARY_CHECK_FAILED];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_catalogue_can_be_published_beside_keels() {
+        let mut all = keel_runtime::metrics::catalog::keel::ALL.to_vec();
+        all.extend_from_slice(super::CATALOGUE);
+        keel_runtime::metrics::catalog::check(&all).unwrap();
+    }
+}
