@@ -113,6 +113,13 @@ impl Emulator {
         format!("http://127.0.0.1:{}/.rt", self.port)
     }
 
+    /// `http://127.0.0.1:<port>`: the Lambda API's endpoint, for an SDK client
+    /// (`AWS_ENDPOINT_URL_LAMBDA`), which invokes the function named `_`
+    /// ([`Emulator::start`]) or the one [`Emulator::serving`] runs.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
     /// Where invocations are sent (the Lambda `Invoke` API).
     pub fn invoke_url(&self) -> String {
         format!(
