@@ -214,7 +214,7 @@ fn http_event(
     event
 }
 
-/// The dry run's booking: one guest, 10:00 to 11:00 UTC on a day two to three weeks ahead. The
+/// The dry run's booking: one guest, 10:00 to 11:00 UTC on a day one to two weeks ahead. The
 /// day changes once a week only, so that a rerun of the hook for the same deployment (the same
 /// idempotency key) sends the same body and gets the first answer back rather than a refusal
 /// of the key's reuse.
