@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use emulator::{Emulator, FunctionProcess, Invocation};
-pub use moto::{CountRequests, Moto};
+pub use moto::{BookingStack, CountRequests, Moto};
 pub use process::Process;
 
 /// What can go wrong while setting up the stand-ins.

@@ -4,6 +4,7 @@
 //! free loopback port, and stopped when its guard drops.
 
 mod booking_api;
+mod booking_routes;
 mod extension;
 mod harness;
 mod idempotency;
