@@ -263,10 +263,7 @@ fn resources() -> Node {
                     ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
                     get_att("BookingsTable", "Arn"),
                 ),
-                allow(
-                    ["dynamodb:Query"],
-                    sub("${BookingsTable.Arn}/index/by-customer"),
-                ),
+                allow(["dynamodb:Query"], sub("${BookingsTable.Arn}/index/by-customer")),
                 allow(["sns:Publish"], reference("BookingTopic")),
                 allow(["sns:Publish"], reference("ErrorTopic")),
                 allow(["sqs:SendMessage"], get_att("ErrorDeadLetterQueue", "Arn")),
@@ -553,7 +550,10 @@ fn bookings_table() -> Node {
                     "GlobalSecondaryIndexes",
                     list([map([
                         ("IndexName", s("by-customer")),
-                        ("KeySchema", list([key("customer_id", "HASH"), key("created_at", "RANGE")])),
+                        (
+                            "KeySchema",
+                            list([key("customer_id", "HASH"), key("created_at", "RANGE")]),
+                        ),
                         ("Projection", map([("ProjectionType", s("ALL"))])),
                     ])]),
                 ),
@@ -609,7 +609,10 @@ fn outputs() -> Node {
             "IdempotencyTableName",
             output("Idempotency records", reference("IdempotencyTable")),
         ),
-        ("BookingsTableName", output("Bookings", reference("BookingsTable"))),
+        (
+            "BookingsTableName",
+            output("Bookings", reference("BookingsTable")),
+        ),
         (
             "BookingTopicArn",
             output("Booking events (BookingRequested)", reference("BookingTopic")),

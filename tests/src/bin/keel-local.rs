@@ -102,7 +102,13 @@ fn samples() -> Vec<(&'static str, String)> {
         ),
         (
             "cust-7's bookings, newest first",
-            api_event("demo-2d", "", "GET", "/bookings?customer_id=cust-7&limit=10", None),
+            api_event(
+                "demo-2d",
+                "",
+                "GET",
+                "/bookings?customer_id=cust-7&limit=10",
+                None,
+            ),
         ),
         (
             "a refused request (end before start)",

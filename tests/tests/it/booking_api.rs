@@ -75,7 +75,8 @@ async fn booking_api_logs_and_metrics_under_the_lambda_emulator() {
         "body": 5
     })
     .to_string();
-    let invalid_booking = json!({"resource_id": "", "customer_id": "c", "start": "a", "end": "b", "guests": 1});
+    let invalid_booking =
+        json!({"resource_id": "", "customer_id": "c", "start": "a", "end": "b", "guests": 1});
     let payloads = [
         booking_event("inv-1", booking("room-1")),
         booking_event("inv-2", booking("room-2")),

@@ -63,8 +63,11 @@ impl Request {
 
     fn event(&self) -> String {
         let raw_query: Vec<String> = self.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let parameters: serde_json::Map<String, Value> =
-            self.query.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
+        let parameters: serde_json::Map<String, Value> = self
+            .query
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), json!(v)))
+            .collect();
         let mut context = json!({"http": {"method": self.method, "path": self.path}});
         if self.through_api_gateway {
             context["apiId"] = json!("api-1");
@@ -133,7 +136,11 @@ impl Api {
     }
 
     fn output(&self) -> String {
-        self.functions.iter().map(FunctionProcess::output).collect::<Vec<_>>().join("\n")
+        self.functions
+            .iter()
+            .map(FunctionProcess::output)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     fn call(&self, request: Request) -> Answer {
@@ -176,11 +183,17 @@ async fn every_route_answers_as_documented() {
     let mut too_many = booking("cust-1", "room-3", 10, 11);
     too_many["guests"] = json!(21);
     let invalid = api.call(create("k-invalid", too_many));
-    assert_eq!((invalid.status, invalid.body["field"].as_str()), (400, Some("guests")));
+    assert_eq!(
+        (invalid.status, invalid.body["field"].as_str()),
+        (400, Some("guests"))
+    );
 
     // Overlaps conflict; adjacent times do not.
     let conflict = api.call(create("k2", booking("cust-1", "room-1", 10, 12)));
-    assert_eq!((conflict.status, conflict.body["code"].as_str()), (409, Some("BOOKING_CONFLICT")));
+    assert_eq!(
+        (conflict.status, conflict.body["code"].as_str()),
+        (409, Some("BOOKING_CONFLICT"))
+    );
     let adjacent = api.call(create("k3", booking("cust-1", "room-1", 11, 12)));
     assert_eq!(adjacent.status, 201, "{adjacent:?}");
 
@@ -188,9 +201,16 @@ async fn every_route_answers_as_documented() {
     let read = api.call(Request::new("GET", format!("/bookings/{id}")));
     assert_eq!((read.status, &read.body), (200, &first.body));
     assert_eq!(api.call(Request::new("GET", "/bookings/bk-missing")).status, 404);
-    let page = api.call(Request::new("GET", "/bookings").query("customer_id", "cust-1").query("limit", "1"));
+    let page = api.call(
+        Request::new("GET", "/bookings")
+            .query("customer_id", "cust-1")
+            .query("limit", "1"),
+    );
     assert_eq!(page.status, 200, "{page:?}");
-    assert_eq!(page.body["bookings"][0]["booking_id"], adjacent.body["booking_id"]);
+    assert_eq!(
+        page.body["bookings"][0]["booking_id"],
+        adjacent.body["booking_id"]
+    );
     let cursor = page.body["cursor"].as_str().expect("a next page").to_owned();
     let next = api.call(
         Request::new("GET", "/bookings")
@@ -199,57 +219,108 @@ async fn every_route_answers_as_documented() {
             .query("cursor", cursor.clone()),
     );
     assert_eq!(next.body["bookings"][0]["booking_id"], id.as_str(), "{next:?}");
-    let foreign_cursor =
-        api.call(Request::new("GET", "/bookings").query("customer_id", "cust-9").query("cursor", cursor));
-    assert_eq!((foreign_cursor.status, foreign_cursor.body["field"].as_str()), (400, Some("cursor")));
+    let foreign_cursor = api.call(
+        Request::new("GET", "/bookings")
+            .query("customer_id", "cust-9")
+            .query("cursor", cursor),
+    );
+    assert_eq!(
+        (foreign_cursor.status, foreign_cursor.body["field"].as_str()),
+        (400, Some("cursor"))
+    );
     assert_eq!(api.call(Request::new("GET", "/bookings")).status, 400);
     assert_eq!(
-        api.call(Request::new("GET", "/bookings").query("customer_id", "cust-1").query("limit", "0")).status,
+        api.call(
+            Request::new("GET", "/bookings")
+                .query("customer_id", "cust-1")
+                .query("limit", "0")
+        )
+        .status,
         400
     );
 
     // Cancel (twice), which frees the time.
     let cancelled = api.call(Request::new("POST", format!("/bookings/{id}/cancel")));
-    assert_eq!((cancelled.status, cancelled.body["status"].as_str()), (200, Some("CANCELLED")));
+    assert_eq!(
+        (cancelled.status, cancelled.body["status"].as_str()),
+        (200, Some("CANCELLED"))
+    );
     let again = api.call(Request::new("POST", format!("/bookings/{id}/cancel")));
-    assert_eq!((again.status, again.body["status"].as_str()), (200, Some("CANCELLED")));
-    assert_eq!(api.call(Request::new("POST", "/bookings/bk-missing/cancel")).status, 404);
+    assert_eq!(
+        (again.status, again.body["status"].as_str()),
+        (200, Some("CANCELLED"))
+    );
+    assert_eq!(
+        api.call(Request::new("POST", "/bookings/bk-missing/cancel"))
+            .status,
+        404
+    );
     let rebooked = api.call(create("k4", booking("cust-2", "room-1", 10, 11)));
-    assert_eq!(rebooked.status, 201, "the cancelled booking's time is free: {rebooked:?}");
+    assert_eq!(
+        rebooked.status, 201,
+        "the cancelled booking's time is free: {rebooked:?}"
+    );
 
     // Health, metadata, unknown routes.
     assert_eq!(api.call(Request::new("GET", "/health")).body["status"], "ok");
-    assert_eq!(api.call(Request::new("GET", "/metadata")).body["service"], "booking-api");
+    assert_eq!(
+        api.call(Request::new("GET", "/metadata")).body["service"],
+        "booking-api"
+    );
     assert_eq!(api.call(Request::new("DELETE", "/bookings")).status, 404);
 
     // Callers act on their own bookings only.
     let other = |request: Request| api.call(request.caller("cust-9")).status;
     assert_eq!(other(Request::new("GET", format!("/bookings/{id}"))), 403);
     assert_eq!(other(Request::new("POST", format!("/bookings/{id}/cancel"))), 403);
-    assert_eq!(other(Request::new("GET", "/bookings").query("customer_id", "cust-1")), 403);
+    assert_eq!(
+        other(Request::new("GET", "/bookings").query("customer_id", "cust-1")),
+        403
+    );
     assert_eq!(other(create("k5", booking("cust-1", "room-5", 10, 11))), 403);
     let own = api.call(create("k6", booking("cust-9", "room-6", 10, 11)).caller("cust-9"));
     assert_eq!(own.status, 201);
 
     // A dry run only for direct invocations: through API Gateway the header is ignored.
-    let dry = api.call(create("k7", booking("cust-1", "room-7", 10, 11)).header("x-keel-dry-run", "true").direct());
+    let dry = api.call(
+        create("k7", booking("cust-1", "room-7", 10, 11))
+            .header("x-keel-dry-run", "true")
+            .direct(),
+    );
     assert_eq!((dry.status, &dry.body["dry_run"]), (200, &json!(true)), "{dry:?}");
-    let not_dry = api.call(create("k8", booking("cust-1", "room-7", 10, 11)).header("x-keel-dry-run", "true"));
-    assert_eq!(not_dry.status, 201, "through API Gateway a dry run is not honoured");
+    let not_dry =
+        api.call(create("k8", booking("cust-1", "room-7", 10, 11)).header("x-keel-dry-run", "true"));
+    assert_eq!(
+        not_dry.status, 201,
+        "through API Gateway a dry run is not honoured"
+    );
 
     // The manager dispatcher.
     let manager = |body: Value| api.call(Request::new("POST", "/manager").body(body));
     let table = api.stack.table.clone();
     assert_eq!(manager(json!({"operation": "ping"})).body, json!("pong"));
-    assert_eq!(manager(json!({"operation": "echo", "payload": {"a": 1}})).body, json!({"a": 1}));
-    assert_eq!(manager(json!({"operation": "drop", "tableName": table})).status, 400);
-    assert_eq!(manager(json!({"operation": "read", "tableName": "other"})).status, 403);
+    assert_eq!(
+        manager(json!({"operation": "echo", "payload": {"a": 1}})).body,
+        json!({"a": 1})
+    );
+    assert_eq!(
+        manager(json!({"operation": "drop", "tableName": table})).status,
+        400
+    );
+    assert_eq!(
+        manager(json!({"operation": "read", "tableName": "other"})).status,
+        403
+    );
     let item = json!({
         "customer_id": {"S": "cust-3"}, "resource_id": {"S": "room-8"}, "guests": {"N": "3"},
         "start": {"S": "2026-12-02T10:00:00Z"}, "end": {"S": "2026-12-02T11:00:00Z"}
     });
     let create_item = json!({"operation": "create", "tableName": table, "payload": {"Item": item}});
-    assert_eq!(manager(create_item.clone()).status, 400, "create needs an Idempotency-Key");
+    assert_eq!(
+        manager(create_item.clone()).status,
+        400,
+        "create needs an Idempotency-Key"
+    );
     let made = api.call(Request::new("POST", "/manager").key("m-1").body(create_item));
     assert_eq!(made.status, 201, "{made:?}");
     let made_id = made.body["Item"]["booking_id"].as_str().unwrap().to_owned();
@@ -258,10 +329,17 @@ async fn every_route_answers_as_documented() {
     assert_eq!(read.body["Item"]["guests"], 3);
     let listed = manager(json!({"operation": "list", "tableName": table,
         "payload": {"ExpressionAttributeValues": {":customer_id": {"S": "cust-3"}}}}));
-    assert_eq!(listed.body["Items"].as_array().map(Vec::len), Some(1), "{listed:?}");
+    assert_eq!(
+        listed.body["Items"].as_array().map(Vec::len),
+        Some(1),
+        "{listed:?}"
+    );
     let update = json!({"Key": key["Key"], "UpdateExpression": "SET #s = :s",
         "ExpressionAttributeNames": {"#s": "status"}, "ExpressionAttributeValues": {":s": {"S": "CONFIRMED"}}});
-    assert_eq!(manager(json!({"operation": "update", "tableName": table, "payload": update})).status, 400);
+    assert_eq!(
+        manager(json!({"operation": "update", "tableName": table, "payload": update})).status,
+        400
+    );
     let deleted = manager(json!({"operation": "delete", "tableName": table, "payload": key}));
     assert_eq!(deleted.body["Attributes"]["status"], "CANCELLED");
 
@@ -274,7 +352,10 @@ async fn every_route_answers_as_documented() {
     for event in &events {
         let body: Value = serde_json::from_str(event.body().unwrap_or_default()).unwrap();
         assert_eq!(body["type"], "BookingRequested");
-        assert!(body.get("email").is_none() && body.get("notes").is_none(), "{body}");
+        assert!(
+            body.get("email").is_none() && body.get("notes").is_none(),
+            "{body}"
+        );
     }
 }
 
@@ -288,7 +369,11 @@ async fn twenty_racing_bookings_of_one_time_make_exactly_one() {
                 scope.spawn(move || {
                     // Overlapping times, distinct keys and customers.
                     let body = booking(["cust-a", "cust-b"][n % 2], "room-race", 9 + (n % 3) as u32, 12);
-                    api.call(Request::new("POST", "/bookings").key(&format!("race-{n}")).body(body))
+                    api.call(
+                        Request::new("POST", "/bookings")
+                            .key(&format!("race-{n}"))
+                            .body(body),
+                    )
                 })
             })
             .collect();
@@ -301,7 +386,15 @@ async fn twenty_racing_bookings_of_one_time_make_exactly_one() {
     let served: Vec<usize> = api
         .functions
         .iter()
-        .map(|f| f.stdout_lines().iter().filter(|l| l.contains("\"function_request_id\"")).count())
+        .map(|f| {
+            f.stdout_lines()
+                .iter()
+                .filter(|l| l.contains("\"function_request_id\""))
+                .count()
+        })
         .collect();
-    assert!(served.iter().filter(|n| **n > 0).count() >= 2, "the requests were spread: {served:?}");
+    assert!(
+        served.iter().filter(|n| **n > 0).count() >= 2,
+        "the requests were spread: {served:?}"
+    );
 }
