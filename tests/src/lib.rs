@@ -211,3 +211,10 @@ pub(crate) fn http_agent(timeout: Duration) -> ureq::Agent {
         .build()
         .into()
 }
+
+/// The date `days` from today (UTC), as `YYYY-MM-DD`: booking times in the future, as the
+/// booking API requires, whenever the tests run.
+pub fn future_date(days: u64) -> String {
+    let when = std::time::SystemTime::now() + Duration::from_secs(days * 24 * 3600);
+    humantime::format_rfc3339_seconds(when).to_string()[..10].to_owned()
+}

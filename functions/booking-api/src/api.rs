@@ -147,12 +147,14 @@ impl Api {
     }
 
     async fn create(&self, request: &ApiGatewayV2httpRequest) -> Answer {
-        let body = request
-            .body
-            .as_deref()
-            .ok_or_else(|| Invalid::new("body", "the request has no body"))?;
-        let booking = new_booking(body)?;
+        let body = body_text(request)?;
+        let booking = new_booking(&body, SystemTime::now())?;
         if self.is_dry_run(request) {
+            // Keel would store a dry run's answer under its key, and replay it to the real
+            // request: a dry run takes none.
+            if header(request, IDEMPOTENCY_KEY).is_some() {
+                return Err(Invalid::new("Idempotency-Key", "a dry run takes no Idempotency-Key").into());
+            }
             return Ok((200, json!({"dry_run": true, "valid": true})));
         }
         let key = header(request, IDEMPOTENCY_KEY).ok_or_else(|| {
@@ -190,14 +192,12 @@ impl Api {
     }
 
     async fn read(&self, request: &ApiGatewayV2httpRequest, id: &str) -> Answer {
-        let booking = self.bookings.get(id).await?;
-        authorize(request, &booking.customer_id)?;
+        let booking = self.booking(request, id).await?;
         Ok((200, serde_json::to_value(&booking).unwrap_or_default()))
     }
 
     async fn cancel(&self, request: &ApiGatewayV2httpRequest, id: &str) -> Answer {
-        let booking = self.bookings.get(id).await?;
-        authorize(request, &booking.customer_id)?;
+        let booking = self.booking(request, id).await?;
         let was_cancelled = !booking.status.holds_slot();
         let cancelled = self.bookings.cancel(&booking).await?;
         if !was_cancelled {
@@ -209,7 +209,7 @@ impl Api {
 
     async fn list(&self, request: &ApiGatewayV2httpRequest) -> Answer {
         let query = &request.query_string_parameters;
-        let customer = match (caller(request), query.first("customer_id")) {
+        let customer = match (caller(request)?, query.first("customer_id")) {
             (Some(caller), Some(asked)) if caller != asked => return Err(Refusal::forbidden()),
             (Some(caller), _) => caller.to_owned(),
             (None, Some(asked)) => asked.to_owned(),
@@ -241,6 +241,20 @@ impl Api {
         Ok((200, json!({"bookings": page.bookings, "cursor": page.cursor})))
     }
 
+    /// The booking `id`, if this caller may act on it.
+    pub(crate) async fn booking(
+        &self,
+        request: &ApiGatewayV2httpRequest,
+        id: &str,
+    ) -> Result<Booking, Refusal> {
+        if !is_booking_id(id) {
+            return Err(Refusal::not_found());
+        }
+        let booking = self.bookings.get(id).await?;
+        authorize(request, &booking.customer_id)?;
+        Ok(booking)
+    }
+
     async fn health(&self) -> (i64, Value) {
         match self.bookings.health().await {
             Ok(()) => (200, json!({"status": "ok"})),
@@ -266,8 +280,7 @@ impl Api {
     /// Gateway always sets), such as the canary hook's direct invocation. A caller on the
     /// internet cannot remove `apiId`, so cannot ask for one.
     fn is_dry_run(&self, request: &ApiGatewayV2httpRequest) -> bool {
-        request.request_context.apiid.as_deref().is_none_or(str::is_empty)
-            && header(request, DRY_RUN) == Some("true")
+        !through_api_gateway(request) && header(request, DRY_RUN) == Some("true")
     }
 }
 
@@ -308,24 +321,67 @@ pub(crate) fn booking_id(customer_id: &str, key: &str) -> String {
     format!("bk-{hex}")
 }
 
-/// The caller API Gateway authenticated, if any.
-pub(crate) fn caller(request: &ApiGatewayV2httpRequest) -> Option<&str> {
-    request
+/// The caller API Gateway authenticated: the JWT authorizer's `sub`. `None` for an event that
+/// did not come through API Gateway (a local run, a direct invocation), whose `customer_id` is
+/// trusted; refused for one that came through API Gateway without a JWT `sub`, as nothing would
+/// say whose bookings it may touch.
+pub(crate) fn caller(request: &ApiGatewayV2httpRequest) -> Result<Option<&str>, Refusal> {
+    let sub = request
         .request_context
         .authorizer
-        .as_ref()?
-        .jwt
-        .as_ref()?
-        .claims
-        .get("sub")
+        .as_ref()
+        .and_then(|authorizer| authorizer.jwt.as_ref())
+        .and_then(|jwt| jwt.claims.get("sub"))
         .map(String::as_str)
+        .filter(|sub| !sub.is_empty());
+    match (sub, through_api_gateway(request)) {
+        (Some(sub), _) => Ok(Some(sub)),
+        (None, false) => Ok(None),
+        (None, true) => Err(Refusal::new(
+            401,
+            "UNAUTHENTICATED",
+            "this API needs a JWT authorizer: no caller (`sub`) came with the request",
+        )),
+    }
+}
+
+/// Whether the event came through API Gateway, which always sets `requestContext.apiId`.
+fn through_api_gateway(request: &ApiGatewayV2httpRequest) -> bool {
+    request
+        .request_context
+        .apiid
+        .as_deref()
+        .is_some_and(|id| !id.is_empty())
 }
 
 /// Refuses a caller acting on another customer's bookings.
 pub(crate) fn authorize(request: &ApiGatewayV2httpRequest, customer_id: &str) -> Result<(), Refusal> {
-    match caller(request) {
+    match caller(request)? {
         Some(caller) if caller != customer_id => Err(Refusal::forbidden()),
         _ => Ok(()),
+    }
+}
+
+/// Whether `id` has the shape of a booking id (`bk-` and 24 hex digits).
+fn is_booking_id(id: &str) -> bool {
+    id.strip_prefix("bk-")
+        .is_some_and(|hex| hex.len() == 24 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The request's body as text, decoded when API Gateway base64-encoded it.
+pub(crate) fn body_text(request: &ApiGatewayV2httpRequest) -> Result<String, Invalid> {
+    use base64::Engine as _;
+    let body = request
+        .body
+        .as_deref()
+        .ok_or_else(|| Invalid::new("body", "the request has no body"))?;
+    match request.is_base64_encoded {
+        false => Ok(body.to_owned()),
+        true => base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .ok_or_else(|| Invalid::new("body", "the body is not valid base64 UTF-8")),
     }
 }
 

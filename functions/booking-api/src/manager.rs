@@ -25,11 +25,8 @@ type Answer = Result<(i64, Value), Refusal>;
 
 /// Answers one `POST /manager` request.
 pub(crate) async fn dispatch(api: &Api, request: &ApiGatewayV2httpRequest) -> Answer {
-    let body: Value = request
-        .body
-        .as_deref()
-        .and_then(|body| serde_json::from_str(body).ok())
-        .ok_or_else(|| Invalid::new("body", "the body must be a JSON object"))?;
+    let body: Value = serde_json::from_str(&crate::api::body_text(request)?)
+        .map_err(|_| Invalid::new("body", "the body must be a JSON object"))?;
     let operation = body
         .get("operation")
         .and_then(Value::as_str)
@@ -60,8 +57,7 @@ pub(crate) async fn dispatch(api: &Api, request: &ApiGatewayV2httpRequest) -> An
     match operation {
         "create" => create(api, request, &payload).await,
         "read" => {
-            let booking = api.bookings.get(&booking_id(&payload)?).await?;
-            authorize(request, &booking.customer_id)?;
+            let booking = api.booking(request, &booking_id(&payload)?).await?;
             Ok((200, json!({"Item": booking})))
         }
         "update" => update(api, request, &payload).await,
@@ -76,7 +72,7 @@ async fn create(api: &Api, request: &ApiGatewayV2httpRequest, payload: &Value) -
         .and_then(Value::as_object)
         .ok_or_else(|| Invalid::new("payload.Item", "payload.Item is required"))?;
     let plain = plain_item(item)?;
-    let booking = new_booking(&Value::Object(plain).to_string())?;
+    let booking = new_booking(&Value::Object(plain).to_string(), std::time::SystemTime::now())?;
     let key = request
         .headers
         .get(IDEMPOTENCY_KEY)
@@ -143,8 +139,7 @@ fn unsupported() -> Refusal {
 }
 
 async fn cancel(api: &Api, request: &ApiGatewayV2httpRequest, id: &str) -> Answer {
-    let booking = api.bookings.get(id).await?;
-    authorize(request, &booking.customer_id)?;
+    let booking = api.booking(request, id).await?;
     let cancelled = api.bookings.cancel(&booking).await?;
     if booking.status.holds_slot() {
         crate::metrics::BOOKING_CANCELLED.increment(1);
@@ -156,7 +151,7 @@ async fn list(api: &Api, request: &ApiGatewayV2httpRequest, payload: &Value) -> 
     let customer = payload
         .pointer("/ExpressionAttributeValues/:customer_id/S")
         .and_then(Value::as_str)
-        .or_else(|| caller(request))
+        .or(caller(request)?)
         .ok_or_else(|| {
             Invalid::new(
                 "payload.ExpressionAttributeValues",
@@ -172,7 +167,17 @@ async fn list(api: &Api, request: &ApiGatewayV2httpRequest, payload: &Value) -> 
             .filter(|l| (1..=100).contains(l))
             .ok_or_else(|| Invalid::new("payload.Limit", "Limit must be a whole number from 1 to 100"))?,
     };
-    let cursor = payload.get("ExclusiveStartKey").and_then(Value::as_str);
+    let cursor = match payload.get("ExclusiveStartKey") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(cursor)) => Some(cursor.as_str()),
+        Some(_) => {
+            return Err(Invalid::new(
+                "payload.ExclusiveStartKey",
+                "ExclusiveStartKey must be the LastEvaluatedKey of the page before (a string)",
+            )
+            .into())
+        }
+    };
     let page = api.bookings.list(customer, limit, cursor).await?;
     Ok((
         200,

@@ -16,6 +16,8 @@ pub(crate) const MAX_EMAIL_CHARS: usize = 254;
 pub(crate) const GUESTS: std::ops::RangeInclusive<u64> = 1..=20;
 /// Longest booking accepted: 30 days.
 pub(crate) const MAX_DURATION_SECS: u64 = 30 * 24 * 3600;
+/// How far ahead a booking may start: a year.
+pub(crate) const HORIZON_SECS: u64 = 366 * 24 * 3600;
 
 /// Where a booking stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,7 +139,7 @@ const FIELDS: [&str; 7] = [
 
 /// Reads and checks a booking request body (JSON object). The messages name fields and rules,
 /// never the values sent (they may be personal data).
-pub(crate) fn new_booking(body: &str) -> Result<NewBooking, Invalid> {
+pub(crate) fn new_booking(body: &str, now: SystemTime) -> Result<NewBooking, Invalid> {
     let object: Map<String, Value> = match serde_json::from_str::<Value>(body) {
         Ok(Value::Object(object)) => object,
         Ok(_) => return Err(Invalid::new("body", "the body must be a JSON object")),
@@ -151,6 +153,13 @@ pub(crate) fn new_booking(body: &str) -> Result<NewBooking, Invalid> {
     let resource_id = identifier(&object, "resource_id")?;
     let start = time(&object, "start")?;
     let end = time(&object, "end")?;
+    match start.duration_since(now) {
+        Err(_) => return Err(Invalid::new("start", "start must be in the future")),
+        Ok(ahead) if ahead.as_secs() > HORIZON_SECS => {
+            return Err(Invalid::new("start", "start must be within a year from now"))
+        }
+        Ok(_) => {}
+    }
     let length = end
         .duration_since(start)
         .map_err(|_| Invalid::new("end", "end must be after start"))?;
@@ -218,15 +227,24 @@ fn identifier(object: &Map<String, Value>, field: &str) -> Result<String, Invali
     Ok(id.to_owned())
 }
 
-/// A required RFC 3339 (ISO 8601) date and time in UTC, e.g. `2026-12-01T10:00:00Z`.
+/// A required RFC 3339 (ISO 8601) date and time in UTC, to the second, e.g.
+/// `2026-12-01T10:00:00Z` (times are stored to the second, so a fraction would be lost).
 fn time(object: &Map<String, Value>, field: &str) -> Result<SystemTime, Invalid> {
     let text = text(object, field)?.ok_or_else(|| Invalid::new(field, format!("{field} is required")))?;
-    humantime::parse_rfc3339(text).map_err(|_| {
+    let invalid = || {
         Invalid::new(
             field,
-            format!("{field} must be an ISO 8601 date and time in UTC, such as 2026-12-01T10:00:00Z"),
+            format!("{field} must be an ISO 8601 date and time in UTC, to the second, such as 2026-12-01T10:00:00Z"),
         )
-    })
+    };
+    let time = humantime::parse_rfc3339(text).map_err(|_| invalid())?;
+    let whole = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| invalid())?;
+    match whole.subsec_nanos() {
+        0 => Ok(time),
+        _ => Err(invalid()),
+    }
 }
 
 fn optional_text(
@@ -269,15 +287,20 @@ mod tests {
         })
     }
 
+    /// A day before the bookings of these tests.
+    fn now() -> SystemTime {
+        humantime::parse_rfc3339("2026-11-30T00:00:00Z").unwrap()
+    }
+
     fn refused(change: impl FnOnce(&mut Map<String, Value>)) -> Invalid {
         let mut body = valid();
         change(body.as_object_mut().unwrap());
-        new_booking(&body.to_string()).unwrap_err()
+        new_booking(&body.to_string(), now()).unwrap_err()
     }
 
     #[test]
     fn a_valid_request_is_read_and_normalized() {
-        let booking = new_booking(&valid().to_string()).unwrap();
+        let booking = new_booking(&valid().to_string(), now()).unwrap();
         assert_eq!(booking.guests, 2);
         let stored = booking.into_booking("bk-1".into(), SystemTime::UNIX_EPOCH);
         assert_eq!(stored.start, "2026-12-01T10:00:00Z");
@@ -345,6 +368,24 @@ mod tests {
             ),
             (
                 Box::new(|b| {
+                    b.insert("start".into(), json!("2026-11-01T10:00:00Z"));
+                }),
+                "start",
+            ),
+            (
+                Box::new(|b| {
+                    b.insert("start".into(), json!("2028-12-01T10:00:00Z"));
+                }),
+                "start",
+            ),
+            (
+                Box::new(|b| {
+                    b.insert("start".into(), json!("2026-12-01T10:00:00.5Z"));
+                }),
+                "start",
+            ),
+            (
+                Box::new(|b| {
                     b.insert("guests".into(), json!(0));
                 }),
                 "guests",
@@ -383,8 +424,8 @@ mod tests {
         for (change, field) in cases {
             assert_eq!(refused(change).field, field);
         }
-        assert_eq!(new_booking("[1]").unwrap_err().field, "body");
-        assert_eq!(new_booking("{").unwrap_err().field, "body");
+        assert_eq!(new_booking("[1]", now()).unwrap_err().field, "body");
+        assert_eq!(new_booking("{", now()).unwrap_err().field, "body");
     }
 
     #[test]

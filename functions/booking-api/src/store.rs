@@ -7,8 +7,8 @@
 //!   the id of each booking that holds the resource to its time (`<start s>|<end s>`).
 //!
 //! Creating a booking reads its resource (a consistent read), checks the new time against the
-//! slots held, then writes the booking and the resource's next version in one transaction, on
-//! condition that the version is still the one read: of two creations that overlap, only one
+//! slots held, then writes the booking and the resource's next version (its slots, whole) in one
+//! transaction, on condition that the version is still the one read: of two creations that overlap, only one
 //! transaction can succeed, in one execution environment or many, and the other sees the
 //! winner's slot when it tries again. Cancelling removes the slot in the same way. Slots that
 //! have ended are removed as the resource is written, so the item stays small.
@@ -28,9 +28,6 @@ pub(crate) const BY_CUSTOMER: &str = "by-customer";
 
 /// Attempts at the create transaction before giving up (each sees the others' slots).
 const ATTEMPTS: u32 = 8;
-
-/// Ended slots removed per write, at most (an update expression stays small).
-const PRUNED_PER_WRITE: usize = 16;
 
 /// Why the store did not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -97,41 +94,90 @@ fn resource_key(resource_id: &str) -> AttributeValue {
     s(format!("RESOURCE#{resource_id}"))
 }
 
-fn seconds(rfc3339: &str) -> u64 {
+fn seconds(rfc3339: &str) -> Result<u64, StoreError> {
     humantime::parse_rfc3339(rfc3339)
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs())
+        .map(|d| d.as_secs())
+        .ok_or_else(|| StoreError::Malformed("a booking's time".into()))
 }
 
-/// A resource as read: its version and the slots it holds (booking id → start, end in s).
+/// A resource as read: whether its item exists, its version (none on an item written by
+/// something else), and the slots it holds (booking id → start, end in s).
 #[derive(Debug, Default)]
 struct Resource {
-    version: u64,
+    exists: bool,
+    version: Option<u64>,
     slots: HashMap<String, (u64, u64)>,
 }
 
 impl Resource {
-    fn from_item(item: &HashMap<String, AttributeValue>) -> Self {
-        let version = item
-            .get("version")
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let slots = item
-            .get("slots")
-            .and_then(|m| m.as_m().ok())
-            .map(|slots| {
-                slots
-                    .iter()
-                    .filter_map(|(id, time)| {
-                        let (start, end) = time.as_s().ok()?.split_once('|')?;
-                        Some((id.clone(), (start.parse().ok()?, end.parse().ok()?)))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        Resource { version, slots }
+    fn from_item(item: &HashMap<String, AttributeValue>) -> Result<Self, StoreError> {
+        let malformed = |what: &str| StoreError::Malformed(format!("a resource's {what}"));
+        let version = match item.get("version") {
+            None => None,
+            Some(v) => Some(
+                v.as_n()
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| malformed("version"))?,
+            ),
+        };
+        let mut slots = HashMap::new();
+        if let Some(held) = item.get("slots") {
+            for (id, time) in held.as_m().map_err(|_| malformed("slots"))? {
+                let (start, end) = time
+                    .as_s()
+                    .ok()
+                    .and_then(|t| t.split_once('|'))
+                    .and_then(|(s, e)| Some((s.parse().ok()?, e.parse().ok()?)))
+                    .ok_or_else(|| malformed("slot"))?;
+                slots.insert(id.clone(), (start, end));
+            }
+        }
+        Ok(Resource {
+            exists: true,
+            version,
+            slots,
+        })
+    }
+
+    /// The update that writes `slots` as the resource's next version, on condition that the
+    /// item is still as it was read.
+    fn write(
+        &self,
+        table: &str,
+        key: AttributeValue,
+        slots: HashMap<String, AttributeValue>,
+    ) -> Result<Update, StoreError> {
+        let next = self.version.unwrap_or(0) + 1;
+        let update = Update::builder()
+            .table_name(table)
+            .key("pk", key)
+            .update_expression("SET #version = :next, #slots = :slots")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_names("#slots", "slots")
+            .expression_attribute_values(":next", n(next))
+            .expression_attribute_values(":slots", AttributeValue::M(slots));
+        let update = match (self.exists, self.version) {
+            (false, _) => update.condition_expression("attribute_not_exists(pk)"),
+            (true, None) => {
+                update.condition_expression("attribute_exists(pk) AND attribute_not_exists(#version)")
+            }
+            (true, Some(read)) => update
+                .condition_expression("#version = :read")
+                .expression_attribute_values(":read", n(read)),
+        };
+        update.build().map_err(|e| StoreError::Malformed(e.to_string()))
+    }
+
+    /// The slots held, as stored, less those ended before `now_s`.
+    fn live_slots(&self, now_s: u64) -> HashMap<String, AttributeValue> {
+        self.slots
+            .iter()
+            .filter(|(_, &(_, end))| end >= now_s)
+            .map(|(id, (start, end))| (id.clone(), s(format!("{start}|{end}"))))
+            .collect()
     }
 
     /// Whether `[start, end)` overlaps a slot held by another booking.
@@ -139,19 +185,6 @@ impl Resource {
         self.slots
             .iter()
             .any(|(id, &(s, e))| id != booking_id && start < e && s < end)
-    }
-
-    /// Slots that ended before `now_s`, a few at a time.
-    fn ended(&self, now_s: u64) -> Vec<&str> {
-        let mut ended: Vec<&str> = self
-            .slots
-            .iter()
-            .filter(|(_, &(_, end))| end < now_s)
-            .map(|(id, _)| id.as_str())
-            .collect();
-        ended.sort_unstable();
-        ended.truncate(PRUNED_PER_WRITE);
-        ended
     }
 }
 
@@ -199,8 +232,8 @@ impl Bookings {
     /// Storing the same booking again (a retried request) finds it and succeeds; another
     /// booking under its id is [`StoreError::IdTaken`].
     pub(crate) async fn create(&self, booking: &Booking) -> Result<Booking, StoreError> {
-        let (start, end) = (seconds(&booking.start), seconds(&booking.end));
-        let mut backoff = Duration::from_millis(5);
+        let (start, end) = (seconds(&booking.start)?, seconds(&booking.end)?);
+        let mut backoff = Backoff::new();
         for _ in 0..ATTEMPTS {
             let resource = self.resource(&booking.resource_id).await?;
             if resource.slots.contains_key(&booking.booking_id) {
@@ -209,16 +242,15 @@ impl Bookings {
             if resource.overlaps(&booking.booking_id, start, end) {
                 return Err(StoreError::Conflict);
             }
-            let now_s = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
             let put = Put::builder()
                 .table_name(&self.table)
                 .set_item(Some(item_of(booking)))
                 .condition_expression("attribute_not_exists(pk)")
                 .build()
                 .map_err(|e| StoreError::Malformed(e.to_string()))?;
-            let hold = self.hold_slot(booking, &resource, start, end, now_s)?;
+            let mut slots = resource.live_slots(now_s());
+            slots.insert(booking.booking_id.clone(), s(format!("{start}|{end}")));
+            let hold = resource.write(&self.table, resource_key(&booking.resource_id), slots)?;
             let written = self
                 .client
                 .transact_write_items()
@@ -226,64 +258,20 @@ impl Bookings {
                 .transact_items(TransactWriteItem::builder().update(hold).build())
                 .send()
                 .await;
-            match written {
+            let reasons = match written {
                 Ok(_) => return Ok(booking.clone()),
-                Err(error) if cancelled_by_condition(&error) => {
-                    // Another writer moved the resource on (or the id is taken): read again.
-                    tokio::time::sleep(backoff + Duration::from_millis(fastrand::u64(..5))).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(200));
-                }
-                Err(error) => return Err(error.into()),
+                Err(error) => cancellation(&error).ok_or(StoreError::from(error))?,
+            };
+            match reasons.as_slice() {
+                // The booking's id is taken (a retry after its slot was freed, or another
+                // booking under the same key): the stored booking says which.
+                [Reason::Condition, ..] => return self.same_booking(booking).await,
+                // Another writer moved the resource on: read it again.
+                reasons if !reasons.contains(&Reason::Other) => backoff.wait().await,
+                _ => return Err(StoreError::Unavailable("the transaction was cancelled".into())),
             }
         }
         Err(StoreError::Contended)
-    }
-
-    /// The update that records `booking`'s slot in its resource, on the version read.
-    fn hold_slot(
-        &self,
-        booking: &Booking,
-        resource: &Resource,
-        start: u64,
-        end: u64,
-        now_s: u64,
-    ) -> Result<Update, StoreError> {
-        let slot = s(format!("{start}|{end}"));
-        let mut update = Update::builder()
-            .table_name(&self.table)
-            .key("pk", resource_key(&booking.resource_id))
-            .expression_attribute_names("#version", "version")
-            .expression_attribute_names("#slots", "slots")
-            .expression_attribute_values(":next", n(resource.version + 1));
-        update = if resource.version == 0 {
-            update
-                .update_expression("SET #version = :next, #slots = :slots")
-                .condition_expression("attribute_not_exists(pk)")
-                .expression_attribute_values(
-                    ":slots",
-                    AttributeValue::M(HashMap::from([(booking.booking_id.clone(), slot)])),
-                )
-        } else {
-            let ended = resource.ended(now_s);
-            let mut expression = "SET #version = :next, #slots.#new = :slot".to_owned();
-            if !ended.is_empty() {
-                expression.push_str(" REMOVE ");
-                for (i, id) in ended.iter().enumerate() {
-                    if i > 0 {
-                        expression.push_str(", ");
-                    }
-                    expression.push_str(&format!("#slots.#ended{i}"));
-                    update = update.expression_attribute_names(format!("#ended{i}"), *id);
-                }
-            }
-            update
-                .update_expression(expression)
-                .condition_expression("#version = :read")
-                .expression_attribute_names("#new", &booking.booking_id)
-                .expression_attribute_values(":slot", slot)
-                .expression_attribute_values(":read", n(resource.version))
-        };
-        update.build().map_err(|e| StoreError::Malformed(e.to_string()))
     }
 
     /// A booking already stored under `booking`'s id: the same request again, or another one.
@@ -312,7 +300,7 @@ impl Bookings {
             .send()
             .await?
             .item;
-        Ok(item.as_ref().map(Resource::from_item).unwrap_or_default())
+        item.as_ref().map_or(Ok(Resource::default()), Resource::from_item)
     }
 
     /// Cancels `booking_id` and frees its slot; cancelling a cancelled booking returns it as
@@ -322,6 +310,7 @@ impl Bookings {
             return Ok(booking.clone());
         }
         let now = crate::model::timestamp(SystemTime::now());
+        let mut backoff = Backoff::new();
         for _ in 0..ATTEMPTS {
             let resource = self.resource(&booking.resource_id).await?;
             let cancel = Update::builder()
@@ -336,36 +325,29 @@ impl Bookings {
                 .map_err(|e| StoreError::Malformed(e.to_string()))?;
             let mut items = vec![TransactWriteItem::builder().update(cancel).build()];
             if resource.slots.contains_key(&booking.booking_id) {
-                let free = Update::builder()
-                    .table_name(&self.table)
-                    .key("pk", resource_key(&booking.resource_id))
-                    .update_expression("SET #version = :next REMOVE #slots.#id")
-                    .condition_expression("#version = :read")
-                    .expression_attribute_names("#version", "version")
-                    .expression_attribute_names("#slots", "slots")
-                    .expression_attribute_names("#id", &booking.booking_id)
-                    .expression_attribute_values(":next", n(resource.version + 1))
-                    .expression_attribute_values(":read", n(resource.version))
-                    .build()
-                    .map_err(|e| StoreError::Malformed(e.to_string()))?;
+                let mut slots = resource.live_slots(now_s());
+                slots.remove(&booking.booking_id);
+                let free = resource.write(&self.table, resource_key(&booking.resource_id), slots)?;
                 items.push(TransactWriteItem::builder().update(free).build());
             }
-            match self
+            let written = self
                 .client
                 .transact_write_items()
                 .set_transact_items(Some(items))
                 .send()
-                .await
-            {
+                .await;
+            let reasons = match written {
                 Ok(_) => return self.get(&booking.booking_id).await,
-                Err(error) if cancelled_by_condition(&error) => {
-                    let now_stored = self.get(&booking.booking_id).await?;
-                    if now_stored.status == Status::Cancelled {
-                        return Ok(now_stored);
-                    }
-                }
-                Err(error) => return Err(error.into()),
+                Err(error) => cancellation(&error).ok_or(StoreError::from(error))?,
+            };
+            if reasons.contains(&Reason::Other) {
+                return Err(StoreError::Unavailable("the transaction was cancelled".into()));
             }
+            let now_stored = self.get(&booking.booking_id).await?;
+            if now_stored.status == Status::Cancelled {
+                return Ok(now_stored);
+            }
+            backoff.wait().await;
         }
         Err(StoreError::Contended)
     }
@@ -378,6 +360,7 @@ impl Bookings {
         cursor: Option<&str>,
     ) -> Result<Page, StoreError> {
         let start = cursor.map(|c| decode_cursor(c, customer_id)).transpose()?;
+        let from_cursor = start.is_some();
         let page = self
             .client
             .query()
@@ -389,7 +372,12 @@ impl Bookings {
             .limit(limit)
             .set_exclusive_start_key(start)
             .send()
-            .await?;
+            .await
+            .map_err(|error| match error.code() {
+                // A cursor of the right shape naming no key of the index.
+                Some("ValidationException") if from_cursor => StoreError::BadCursor,
+                _ => error.into(),
+            })?;
         let bookings = page
             .items()
             .iter()
@@ -400,22 +388,63 @@ impl Bookings {
     }
 }
 
-/// Whether a transaction was cancelled because a condition failed.
-fn cancelled_by_condition<R>(
+/// Why a transaction item was not written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reason {
+    /// It would have been: another item failed.
+    None,
+    /// Its condition failed.
+    Condition,
+    /// Another transaction or a throttle got in the way: worth retrying.
+    Contention,
+    /// Anything else.
+    Other,
+}
+
+/// The reason of each item, when a transaction was cancelled.
+fn cancellation<R>(
     error: &SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>,
-) -> bool {
-    match error {
-        SdkError::ServiceError(service) => match service.err() {
-            aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(
-                cancelled,
-            ) => cancelled
-                .cancellation_reasons()
-                .iter()
-                .any(|reason| reason.code() == Some("ConditionalCheckFailed")),
-            _ => false,
-        },
-        _ => false,
+) -> Option<Vec<Reason>> {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as Failed;
+    let SdkError::ServiceError(service) = error else {
+        return None;
+    };
+    let Failed::TransactionCanceledException(cancelled) = service.err() else {
+        return None;
+    };
+    let reasons = cancelled
+        .cancellation_reasons()
+        .iter()
+        .map(|reason| match reason.code() {
+            None | Some("None") => Reason::None,
+            Some("ConditionalCheckFailed") => Reason::Condition,
+            Some("TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded") => {
+                Reason::Contention
+            }
+            Some(_) => Reason::Other,
+        })
+        .collect();
+    Some(reasons)
+}
+
+/// Waits a little longer each time, with jitter: between attempts of one transaction.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff(Duration::from_millis(5))
     }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0 + Duration::from_millis(fastrand::u64(..5))).await;
+        self.0 = (self.0 * 2).min(Duration::from_millis(200));
+    }
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The cursor of a page: the key DynamoDB gave, as base64url JSON.
@@ -505,7 +534,8 @@ mod tests {
     #[test]
     fn overlaps_are_half_open_and_ignore_the_booking_itself() {
         let resource = Resource {
-            version: 3,
+            exists: true,
+            version: Some(3),
             slots: HashMap::from([("a".to_owned(), (100, 200)), ("old".to_owned(), (1, 2))]),
         };
         assert!(resource.overlaps("b", 150, 250));
@@ -513,7 +543,7 @@ mod tests {
         assert!(!resource.overlaps("b", 200, 300), "ends are exclusive");
         assert!(!resource.overlaps("b", 50, 100));
         assert!(!resource.overlaps("a", 150, 250), "its own slot");
-        assert_eq!(resource.ended(150), ["old"]);
+        assert_eq!(resource.live_slots(150).len(), 1, "the ended slot is dropped");
     }
 
     #[test]

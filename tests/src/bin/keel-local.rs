@@ -43,7 +43,7 @@ fn samples() -> Vec<(&'static str, String)> {
     let booking = |resource: &str, email: &str| {
         json!({
             "resource_id": resource, "customer_id": "cust-7", "guests": 2,
-            "start": "2026-12-01T10:00:00Z", "end": "2026-12-01T11:00:00Z", "email": email
+            "start": format!("{}T10:00:00Z", keel_tests::future_date(2)), "end": format!("{}T11:00:00Z", keel_tests::future_date(2)), "email": email
         })
     };
     vec![
@@ -96,7 +96,7 @@ fn samples() -> Vec<(&'static str, String)> {
                 "/bookings",
                 Some(json!({
                     "resource_id": "room-1", "customer_id": "cust-8", "guests": 1,
-                    "start": "2026-12-01T10:30:00Z", "end": "2026-12-01T11:30:00Z"
+                    "start": format!("{}T10:30:00Z", keel_tests::future_date(2)), "end": format!("{}T11:30:00Z", keel_tests::future_date(2))
                 })),
             ),
         ),
@@ -119,7 +119,7 @@ fn samples() -> Vec<(&'static str, String)> {
                 "/bookings",
                 Some(json!({
                     "resource_id": "room-1", "customer_id": "c", "guests": 1,
-                    "start": "2026-12-01T11:00:00Z", "end": "2026-12-01T10:00:00Z"
+                    "start": format!("{}T11:00:00Z", keel_tests::future_date(2)), "end": format!("{}T10:00:00Z", keel_tests::future_date(2))
                 })),
             ),
         ),

@@ -34,8 +34,8 @@ fn booking(resource: &str) -> Value {
     json!({
         "resource_id": resource,
         "customer_id": "cust-7",
-        "start": "2026-12-01T10:00:00Z",
-        "end": "2026-12-01T11:00:00Z",
+        "start": format!("{}T10:00:00Z", keel_tests::future_date(2)),
+        "end": format!("{}T11:00:00Z", keel_tests::future_date(2)),
         "guests": 2,
         "email": SECRETS[0]
     })

@@ -27,7 +27,7 @@ impl Request {
             headers: json!({"content-type": "application/json"}),
             body: None,
             caller: None,
-            through_api_gateway: true,
+            through_api_gateway: false,
         }
     }
 
@@ -51,14 +51,15 @@ impl Request {
         self
     }
 
-    fn caller(mut self, sub: &'static str) -> Self {
-        self.caller = Some(sub);
+    /// Through API Gateway, with a JWT authorizer's `sub` (none: no authorizer).
+    fn through_api_gateway(mut self, sub: Option<&'static str>) -> Self {
+        self.through_api_gateway = true;
+        self.caller = sub;
         self
     }
 
-    fn direct(mut self) -> Self {
-        self.through_api_gateway = false;
-        self
+    fn caller(self, sub: &'static str) -> Self {
+        self.through_api_gateway(Some(sub))
     }
 
     fn event(&self) -> String {
@@ -92,10 +93,11 @@ impl Request {
 }
 
 fn booking(customer: &str, resource: &str, start_hour: u32, end_hour: u32) -> Value {
+    let day = keel_tests::future_date(2);
     json!({
         "customer_id": customer, "resource_id": resource, "guests": 2,
-        "start": format!("2026-12-01T{start_hour:02}:00:00Z"),
-        "end": format!("2026-12-01T{end_hour:02}:00:00Z"),
+        "start": format!("{day}T{start_hour:02}:00:00Z"),
+        "end": format!("{day}T{end_hour:02}:00:00Z"),
         "notes": "window seat", "email": "ada@example.com"
     })
 }
@@ -280,16 +282,28 @@ async fn every_route_answers_as_documented() {
     assert_eq!(other(create("k5", booking("cust-1", "room-5", 10, 11))), 403);
     let own = api.call(create("k6", booking("cust-9", "room-6", 10, 11)).caller("cust-9"));
     assert_eq!(own.status, 201);
+    // Through API Gateway without a JWT caller, nothing says whose bookings these are.
+    let anonymous = api.call(Request::new("GET", format!("/bookings/{id}")).through_api_gateway(None));
+    assert_eq!(
+        (anonymous.status, anonymous.body["code"].as_str()),
+        (401, Some("UNAUTHENTICATED"))
+    );
 
     // A dry run only for direct invocations: through API Gateway the header is ignored.
     let dry = api.call(
-        create("k7", booking("cust-1", "room-7", 10, 11))
-            .header("x-keel-dry-run", "true")
-            .direct(),
+        Request::new("POST", "/bookings")
+            .body(booking("cust-1", "room-7", 10, 11))
+            .header("x-keel-dry-run", "true"),
     );
     assert_eq!((dry.status, &dry.body["dry_run"]), (200, &json!(true)), "{dry:?}");
-    let not_dry =
-        api.call(create("k8", booking("cust-1", "room-7", 10, 11)).header("x-keel-dry-run", "true"));
+    let keyed_dry =
+        api.call(create("k7", booking("cust-1", "room-7", 10, 11)).header("x-keel-dry-run", "true"));
+    assert_eq!(keyed_dry.status, 400, "a dry run takes no key: {keyed_dry:?}");
+    let not_dry = api.call(
+        create("k8", booking("cust-1", "room-7", 10, 11))
+            .header("x-keel-dry-run", "true")
+            .caller("cust-1"),
+    );
     assert_eq!(
         not_dry.status, 201,
         "through API Gateway a dry run is not honoured"
@@ -313,7 +327,8 @@ async fn every_route_answers_as_documented() {
     );
     let item = json!({
         "customer_id": {"S": "cust-3"}, "resource_id": {"S": "room-8"}, "guests": {"N": "3"},
-        "start": {"S": "2026-12-02T10:00:00Z"}, "end": {"S": "2026-12-02T11:00:00Z"}
+        "start": {"S": format!("{}T10:00:00Z", keel_tests::future_date(3))},
+        "end": {"S": format!("{}T11:00:00Z", keel_tests::future_date(3))}
     });
     let create_item = json!({"operation": "create", "tableName": table, "payload": {"Item": item}});
     assert_eq!(
