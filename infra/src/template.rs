@@ -136,6 +136,25 @@ fn parameters() -> Node {
                 ),
             ]),
         ),
+        (
+            "JwtIssuer",
+            map([
+                ("Type", s("String")),
+                ("AllowedPattern", s("^https://.+")),
+                (
+                    "Description",
+                    s("Issuer of the JWTs the booking API accepts (its `iss`), e.g. a Cognito user pool's https://cognito-idp.<region>.amazonaws.com/<pool id>"),
+                ),
+            ]),
+        ),
+        (
+            "JwtAudience",
+            map([
+                ("Type", s("String")),
+                ("MinLength", 1.into()),
+                ("Description", s("Audience of those JWTs (`aud`, or a Cognito app client id)")),
+            ]),
+        ),
     ])
 }
 
@@ -286,8 +305,23 @@ fn resources() -> Node {
                     (
                         "Auth",
                         map([
-                            ("EnableIamAuthorizer", true.into()),
-                            ("DefaultAuthorizer", s("AWS_IAM")),
+                            (
+                                "Authorizers",
+                                map([(
+                                    "BookingJwt",
+                                    map([
+                                        ("IdentitySource", s("$request.header.Authorization")),
+                                        (
+                                            "JwtConfiguration",
+                                            map([
+                                                ("issuer", reference("JwtIssuer")),
+                                                ("audience", list([reference("JwtAudience")])),
+                                            ]),
+                                        ),
+                                    ]),
+                                )]),
+                            ),
+                            ("DefaultAuthorizer", s("BookingJwt")),
                         ]),
                     ),
                     (
@@ -508,14 +542,16 @@ fn booking_api() -> Node {
 /// The booking API's routes on the HTTP API.
 fn api_routes() -> Node {
     let route = |path: &str, method: &str| {
-        resource(
-            "HttpApi",
-            map([
-                ("ApiId", reference("BookingHttpApi")),
-                ("Path", s(path)),
-                ("Method", s(method)),
-            ]),
-        )
+        let mut properties = vec![
+            ("ApiId".to_owned(), reference("BookingHttpApi")),
+            ("Path".to_owned(), s(path)),
+            ("Method".to_owned(), s(method)),
+        ];
+        // The health check answers load balancers and the canary hook without a token.
+        if path == "/health" {
+            properties.push(("Auth".to_owned(), map([("Authorizer", s("NONE"))])));
+        }
+        resource("HttpApi", Node::Map(properties))
     };
     map([
         ("CreateBooking", route("/bookings", "POST")),
@@ -580,7 +616,7 @@ fn outputs() -> Node {
         (
             "BookingApiUrl",
             output(
-                "The booking API: POST and GET /bookings, … (IAM-signed requests)",
+                "The booking API: POST and GET /bookings, … (requests carry a JWT from JwtIssuer)",
                 sub("https://${BookingHttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/bookings"),
             ),
         ),
