@@ -136,6 +136,25 @@ fn parameters() -> Node {
                 ),
             ]),
         ),
+        (
+            "JwtIssuer",
+            map([
+                ("Type", s("String")),
+                ("AllowedPattern", s("^https://.+")),
+                (
+                    "Description",
+                    s("Issuer of the JWTs the booking API accepts (its `iss`), e.g. a Cognito user pool's https://cognito-idp.<region>.amazonaws.com/<pool id>"),
+                ),
+            ]),
+        ),
+        (
+            "JwtAudience",
+            map([
+                ("Type", s("String")),
+                ("MinLength", 1.into()),
+                ("Description", s("Audience of those JWTs (`aud`, or a Cognito app client id)")),
+            ]),
+        ),
     ])
 }
 
@@ -212,6 +231,17 @@ fn resources() -> Node {
                 ),
             ]),
         ),
+        ("BookingsTable", bookings_table()),
+        (
+            "BookingTopic",
+            resource(
+                "AWS::SNS::Topic",
+                map([
+                    ("DisplayName", s("Booking events (BookingRequested)")),
+                    ("KmsMasterKeyId", reference("KeelKey")),
+                ]),
+            ),
+        ),
         (
             "ErrorTopic",
             resource(
@@ -247,6 +277,13 @@ fn resources() -> Node {
                     ],
                     get_att("IdempotencyTable", "Arn"),
                 ),
+                // Bookings: transactions are made of these actions.
+                allow(
+                    ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+                    get_att("BookingsTable", "Arn"),
+                ),
+                allow(["dynamodb:Query"], sub("${BookingsTable.Arn}/index/by-customer")),
+                allow(["sns:Publish"], reference("BookingTopic")),
                 allow(["sns:Publish"], reference("ErrorTopic")),
                 allow(["sqs:SendMessage"], get_att("ErrorDeadLetterQueue", "Arn")),
                 allow(["kms:Decrypt", "kms:GenerateDataKey"], get_att("KeelKey", "Arn")),
@@ -268,8 +305,23 @@ fn resources() -> Node {
                     (
                         "Auth",
                         map([
-                            ("EnableIamAuthorizer", true.into()),
-                            ("DefaultAuthorizer", s("AWS_IAM")),
+                            (
+                                "Authorizers",
+                                map([(
+                                    "BookingJwt",
+                                    map([
+                                        ("IdentitySource", s("$request.header.Authorization")),
+                                        (
+                                            "JwtConfiguration",
+                                            map([
+                                                ("issuer", reference("JwtIssuer")),
+                                                ("audience", list([reference("JwtAudience")])),
+                                            ]),
+                                        ),
+                                    ]),
+                                )]),
+                            ),
+                            ("DefaultAuthorizer", s("BookingJwt")),
                         ]),
                     ),
                     (
@@ -475,20 +527,83 @@ fn booking_api() -> Node {
                         map([
                             ("KEEL_SERVICE", s("booking-api")),
                             ("KEEL_IDEMPOTENCY_TABLE", reference("IdempotencyTable")),
+                            ("BOOKINGS_TABLE", reference("BookingsTable")),
+                            ("BOOKING_TOPIC_ARN", reference("BookingTopic")),
                         ]),
                     )]),
                 ),
                 ("Role", get_att("BookingApiRole", "Arn")),
+                ("Events", api_routes()),
+            ]),
+        ),
+    ])
+}
+
+/// The booking API's routes on the HTTP API.
+fn api_routes() -> Node {
+    let route = |path: &str, method: &str| {
+        let mut properties = vec![
+            ("ApiId".to_owned(), reference("BookingHttpApi")),
+            ("Path".to_owned(), s(path)),
+            ("Method".to_owned(), s(method)),
+        ];
+        // The health check answers load balancers and the canary hook without a token.
+        if path == "/health" {
+            properties.push(("Auth".to_owned(), map([("Authorizer", s("NONE"))])));
+        }
+        resource("HttpApi", Node::Map(properties))
+    };
+    map([
+        ("CreateBooking", route("/bookings", "POST")),
+        ("ListBookings", route("/bookings", "GET")),
+        ("ReadBooking", route("/bookings/{id}", "GET")),
+        ("CancelBooking", route("/bookings/{id}/cancel", "POST")),
+        ("Health", route("/health", "GET")),
+        ("Metadata", route("/metadata", "GET")),
+        ("Manager", route("/manager", "POST")),
+    ])
+}
+
+/// The bookings table: key `pk` (bookings and resources), GSI `by-customer`.
+fn bookings_table() -> Node {
+    let attribute = |name: &str| map([("AttributeName", s(name)), ("AttributeType", s("S"))]);
+    let key = |name: &str, kind: &str| map([("AttributeName", s(name)), ("KeyType", s(kind))]);
+    map([
+        ("Type", s("AWS::DynamoDB::Table")),
+        // Bookings are the business's records: kept if the stack goes.
+        ("DeletionPolicy", s("Retain")),
+        ("UpdateReplacePolicy", s("Retain")),
+        (
+            "Properties",
+            map([
+                ("BillingMode", s("PAY_PER_REQUEST")),
                 (
-                    "Events",
-                    map([(
-                        "CreateBooking",
-                        resource("HttpApi", map([
-                                    ("ApiId", reference("BookingHttpApi")),
-                                    ("Path", s("/bookings")),
-                                    ("Method", s("POST")),
-                                ])),
-                    )]),
+                    "AttributeDefinitions",
+                    list([attribute("pk"), attribute("customer_id"), attribute("created_at")]),
+                ),
+                ("KeySchema", list([key("pk", "HASH")])),
+                (
+                    "GlobalSecondaryIndexes",
+                    list([map([
+                        ("IndexName", s("by-customer")),
+                        (
+                            "KeySchema",
+                            list([key("customer_id", "HASH"), key("created_at", "RANGE")]),
+                        ),
+                        ("Projection", map([("ProjectionType", s("ALL"))])),
+                    ])]),
+                ),
+                (
+                    "PointInTimeRecoverySpecification",
+                    map([("PointInTimeRecoveryEnabled", true.into())]),
+                ),
+                (
+                    "SSESpecification",
+                    map([
+                        ("SSEEnabled", true.into()),
+                        ("SSEType", s("KMS")),
+                        ("KMSMasterKeyId", reference("KeelKey")),
+                    ]),
                 ),
             ]),
         ),
@@ -501,7 +616,7 @@ fn outputs() -> Node {
         (
             "BookingApiUrl",
             output(
-                "POST /bookings here (IAM-signed requests)",
+                "The booking API: POST and GET /bookings, … (requests carry a JWT from JwtIssuer)",
                 sub("https://${BookingHttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/bookings"),
             ),
         ),
@@ -529,6 +644,14 @@ fn outputs() -> Node {
         (
             "IdempotencyTableName",
             output("Idempotency records", reference("IdempotencyTable")),
+        ),
+        (
+            "BookingsTableName",
+            output("Bookings", reference("BookingsTable")),
+        ),
+        (
+            "BookingTopicArn",
+            output("Booking events (BookingRequested)", reference("BookingTopic")),
         ),
     ])
 }

@@ -26,7 +26,7 @@ const OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3)
 /// (`AWS_ENDPOINT_URL`) from the environment; standard retries (3 attempts, from 50 ms of
 /// backoff); 1 s per attempt and 3 s per call.
 #[cfg(any(feature = "dynamodb", feature = "routing"))]
-pub(crate) async fn config() -> aws_config::SdkConfig {
+pub async fn config() -> aws_config::SdkConfig {
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
         .operation_attempt_timeout(ATTEMPT_TIMEOUT)
         .operation_timeout(OPERATION_TIMEOUT)

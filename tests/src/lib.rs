@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use emulator::{Emulator, FunctionProcess, Invocation};
-pub use moto::{CountRequests, Moto};
+pub use moto::{BookingStack, CountRequests, Moto};
 pub use process::Process;
 
 /// What can go wrong while setting up the stand-ins.
@@ -210,4 +210,11 @@ pub(crate) fn http_agent(timeout: Duration) -> ureq::Agent {
         .timeout_global(Some(timeout))
         .build()
         .into()
+}
+
+/// The date `days` from today (UTC), as `YYYY-MM-DD`: booking times in the future, as the
+/// booking API requires, whenever the tests run.
+pub fn future_date(days: u64) -> String {
+    let when = std::time::SystemTime::now() + Duration::from_secs(days * 24 * 3600);
+    humantime::format_rfc3339_seconds(when).to_string()[..10].to_owned()
 }

@@ -194,6 +194,54 @@ impl Moto {
         Ok((topic, queue))
     }
 
+    /// The booking functions' resources, as the template defines them: the bookings table
+    /// (key `pk`, GSI `by-customer` on `customer_id` and `created_at`), the booking topic and a
+    /// queue subscribed to it (raw delivery), where `BookingRequested` events can be read.
+    pub async fn booking_stack(&self) -> Result<BookingStack, HarnessError> {
+        use aws_sdk_dynamodb::types::{GlobalSecondaryIndex, Projection, ProjectionType};
+        let failed = |reason: String| HarnessError::Setup(format!("creating the bookings stack: {reason}"));
+        let name = unique_name("bookings");
+        let string = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(|e| failed(e.to_string()))
+        };
+        let key = |name: &str, kind: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+                .map_err(|e| failed(e.to_string()))
+        };
+        let by_customer = GlobalSecondaryIndex::builder()
+            .index_name("by-customer")
+            .key_schema(key("customer_id", KeyType::Hash)?)
+            .key_schema(key("created_at", KeyType::Range)?)
+            .projection(Projection::builder().projection_type(ProjectionType::All).build())
+            .build()
+            .map_err(|e| failed(e.to_string()))?;
+        self.dynamodb()
+            .create_table()
+            .table_name(&name)
+            .attribute_definitions(string("pk")?)
+            .attribute_definitions(string("customer_id")?)
+            .attribute_definitions(string("created_at")?)
+            .key_schema(key("pk", KeyType::Hash)?)
+            .global_secondary_indexes(by_customer)
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await
+            .map_err(|e| failed(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string()))?;
+        let (topic_arn, events_queue) = self.subscribed_topic("booking-events").await?;
+        Ok(BookingStack {
+            table: name,
+            topic_arn,
+            events_queue,
+        })
+    }
+
     /// Subscribes the queue `queue_url` to the topic `topic_arn` with raw message delivery (the
     /// SQS body is the SNS message; message attributes become SQS message attributes).
     pub async fn subscribe_queue(&self, topic_arn: &str, queue_url: &str) -> Result<(), HarnessError> {
@@ -308,5 +356,26 @@ impl Intercept for CountRequests {
     ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
         self.0.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+}
+
+/// The booking functions' resources in moto (see [`Moto::booking_stack`]).
+#[derive(Clone, Debug)]
+pub struct BookingStack {
+    /// The bookings table (`BOOKINGS_TABLE`).
+    pub table: String,
+    /// The booking topic (`BOOKING_TOPIC_ARN`).
+    pub topic_arn: String,
+    /// A queue subscribed to the topic, with raw delivery.
+    pub events_queue: String,
+}
+
+impl BookingStack {
+    /// The variables the booking functions read: `BOOKINGS_TABLE`, `BOOKING_TOPIC_ARN`.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("BOOKINGS_TABLE".to_owned(), self.table.clone()),
+            ("BOOKING_TOPIC_ARN".to_owned(), self.topic_arn.clone()),
+        ]
     }
 }

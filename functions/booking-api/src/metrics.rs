@@ -1,21 +1,51 @@
 //! The booking API's own metrics: its entries in the metric catalogue, which Keel writes with
-//! their units and from which dashboards and alarms are generated.
+//! their units and from which dashboards and alarms can be generated.
 
 use keel_runtime::metrics::catalog::{Emitter, Kind, MetricDef, Resolution, Unit};
 
-/// A booking request accepted by the booking API.
-pub(crate) static BOOKING_CREATED: MetricDef = MetricDef {
-    name: "BookingCreated",
-    unit: Unit::Count,
-    kind: Kind::Counter,
-    dimensions: &["service"],
-    resolution: Resolution::Standard,
-    description: "Booking requests accepted by the booking API",
-    emitter: Emitter::Function,
-};
+const fn counter(name: &'static str, description: &'static str) -> MetricDef {
+    MetricDef {
+        name,
+        unit: Unit::Count,
+        kind: Kind::Counter,
+        dimensions: &["service"],
+        resolution: Resolution::Standard,
+        description,
+        emitter: Emitter::Function,
+    }
+}
+
+/// A booking stored (`PENDING`) and announced.
+pub(crate) static BOOKING_CREATED: MetricDef = counter(
+    "BookingCreated",
+    "Bookings stored and announced by the booking API",
+);
+
+/// A booking refused because its time overlaps another booking of the resource.
+pub(crate) static BOOKING_CONFLICT: MetricDef = counter(
+    "BookingConflict",
+    "Booking requests refused because the resource was already booked at that time (HTTP 409)",
+);
+
+/// A booking cancelled by its customer.
+pub(crate) static BOOKING_CANCELLED: MetricDef = counter(
+    "BookingCancelled",
+    "Bookings cancelled (their time freed for others)",
+);
+
+/// A request refused for a field that breaks the rules.
+pub(crate) static VALIDATION_FAILED: MetricDef = counter(
+    "BookingValidationFailed",
+    "Requests refused as invalid: a field breaking the rules, or no Idempotency-Key (HTTP 400)",
+);
 
 /// Every metric the booking API emits besides Keel's own.
-pub(crate) static CATALOGUE: &[&MetricDef] = &[&BOOKING_CREATED];
+pub(crate) static CATALOGUE: &[&MetricDef] = &[
+    &BOOKING_CREATED,
+    &BOOKING_CONFLICT,
+    &BOOKING_CANCELLED,
+    &VALIDATION_FAILED,
+];
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,7 @@
 //! says, for testing the hook without the booking API. `CANARY_TARGET_MODE` chooses how:
 //!
 //! - `pass` (default): `GET /health` answers 200; `POST /bookings` answers 200
-//!   `{"dry_run": true, …}` when the event asks for a dry run (`x-keel-dry-run: true`, an
+//!   `{"dry_run": true, …}` when the event asks for a dry run (`x-keel-dry-run: true`, no
 //!   `idempotency-key`, no `requestContext.apiId`), else 201 as if it had booked;
 //! - `fail`: `GET /health` answers 503 and `POST /bookings` books (201) whatever it is asked,
 //!   like a version that is down and knows nothing of dry runs;
@@ -44,7 +44,7 @@ fn answer(mode: Mode, event: &Value) -> Value {
         .unwrap_or_default();
     let path = event["rawPath"].as_str().unwrap_or_default();
     let dry_run = header(event, "x-keel-dry-run") == Some("true")
-        && header(event, "idempotency-key").is_some()
+        && header(event, "idempotency-key").is_none()
         && event["requestContext"].get("apiId").is_none();
     let booking = event["body"]
         .as_str()

@@ -6,8 +6,8 @@
 //! after the other, each within its time:
 //!
 //! - `health`: `GET /health` must answer 200;
-//! - `dry_run_booking`: `POST /bookings` with a valid booking and the headers
-//!   `idempotency-key: canary-<deployment id>` and `x-keel-dry-run: true` must answer 200 with a
+//! - `dry_run_booking`: `POST /bookings` with a valid booking and the header
+//!   `x-keel-dry-run: true` (no `Idempotency-Key`: a dry run takes none) must answer 200 with a
 //!   JSON body holding `"dry_run": true` (the events carry no `requestContext.apiId`: the
 //!   booking API honours a dry run only without one, so no caller through API Gateway can ask
 //!   for it).

@@ -40,7 +40,14 @@ where
         event,
     } = start;
     let Some(key) = guard.key_of(&event.payload) else {
-        tracing::warn!("the event has no concurrency key: running unguarded");
+        // A key function that answers `None` chose to leave the event unguarded; a pointer that
+        // finds nothing may be a mistake worth seeing.
+        match guard.key {
+            super::GuardKey::Custom(_) => {
+                tracing::debug!("the event has no concurrency key: running unguarded")
+            }
+            _ => tracing::warn!("the event has no concurrency key: running unguarded"),
+        }
         return Ok(GuardState::Handler {
             handler: service.call(event),
             slot: None,

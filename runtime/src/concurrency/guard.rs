@@ -92,7 +92,7 @@ impl ConcurrencyGuard {
     }
 
     /// At most `limit` invocations at once per key `key_of` computes from the event's JSON text
-    /// (`None`: unguarded).
+    /// (`None`: unguarded, as the function chose; logged at DEBUG only).
     pub fn per_key(key_of: impl Fn(&RawValue) -> Option<String> + Send + Sync + 'static, limit: u32) -> Self {
         Self::new(GuardKey::Custom(Arc::new(key_of)), limit)
     }

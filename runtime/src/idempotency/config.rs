@@ -33,6 +33,10 @@ pub enum MissingKey {
     Reject,
     /// The handler runs without idempotency, and a WARN line says so.
     PassThrough,
+    /// The handler runs without idempotency, silently: for an API where only some requests
+    /// carry a key (a `POST` that creates, beside `GET`s that read), whose handler requires the
+    /// key where it matters.
+    Optional,
 }
 
 /// What happens when the store fails.
@@ -200,6 +204,13 @@ impl Idempotency {
     #[must_use]
     pub fn pass_through_without_key(mut self) -> Self {
         self.missing_key = MissingKey::PassThrough;
+        self
+    }
+
+    /// Requests without a key run without idempotency, silently (see [`MissingKey::Optional`]).
+    #[must_use]
+    pub fn key_optional(mut self) -> Self {
+        self.missing_key = MissingKey::Optional;
         self
     }
 

@@ -205,8 +205,10 @@ where
     let key = match idempotency.request_key(&event.payload) {
         Ok(key) => key,
         Err(reason) => {
-            if idempotency.missing_key == MissingKey::PassThrough {
-                tracing::warn!(reason = %reason, "no idempotency key: running without idempotency");
+            if idempotency.missing_key != MissingKey::Reject {
+                if idempotency.missing_key == MissingKey::PassThrough {
+                    tracing::warn!(reason = %reason, "no idempotency key: running without idempotency");
+                }
                 return Ok(State::Handler {
                     handler: service.call(event),
                 });

@@ -14,16 +14,24 @@ use std::time::Duration;
 use keel_tests::{build_binaries, free_port, wait_until, Emulator, FunctionProcess, HarnessError, Moto};
 use serde_json::{json, Value};
 
-fn api_event(correlation_id: &str, key: &str, method: &str, path: &str, body: Option<Value>) -> String {
+fn api_event(correlation_id: &str, key: &str, method: &str, target: &str, body: Option<Value>) -> String {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let parameters: serde_json::Map<String, Value> = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(name, value)| (name.to_owned(), Value::String(value.to_owned())))
+        .collect();
+    let mut headers = json!({"content-type": "application/json", "x-correlation-id": correlation_id});
+    if !key.is_empty() {
+        headers["idempotency-key"] = Value::String(key.to_owned());
+    }
     json!({
         "version": "2.0",
         "routeKey": format!("{method} {path}"),
         "rawPath": path,
-        "headers": {
-            "content-type": "application/json",
-            "x-correlation-id": correlation_id,
-            "idempotency-key": key
-        },
+        "rawQueryString": query,
+        "queryStringParameters": parameters,
+        "headers": headers,
         "requestContext": {"http": {"method": method, "path": path}},
         "body": body.map(|b| b.to_string()),
         "isBase64Encoded": false
@@ -34,8 +42,8 @@ fn api_event(correlation_id: &str, key: &str, method: &str, path: &str, body: Op
 fn samples() -> Vec<(&'static str, String)> {
     let booking = |resource: &str, email: &str| {
         json!({
-            "resource_id": resource, "customer_id": "cust-7", "seats": 2,
-            "start": "2026-12-01T10:00:00Z", "end": "2026-12-01T11:00:00Z", "email": email
+            "resource_id": resource, "customer_id": "cust-7", "guests": 2,
+            "start": format!("{}T10:00:00Z", keel_tests::future_date(2)), "end": format!("{}T11:00:00Z", keel_tests::future_date(2)), "email": email
         })
     };
     vec![
@@ -80,13 +88,39 @@ fn samples() -> Vec<(&'static str, String)> {
             ),
         ),
         (
+            "an overlapping booking of room-1 (refused: BOOKING_CONFLICT, 409)",
+            api_event(
+                "demo-2c",
+                "order-5",
+                "POST",
+                "/bookings",
+                Some(json!({
+                    "resource_id": "room-1", "customer_id": "cust-8", "guests": 1,
+                    "start": format!("{}T10:30:00Z", keel_tests::future_date(2)), "end": format!("{}T11:30:00Z", keel_tests::future_date(2))
+                })),
+            ),
+        ),
+        (
+            "cust-7's bookings, newest first",
+            api_event(
+                "demo-2d",
+                "",
+                "GET",
+                "/bookings?customer_id=cust-7&limit=10",
+                None,
+            ),
+        ),
+        (
             "a refused request (end before start)",
             api_event(
                 "demo-3",
                 "order-3",
                 "POST",
                 "/bookings",
-                Some(json!({"resource_id": "room-1", "customer_id": "c", "start": "b", "end": "a"})),
+                Some(json!({
+                    "resource_id": "room-1", "customer_id": "c", "guests": 1,
+                    "start": format!("{}T11:00:00Z", keel_tests::future_date(2)), "end": format!("{}T10:00:00Z", keel_tests::future_date(2))
+                })),
             ),
         ),
         (
@@ -137,10 +171,13 @@ fn main() -> Result<(), HarnessError> {
             url: moto.endpoint().to_owned(),
             reason: e.to_string(),
         })?;
+    // The booking functions' own resources: the bookings table, the booking topic.
+    let stack = runtime.block_on(moto.booking_stack())?;
     let emulator = Emulator::start()?;
     let relay = format!("127.0.0.1:{}", free_port());
     let telemetry = format!("127.0.0.1:{}", free_port());
     let mut env = moto.env();
+    env.extend(stack.env());
     env.extend(
         [
             ("KEEL_SERVICE", "booking-api"),

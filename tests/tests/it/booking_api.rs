@@ -34,26 +34,36 @@ fn booking(resource: &str) -> Value {
     json!({
         "resource_id": resource,
         "customer_id": "cust-7",
-        "start": "2026-12-01T10:00:00Z",
-        "end": "2026-12-01T11:00:00Z",
-        "seats": 2,
-        "email": SECRETS[0],
-        "card_number": SECRETS[1]
+        "start": format!("{}T10:00:00Z", keel_tests::future_date(2)),
+        "end": format!("{}T11:00:00Z", keel_tests::future_date(2)),
+        "guests": 2,
+        "email": SECRETS[0]
     })
 }
 
-#[test]
-fn booking_api_logs_and_metrics_under_the_lambda_emulator() {
+/// moto with the booking functions' resources, and the variables booking-api needs for them.
+async fn booking_stack() -> (keel_tests::Moto, keel_tests::BookingStack, Vec<(String, String)>) {
+    let moto = keel_tests::Moto::start().expect("moto starts");
+    let stack = moto.booking_stack().await.expect("the bookings stack is created");
+    let mut env = moto.env();
+    env.extend(stack.env());
+    (moto, stack, env)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn booking_api_logs_and_metrics_under_the_lambda_emulator() {
+    let (_moto, _stack, mut env) = booking_stack().await;
     let binary = build_binary("booking-api").expect("booking-api builds");
     let emulator = Emulator::start().expect("emulator starts");
-    let env: Vec<(String, String)> = [
-        ("KEEL_LOG_EVENT", "true"),
-        ("KEEL_CORRELATION_ID_HEADER", "X-Correlation-Id"),
-        ("AWS_LAMBDA_LOG_LEVEL", "INFO"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    env.extend(
+        [
+            ("KEEL_LOG_EVENT", "true"),
+            ("KEEL_CORRELATION_ID_HEADER", "X-Correlation-Id"),
+            ("AWS_LAMBDA_LOG_LEVEL", "INFO"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
     let function = emulator.start_function(&binary, &env).expect("function starts");
 
     // 1, 2 and 4 succeed (4 is a refused request: a 400 answer, not a failed invocation);
@@ -65,7 +75,8 @@ fn booking_api_logs_and_metrics_under_the_lambda_emulator() {
         "body": 5
     })
     .to_string();
-    let invalid_booking = json!({"resource_id": "", "customer_id": "c", "start": "a", "end": "b"});
+    let invalid_booking =
+        json!({"resource_id": "", "customer_id": "c", "start": "a", "end": "b", "guests": 1});
     let payloads = [
         booking_event("inv-1", booking("room-1")),
         booking_event("inv-2", booking("room-2")),
@@ -177,7 +188,7 @@ fn booking_api_logs_and_metrics_under_the_lambda_emulator() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn booking_api_books_once_per_idempotency_key_with_records_in_dynamodb() {
-    let moto = keel_tests::Moto::start().expect("moto starts");
+    let (moto, _stack, mut env) = booking_stack().await;
     let table = moto
         .create_table(
             "booking-idempotency",
@@ -187,7 +198,6 @@ async fn booking_api_books_once_per_idempotency_key_with_records_in_dynamodb() {
         .unwrap();
     let binary = build_binary("booking-api").expect("booking-api builds");
     let emulator = Emulator::start().expect("emulator starts");
-    let mut env = moto.env();
     env.push(("KEEL_IDEMPOTENCY_TABLE".into(), table.clone()));
     let function = emulator.start_function(&binary, &env).expect("function starts");
 
@@ -262,12 +272,11 @@ async fn booking_api_books_once_per_idempotency_key_with_records_in_dynamodb() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn booking_api_routes_a_failed_invocation_to_the_on_call_topic() {
-    let moto = keel_tests::Moto::start().expect("moto starts");
+    let (moto, _stack, mut env) = booking_stack().await;
     let (topic, on_call) = moto.subscribed_topic("booking-errors").await.unwrap();
     let dlq = moto.create_queue("booking-errors-dlq").await.unwrap();
     let binary = build_binary("booking-api").expect("booking-api builds");
     let emulator = Emulator::start().expect("emulator starts");
-    let mut env = moto.env();
     env.push(("KEEL_ERROR_TOPIC_ARN".into(), topic));
     env.push(("KEEL_DLQ_URL".into(), dlq.clone()));
     let function = emulator.start_function(&binary, &env).expect("function starts");

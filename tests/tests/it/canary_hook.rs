@@ -266,10 +266,10 @@ fn canary_hook_reports_succeeded_once_when_the_target_passes_both_checks() {
         assert_eq!(line["correlation_id"], "d-PASS1", "{line}");
     }
     assert!(run.failed_checks().is_empty());
-    // The target saw the dry run's idempotency key.
+    // The target saw the dry run asked for.
     assert!(
         run.target.wait_for_line(Duration::from_secs(30), |l| l
-            .contains(r#""idempotency-key":"canary-d-PASS1""#)),
+            .contains(r#""x-keel-dry-run":"true""#)),
         "{}",
         run.target.output()
     );

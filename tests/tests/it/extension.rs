@@ -50,6 +50,7 @@ async fn the_function_relays_its_error_to_the_extension_which_publishes_it() {
     let mut env = moto.env();
     env.push(("KEEL_EXTENSION_ADDR".into(), relay.clone()));
     let mut extension_env = env.clone();
+    env.extend(moto.booking_stack().await.expect("the bookings stack").env());
     extension_env.push(("KEEL_ERROR_TOPIC_ARN".into(), topic.clone()));
     extension_env.push(("KEEL_TELEMETRY_ADDR".into(), format!("127.0.0.1:{}", free_port())));
     extension_env.push(("KEEL_LOG_LEVEL".into(), "DEBUG".into()));
@@ -99,8 +100,10 @@ async fn on_shutdown_every_pending_envelope_is_published_or_logged_whole() {
     let relay = format!("127.0.0.1:{}", free_port());
     let mut env = moto.env();
     env.push(("KEEL_EXTENSION_ADDR".into(), relay.clone()));
+    let mut function_env = env.clone();
+    function_env.extend(moto.booking_stack().await.expect("the bookings stack").env());
     // The emulator runs booking-api itself, so that stopping it ends the environment.
-    let mut emulator = Emulator::serving("booking-api", &env).expect("emulator starts");
+    let mut emulator = Emulator::serving("booking-api", &function_env).expect("emulator starts");
     env.push(("KEEL_ERROR_TOPIC_ARN".into(), topic));
     env.push(("KEEL_TELEMETRY_ADDR".into(), format!("127.0.0.1:{}", free_port())));
     let extension = start_extension(&emulator, &env, &relay);

@@ -4,6 +4,7 @@
 //! by the test that needs it, on a free loopback port, and stopped when its guard drops.
 
 mod booking_api;
+mod booking_routes;
 mod booking_worker;
 mod canary_hook;
 mod extension;
