@@ -3,7 +3,9 @@
 //! - [`Moto`]: a moto server (DynamoDB, SNS, SQS, CloudWatch) on a free 127.0.0.1 port, with
 //!   SDK clients pointed at it and helpers that create uniquely named tables, topics and queues;
 //! - [`Emulator`]: the cargo-lambda Lambda emulator (Runtime and Extensions APIs) on a free port;
-//! - [`FunctionProcess`]: a function binary running against the emulator, its stdout captured.
+//! - [`FunctionProcess`]: a function binary running against the emulator, its stdout captured;
+//! - [`SqsEventSource`]: Lambda's SQS event source mapping, feeding a queue's batches to a
+//!   function.
 //!
 //! Every process is started in its own process group, asked to stop when its guard is dropped
 //! (also when a test fails) and killed by PID if it does not, and dies with the test process.
@@ -16,6 +18,7 @@
 
 pub mod emf_spec;
 mod emulator;
+mod event_source;
 mod moto;
 mod process;
 
@@ -23,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use emulator::{Emulator, FunctionProcess, Invocation};
+pub use event_source::{Delivery, SqsEventSource};
 pub use moto::{BookingStack, CountRequests, Moto};
 pub use process::Process;
 

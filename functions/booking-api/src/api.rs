@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::events::Events;
-use crate::model::{new_booking, Booking, Invalid, NewBooking};
+use crate::model::{new_booking, Booking, Invalid, NewBooking, Status};
 use crate::store::{Bookings, StoreError};
 
 /// Bookings listed per page unless `limit` says otherwise, and at most.
@@ -197,14 +197,25 @@ impl Api {
     }
 
     async fn cancel(&self, request: &ApiGatewayV2httpRequest, id: &str) -> Answer {
-        let booking = self.booking(request, id).await?;
-        let was_cancelled = !booking.status.holds_slot();
-        let cancelled = self.bookings.cancel(&booking).await?;
-        if !was_cancelled {
-            crate::metrics::BOOKING_CANCELLED.increment(1);
-            tracing::info!(booking_id = %cancelled.booking_id, "booking cancelled");
-        }
+        let cancelled = self.cancelled(request, id).await?;
         Ok((200, serde_json::to_value(&cancelled).unwrap_or_default()))
+    }
+
+    /// Cancels the caller's booking `id` and returns it as it now is: a booking settled for
+    /// good (cancelled before, or rejected by the worker) is left as it is. Each cancellation
+    /// is counted and logged once.
+    pub(crate) async fn cancelled(
+        &self,
+        request: &ApiGatewayV2httpRequest,
+        id: &str,
+    ) -> Result<Booking, Refusal> {
+        let booking = self.booking(request, id).await?;
+        let now = self.bookings.cancel(&booking).await?;
+        if booking.status.holds_slot() && now.status == Status::Cancelled {
+            crate::metrics::BOOKING_CANCELLED.increment(1);
+            tracing::info!(booking_id = %now.booking_id, "booking cancelled");
+        }
+        Ok(now)
     }
 
     async fn list(&self, request: &ApiGatewayV2httpRequest) -> Answer {

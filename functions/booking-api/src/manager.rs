@@ -139,12 +139,7 @@ fn unsupported() -> Refusal {
 }
 
 async fn cancel(api: &Api, request: &ApiGatewayV2httpRequest, id: &str) -> Answer {
-    let booking = api.booking(request, id).await?;
-    let cancelled = api.bookings.cancel(&booking).await?;
-    if booking.status.holds_slot() {
-        crate::metrics::BOOKING_CANCELLED.increment(1);
-    }
-    Ok((200, json!({"Attributes": cancelled})))
+    Ok((200, json!({"Attributes": api.cancelled(request, id).await?})))
 }
 
 async fn list(api: &Api, request: &ApiGatewayV2httpRequest, payload: &Value) -> Answer {

@@ -27,6 +27,9 @@ pub(crate) enum Status {
     Pending,
     /// Confirmed by the worker.
     Confirmed,
+    /// Rejected by the worker (its resource is closed, say; see `rejection_reason`): its slot
+    /// is free again.
+    Rejected,
     /// Cancelled by its customer: its slot is free again.
     Cancelled,
 }
@@ -37,20 +40,27 @@ impl Status {
         match self {
             Status::Pending => "PENDING",
             Status::Confirmed => "CONFIRMED",
+            Status::Rejected => "REJECTED",
             Status::Cancelled => "CANCELLED",
         }
     }
 
     /// The status spelled `text`.
     pub(crate) fn parse(text: &str) -> Option<Self> {
-        [Status::Pending, Status::Confirmed, Status::Cancelled]
-            .into_iter()
-            .find(|status| status.as_str() == text)
+        [
+            Status::Pending,
+            Status::Confirmed,
+            Status::Rejected,
+            Status::Cancelled,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
     }
 
-    /// Whether the booking holds its resource's time (pending or confirmed).
+    /// Whether the booking holds its resource's time (pending or confirmed); a rejected or
+    /// cancelled booking is settled for good.
     pub(crate) fn holds_slot(self) -> bool {
-        !matches!(self, Status::Cancelled)
+        matches!(self, Status::Pending | Status::Confirmed)
     }
 }
 
@@ -70,6 +80,9 @@ pub(crate) struct Booking {
     pub(crate) notes: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) email: Option<String>,
+    /// Why the worker rejected the booking (`resource_closed`), when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) rejection_reason: Option<String>,
     /// RFC 3339 with milliseconds, UTC.
     pub(crate) created_at: String,
     /// RFC 3339 with milliseconds, UTC.
@@ -102,6 +115,7 @@ impl NewBooking {
             guests: self.guests,
             notes: self.notes,
             email: self.email,
+            rejection_reason: None,
             updated_at: created_at.clone(),
             created_at,
         }

@@ -303,10 +303,10 @@ impl Bookings {
         item.as_ref().map_or(Ok(Resource::default()), Resource::from_item)
     }
 
-    /// Cancels `booking_id` and frees its slot; cancelling a cancelled booking returns it as
-    /// it is.
+    /// Cancels `booking_id` and frees its slot; a booking settled for good (cancelled, or
+    /// rejected by the worker) is returned as it is.
     pub(crate) async fn cancel(&self, booking: &Booking) -> Result<Booking, StoreError> {
-        if booking.status == Status::Cancelled {
+        if !booking.status.holds_slot() {
             return Ok(booking.clone());
         }
         let now = crate::model::timestamp(SystemTime::now());
@@ -317,8 +317,10 @@ impl Bookings {
                 .table_name(&self.table)
                 .key("pk", booking_key(&booking.booking_id))
                 .update_expression("SET #status = :cancelled, updated_at = :now")
-                .condition_expression("attribute_exists(pk) AND #status <> :cancelled")
+                .condition_expression("#status IN (:pending, :confirmed)")
                 .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":pending", s(Status::Pending.as_str()))
+                .expression_attribute_values(":confirmed", s(Status::Confirmed.as_str()))
                 .expression_attribute_values(":cancelled", s(Status::Cancelled.as_str()))
                 .expression_attribute_values(":now", s(&now))
                 .build()
@@ -344,7 +346,7 @@ impl Bookings {
                 return Err(StoreError::Unavailable("the transaction was cancelled".into()));
             }
             let now_stored = self.get(&booking.booking_id).await?;
-            if now_stored.status == Status::Cancelled {
+            if !now_stored.status.holds_slot() {
                 return Ok(now_stored);
             }
             backoff.wait().await;
@@ -522,6 +524,7 @@ fn booking_of(item: &HashMap<String, AttributeValue>) -> Result<Booking, StoreEr
         guests,
         notes: optional("notes"),
         email: optional("email"),
+        rejection_reason: optional("rejection_reason"),
         created_at: text("created_at")?,
         updated_at: text("updated_at")?,
     })

@@ -1,12 +1,25 @@
-//! The bookings table (`BOOKINGS_TABLE`), as booking-api writes it: one item per booking, key
-//! `pk = "BOOKING#<booking_id>"`, with `status` (`PENDING`, `CONFIRMED` or `CANCELLED`) and
-//! `updated_at` (RFC 3339, milliseconds, UTC) among its attributes.
+//! The bookings table (`BOOKINGS_TABLE`), as booking-api writes it:
+//!
+//! - one item per booking, key `pk = "BOOKING#<booking_id>"`, with `status` (`PENDING`,
+//!   `CONFIRMED`, `REJECTED` or `CANCELLED`) and `updated_at` (RFC 3339, milliseconds, UTC) among
+//!   its attributes; a rejected booking also has `rejection_reason`;
+//! - one item per resource, key `pk = "RESOURCE#<resource_id>"`, with `version` (a number),
+//!   `slots` (a map from the id of each booking holding the resource to its time) and, when the
+//!   resource takes no more bookings, `closed = true` (set by its operators).
+//!
+//! Settling a booking reads its resource first: an open resource's booking is confirmed
+//! (`UpdateItem` on condition `status = PENDING`); a closed resource's booking is rejected and its
+//! slot freed in one transaction (the booking on condition `status = PENDING`, the resource on
+//! condition `closed = true`, its `version` incremented so that a creation racing it writes
+//! against the resource as it now is).
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
 use serde::{Deserialize, Serialize};
 
 /// `status` of a booking waiting for confirmation.
@@ -15,10 +28,20 @@ pub(crate) const PENDING: &str = "PENDING";
 pub(crate) const CONFIRMED: &str = "CONFIRMED";
 /// `status` of a cancelled booking.
 pub(crate) const CANCELLED: &str = "CANCELLED";
+/// `status` of a booking the worker rejected.
+pub(crate) const REJECTED: &str = "REJECTED";
+
+/// Times the worker reads the resource and tries again when it changed under the rejection.
+const ATTEMPTS: u32 = 4;
 
 /// The partition key of booking `booking_id`.
 pub(crate) fn key(booking_id: &str) -> String {
     format!("BOOKING#{booking_id}")
+}
+
+/// The partition key of resource `resource_id`.
+fn resource_key(resource_id: &str) -> String {
+    format!("RESOURCE#{resource_id}")
 }
 
 /// What confirming a booking did. Stored as the record's result by idempotency, so it
@@ -28,8 +51,27 @@ pub(crate) fn key(booking_id: &str) -> String {
 pub(crate) enum Confirmation {
     /// The booking was PENDING and is now CONFIRMED.
     Confirmed,
+    /// The booking was PENDING and is now REJECTED, its slot free (see [`Rejection`]).
+    Rejected(Rejection),
     /// Nothing needed doing (see [`Skipped`]).
     Skipped(Skipped),
+}
+
+/// Why the worker rejected a booking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Rejection {
+    /// Its resource is closed (`closed = true` on the resource's item).
+    ResourceClosed,
+}
+
+impl Rejection {
+    /// The booking's `rejection_reason` and the `reason` dimension of `BookingRejected`.
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            Rejection::ResourceClosed => "resource_closed",
+        }
+    }
 }
 
 /// Why a booking was left as it was: in either case there is nothing to retry.
@@ -40,6 +82,8 @@ pub(crate) enum Skipped {
     AlreadyConfirmed,
     /// CANCELLED before the worker could confirm it; it stays cancelled.
     CancelledBeforeConfirmation,
+    /// REJECTED already: this message is a duplicate of one handled before.
+    AlreadyRejected,
 }
 
 impl Skipped {
@@ -48,6 +92,7 @@ impl Skipped {
         match self {
             Skipped::AlreadyConfirmed => "already_confirmed",
             Skipped::CancelledBeforeConfirmation => "cancelled_before_confirmation",
+            Skipped::AlreadyRejected => "already_rejected",
         }
     }
 }
@@ -75,6 +120,9 @@ pub(crate) enum StoreError {
     /// DynamoDB refused the request (missing table, access denied, invalid request).
     #[error("the bookings table refused the request: {0}")]
     Rejected(String),
+    /// The resource changed under every attempt to reject the booking.
+    #[error("resource {0} changed under every attempt to settle the booking; try again")]
+    Contended(String),
 }
 
 impl StoreError {
@@ -124,10 +172,134 @@ impl Bookings {
         }
     }
 
+    /// Settles booking `booking_id` of `resource_id` if it is PENDING: rejects it when the
+    /// resource is closed, confirms it otherwise. `now` is the `updated_at` written.
+    pub(crate) async fn settle(
+        &self,
+        booking_id: &str,
+        resource_id: &str,
+        now: &str,
+    ) -> Result<Confirmation, StoreError> {
+        for _ in 0..ATTEMPTS {
+            let resource = self.resource(resource_id, booking_id).await?;
+            if !resource.closed {
+                return self.confirm(booking_id, now).await;
+            }
+            let rejection = Rejection::ResourceClosed;
+            if let Some(settled) = self
+                .reject(booking_id, resource_id, rejection, resource.holds_slot, now)
+                .await?
+            {
+                return Ok(settled);
+            }
+        }
+        Err(StoreError::Contended(resource_id.to_owned()))
+    }
+
+    /// Whether resource `resource_id` is closed and holds a slot for `booking_id` (a consistent
+    /// read of just those attributes).
+    async fn resource(&self, resource_id: &str, booking_id: &str) -> Result<ResourceState, StoreError> {
+        let read = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(resource_key(resource_id)))
+            .projection_expression("#closed, #slots.#booking")
+            .expression_attribute_names("#closed", "closed")
+            .expression_attribute_names("#slots", "slots")
+            .expression_attribute_names("#booking", booking_id)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|error| StoreError::from_sdk(&error))?;
+        let item = read.item.unwrap_or_default();
+        Ok(ResourceState {
+            closed: matches!(item.get("closed"), Some(AttributeValue::Bool(true))),
+            holds_slot: item
+                .get("slots")
+                .and_then(|slots| slots.as_m().ok())
+                .is_some_and(|slots| slots.contains_key(booking_id)),
+        })
+    }
+
+    /// Rejects booking `booking_id` if it is PENDING and its resource still closed, freeing its
+    /// slot, in one transaction. `None` when the resource changed in between (read it again).
+    async fn reject(
+        &self,
+        booking_id: &str,
+        resource_id: &str,
+        rejection: Rejection,
+        holds_slot: bool,
+        now: &str,
+    ) -> Result<Option<Confirmation>, StoreError> {
+        let invalid = |error: aws_sdk_dynamodb::error::BuildError| StoreError::Rejected(error.to_string());
+        let booking = Update::builder()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(key(booking_id)))
+            .update_expression("SET #status = :rejected, rejection_reason = :reason, updated_at = :now")
+            .condition_expression("#status = :pending")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":rejected", AttributeValue::S(REJECTED.into()))
+            .expression_attribute_values(":reason", AttributeValue::S(rejection.reason().into()))
+            .expression_attribute_values(":now", AttributeValue::S(now.into()))
+            .expression_attribute_values(":pending", AttributeValue::S(PENDING.into()))
+            .build()
+            .map_err(invalid)?;
+        let resource = if holds_slot {
+            let free = Update::builder()
+                .table_name(&self.table)
+                .key("pk", AttributeValue::S(resource_key(resource_id)))
+                .update_expression("REMOVE #slots.#booking ADD #version :one")
+                .condition_expression("#closed = :true AND attribute_exists(#slots.#booking)")
+                .expression_attribute_names("#slots", "slots")
+                .expression_attribute_names("#booking", booking_id)
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_names("#closed", "closed")
+                .expression_attribute_values(":one", AttributeValue::N("1".into()))
+                .expression_attribute_values(":true", AttributeValue::Bool(true))
+                .build()
+                .map_err(invalid)?;
+            TransactWriteItem::builder().update(free).build()
+        } else {
+            let still_closed = ConditionCheck::builder()
+                .table_name(&self.table)
+                .key("pk", AttributeValue::S(resource_key(resource_id)))
+                .condition_expression("#closed = :true")
+                .expression_attribute_names("#closed", "closed")
+                .expression_attribute_values(":true", AttributeValue::Bool(true))
+                .build()
+                .map_err(invalid)?;
+            TransactWriteItem::builder().condition_check(still_closed).build()
+        };
+        let written = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(booking).build())
+            .transact_items(resource)
+            .send()
+            .await;
+        match written {
+            Ok(_) => Ok(Some(Confirmation::Rejected(rejection))),
+            Err(error) if error.code() == Some("TransactionCanceledException") => {
+                // The booking is no longer PENDING, or the resource changed: the booking's
+                // status tells which.
+                let item = self
+                    .read(booking_id)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(booking_id.to_owned()))?;
+                match status_of(&item) {
+                    PENDING => Ok(None),
+                    status => settled(booking_id, status).map(Some),
+                }
+            }
+            Err(error) => Err(StoreError::from_sdk(&error)),
+        }
+    }
+
     /// Confirms booking `booking_id` if it is PENDING: `UpdateItem` `SET #status = CONFIRMED,
     /// updated_at = now` on condition `#status = PENDING`. When the condition fails, the
     /// booking's current status (returned with the failure, else read) says why.
-    pub(crate) async fn confirm(&self, booking_id: &str, now: &str) -> Result<Confirmation, StoreError> {
+    async fn confirm(&self, booking_id: &str, now: &str) -> Result<Confirmation, StoreError> {
         let updated = self
             .client
             .update_item()
@@ -161,18 +333,7 @@ impl Bookings {
             Some(None) => self.read(booking_id).await?,
         };
         let item = item.ok_or_else(|| StoreError::NotFound(booking_id.to_owned()))?;
-        let status = item
-            .get("status")
-            .and_then(|v| v.as_s().ok())
-            .map_or("", String::as_str);
-        match status {
-            CONFIRMED => Ok(Confirmation::Skipped(Skipped::AlreadyConfirmed)),
-            CANCELLED => Ok(Confirmation::Skipped(Skipped::CancelledBeforeConfirmation)),
-            _ => Err(StoreError::UnknownStatus {
-                booking_id: booking_id.to_owned(),
-                status: status.to_owned(),
-            }),
-        }
+        settled(booking_id, status_of(&item))
     }
 
     /// The item of booking `booking_id` (a consistent read), if there is one.
@@ -187,6 +348,33 @@ impl Bookings {
             .await
             .map_err(|error| StoreError::from_sdk(&error))?;
         Ok(read.item)
+    }
+}
+
+/// What the worker reads of a resource.
+#[derive(Debug)]
+struct ResourceState {
+    closed: bool,
+    holds_slot: bool,
+}
+
+/// The `status` of a booking's item (empty when it has none).
+fn status_of(item: &HashMap<String, AttributeValue>) -> &str {
+    item.get("status")
+        .and_then(|v| v.as_s().ok())
+        .map_or("", String::as_str)
+}
+
+/// The outcome for a booking found in `status` other than PENDING: settled before.
+fn settled(booking_id: &str, status: &str) -> Result<Confirmation, StoreError> {
+    match status {
+        CONFIRMED => Ok(Confirmation::Skipped(Skipped::AlreadyConfirmed)),
+        CANCELLED => Ok(Confirmation::Skipped(Skipped::CancelledBeforeConfirmation)),
+        REJECTED => Ok(Confirmation::Skipped(Skipped::AlreadyRejected)),
+        _ => Err(StoreError::UnknownStatus {
+            booking_id: booking_id.to_owned(),
+            status: status.to_owned(),
+        }),
     }
 }
 
@@ -243,5 +431,25 @@ mod tests {
             Confirmation::Confirmed
         );
         assert_eq!(key("bk-1"), "BOOKING#bk-1");
+        assert_eq!(resource_key("room-1"), "RESOURCE#room-1");
+        assert_eq!(Skipped::AlreadyRejected.reason(), "already_rejected");
+        let rejected = serde_json::to_string(&Confirmation::Rejected(Rejection::ResourceClosed)).unwrap();
+        assert_eq!(rejected, r#"{"rejected":"resource_closed"}"#);
+    }
+
+    #[test]
+    fn a_booking_settled_before_is_skipped_and_an_unknown_status_fails() {
+        assert_eq!(
+            settled("bk-1", REJECTED).unwrap(),
+            Confirmation::Skipped(Skipped::AlreadyRejected)
+        );
+        assert_eq!(
+            settled("bk-1", CANCELLED).unwrap(),
+            Confirmation::Skipped(Skipped::CancelledBeforeConfirmation)
+        );
+        assert!(matches!(
+            settled("bk-1", "ARCHIVED"),
+            Err(StoreError::UnknownStatus { .. })
+        ));
     }
 }

@@ -3,16 +3,18 @@
 //!
 //! Each record holds a `BookingRequested` message (raw delivery, or inside an SNS notification
 //! envelope). The worker sets the booking's item in the bookings table from `PENDING` to
-//! `CONFIRMED` with a conditional `UpdateItem`, and answers an `SqsBatchResponse` listing
+//! `CONFIRMED` with a conditional `UpdateItem`, or to `REJECTED` when its resource is closed
+//! (freeing its slot in the same transaction), and answers an `SqsBatchResponse` listing
 //! exactly the records that failed, so that SQS retries those and deletes the rest:
 //!
 //! | the record | outcome | metric |
 //! |---|---|---|
-//! | a PENDING booking | confirmed | `BookingConfirmed`, `BookingConfirmationLagMs` |
-//! | a CONFIRMED booking (a duplicate) | success, nothing written | `BookingConfirmationSkipped{reason=already_confirmed}` |
+//! | a PENDING booking of an open resource | confirmed | `BookingConfirmed`, `BookingConfirmationLagMs` |
+//! | a PENDING booking of a closed resource (`closed = true` on its item) | rejected (`REJECTED`, `rejection_reason = resource_closed`), its slot freed | `BookingRejected{reason=resource_closed}` |
+//! | a CONFIRMED or REJECTED booking (a duplicate) | success, nothing written | `BookingConfirmationSkipped{reason=already_confirmed\|already_rejected}` |
 //! | a CANCELLED booking | success, left cancelled | `BookingConfirmationSkipped{reason=cancelled_before_confirmation}` |
 //! | a malformed message, a booking that does not exist, an unknown status | failed (permanent): retried until the queue's redrive policy moves it to the dead-letter queue | `BookingConfirmationFailed{reason}` |
-//! | the table throttled or unavailable | failed (transient): retried | `BookingConfirmationFailed{reason}` |
+//! | the table throttled or unavailable, the resource changed under every attempt to reject | failed (transient): retried | `BookingConfirmationFailed{reason}` |
 //!
 //! Each record runs at most once per SQS message id (a redelivered message gets the first
 //! outcome back without touching the table), and a record that fails on its
@@ -73,6 +75,7 @@ impl RecordError {
             RecordError::Store(StoreError::Throttled(_)) => "Booking.StoreThrottled",
             RecordError::Store(StoreError::Unavailable(_)) => "Booking.StoreUnavailable",
             RecordError::Store(StoreError::Rejected(_)) => "Booking.StoreRejected",
+            RecordError::Store(StoreError::Contended(_)) => "Booking.ResourceContended",
         }
     }
 
@@ -85,6 +88,7 @@ impl RecordError {
             RecordError::Store(StoreError::Throttled(_)) => "store_throttled",
             RecordError::Store(StoreError::Unavailable(_)) => "store_unavailable",
             RecordError::Store(StoreError::Rejected(_)) => "store_rejected",
+            RecordError::Store(StoreError::Contended(_)) => "resource_contended",
         }
     }
 }
@@ -92,9 +96,9 @@ impl RecordError {
 impl Classify for RecordError {
     fn error_class(&self) -> ErrorClass {
         match self {
-            RecordError::Store(StoreError::Throttled(_) | StoreError::Unavailable(_)) => {
-                ErrorClass::Transient
-            }
+            RecordError::Store(
+                StoreError::Throttled(_) | StoreError::Unavailable(_) | StoreError::Contended(_),
+            ) => ErrorClass::Transient,
             _ => ErrorClass::Permanent,
         }
     }
@@ -144,7 +148,10 @@ impl Worker {
         let booking = BookingRequested::parse(record.body.as_deref())?;
         let now = SystemTime::now();
         let updated_at = humantime::format_rfc3339_millis(now).to_string();
-        let confirmation = self.bookings.confirm(&booking.booking_id, &updated_at).await?;
+        let confirmation = self
+            .bookings
+            .settle(&booking.booking_id, &booking.resource_id, &updated_at)
+            .await?;
         let message_id = record.message_id.as_deref().unwrap_or_default();
         match confirmation {
             Confirmation::Confirmed => {
@@ -162,6 +169,16 @@ impl Worker {
                     "booking confirmed"
                 );
             }
+            Confirmation::Rejected(rejection) => {
+                metrics::BOOKING_REJECTED.increment_with(1, &[rejection.reason()]);
+                tracing::info!(
+                    booking_id = %booking.booking_id,
+                    resource_id = %booking.resource_id,
+                    reason = rejection.reason(),
+                    message_id,
+                    "booking rejected"
+                );
+            }
             Confirmation::Skipped(skipped) => {
                 metrics::BOOKING_CONFIRMATION_SKIPPED.increment_with(1, &[skipped.reason()]);
                 tracing::info!(
@@ -173,6 +190,7 @@ impl Worker {
                         bookings::Skipped::AlreadyConfirmed => "it was confirmed already",
                         bookings::Skipped::CancelledBeforeConfirmation =>
                             "it was cancelled before it could be confirmed",
+                        bookings::Skipped::AlreadyRejected => "it was rejected already",
                     }
                 );
             }

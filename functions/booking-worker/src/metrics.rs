@@ -14,6 +14,19 @@ pub(crate) static BOOKING_CONFIRMED: MetricDef = MetricDef {
     emitter: Emitter::Function,
 };
 
+/// A PENDING booking the worker rejected (see [`Rejection`](crate::bookings::Rejection)).
+pub(crate) static BOOKING_REJECTED: MetricDef = MetricDef {
+    name: "BookingRejected",
+    unit: Unit::Count,
+    kind: Kind::Counter,
+    dimensions: &["service", "reason"],
+    resolution: Resolution::Standard,
+    description:
+        "Bookings rejected by the booking worker (PENDING to REJECTED, their slot freed), by reason: \
+                  resource_closed (the resource takes no more bookings)",
+    emitter: Emitter::Function,
+};
+
 /// A request the worker did not need to confirm (see [`Skipped`](crate::bookings::Skipped)).
 pub(crate) static BOOKING_CONFIRMATION_SKIPPED: MetricDef = MetricDef {
     name: "BookingConfirmationSkipped",
@@ -21,7 +34,7 @@ pub(crate) static BOOKING_CONFIRMATION_SKIPPED: MetricDef = MetricDef {
     kind: Kind::Counter,
     dimensions: &["service", "reason"],
     resolution: Resolution::Standard,
-    description: "Booking requests left as they were, by reason: already_confirmed (a duplicate message), \
+    description: "Booking requests left as they were, by reason: already_confirmed and already_rejected (a duplicate message), \
                   cancelled_before_confirmation (cancelled while the request waited in the queue)",
     emitter: Emitter::Function,
 };
@@ -35,7 +48,7 @@ pub(crate) static BOOKING_CONFIRMATION_FAILED: MetricDef = MetricDef {
     resolution: Resolution::Standard,
     description: "Queue records the booking worker failed, by reason: malformed_message, booking_not_found \
                   and unknown_status are retried to the dead-letter queue; store_throttled and \
-                  store_unavailable are retried until the table answers; store_rejected means the \
+                  store_unavailable and resource_contended are retried until the table answers; store_rejected means the \
                   worker's table or permissions are wrong",
     emitter: Emitter::Function,
 };
@@ -54,6 +67,7 @@ pub(crate) static BOOKING_CONFIRMATION_LAG_MS: MetricDef = MetricDef {
 /// Every metric the booking worker emits besides Keel's own.
 pub(crate) static CATALOGUE: &[&MetricDef] = &[
     &BOOKING_CONFIRMED,
+    &BOOKING_REJECTED,
     &BOOKING_CONFIRMATION_SKIPPED,
     &BOOKING_CONFIRMATION_FAILED,
     &BOOKING_CONFIRMATION_LAG_MS,

@@ -1,10 +1,11 @@
 //! booking-api's routes end to end: the binary under the Lambda emulator, its bookings in
 //! DynamoDB and its events on SNS (a moto server), every route and every refusal, callers kept
-//! to their own bookings, and no double booking when twenty requests race on four processes.
+//! to their own bookings, no double booking when twenty requests race on four processes, and
+//! booking-worker settling what the API created, fed from the topic's queue.
 
 use std::time::Duration;
 
-use keel_tests::{build_binary, BookingStack, Emulator, FunctionProcess, Moto};
+use keel_tests::{build_binary, wait_until, BookingStack, Emulator, FunctionProcess, Moto, SqsEventSource};
 use serde_json::{json, Value};
 
 /// An API Gateway HTTP API (payload 2.0) event.
@@ -111,7 +112,7 @@ struct Answer {
 }
 
 struct Api {
-    _moto: Moto,
+    moto: Moto,
     stack: BookingStack,
     emulator: Emulator,
     functions: Vec<FunctionProcess>,
@@ -130,7 +131,7 @@ impl Api {
             .map(|_| emulator.start_function(&binary, &env).expect("function starts"))
             .collect();
         Api {
-            _moto: moto,
+            moto,
             stack,
             emulator,
             functions,
@@ -360,7 +361,7 @@ async fn every_route_answers_as_documented() {
 
     // Every booking stored was announced, without its contact details.
     let events = api
-        ._moto
+        .moto
         .wait_for_messages(&api.stack.events_queue, 6, Duration::from_secs(60))
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", api.output()));
@@ -411,5 +412,114 @@ async fn twenty_racing_bookings_of_one_time_make_exactly_one() {
     assert!(
         served.iter().filter(|n| **n > 0).count() >= 2,
         "the requests were spread: {served:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_confirms_what_the_api_created_and_rejects_a_closed_resources_booking() {
+    let api = Api::start(1).await;
+    let mut env = api.moto.env();
+    env.extend(api.stack.env());
+    let worker = Emulator::start().expect("emulator starts");
+    let worker_process = worker
+        .start_function(
+            &build_binary("booking-worker").expect("booking-worker builds"),
+            &env,
+        )
+        .expect("booking-worker starts");
+    let create = |key: &str, resource: &str| {
+        let answer = api.call(
+            Request::new("POST", "/bookings")
+                .key(key)
+                .body(booking("cust-w", resource, 9, 10)),
+        );
+        assert_eq!(answer.status, 201, "{answer:?}\n{}", api.output());
+        answer.body["booking_id"].as_str().unwrap().to_owned()
+    };
+    let api_ref = &api;
+    let set_closed = |closed: bool| async move {
+        let api = api_ref;
+        api.moto
+            .dynamodb()
+            .update_item()
+            .table_name(&api.stack.table)
+            .key(
+                "pk",
+                aws_sdk_dynamodb::types::AttributeValue::S("RESOURCE#room-shut".into()),
+            )
+            .update_expression("SET closed = :closed")
+            .expression_attribute_values(":closed", aws_sdk_dynamodb::types::AttributeValue::Bool(closed))
+            .send()
+            .await
+            .expect("the resource's item is updated");
+    };
+
+    let open = create("flow-open", "room-open");
+    let shut = create("flow-shut", "room-shut");
+    // An operator closes room-shut after the booking was requested, before it was confirmed.
+    set_closed(true).await;
+
+    // What Lambda's event source mapping does with the queue subscribed to the booking topic.
+    let source = SqsEventSource::new(&api.moto, &api.stack.events_queue)
+        .await
+        .expect("the events queue");
+    let mut delivered = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while delivered.len() < 2 && std::time::Instant::now() < deadline {
+        match source.deliver(&worker).await.expect("a poll") {
+            Some(delivery) => {
+                assert!(
+                    delivery.failed.is_empty(),
+                    "{delivery:?}\n{}",
+                    worker_process.output()
+                );
+                delivered.extend(delivery.messages);
+            }
+            None => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(
+        delivered.len(),
+        2,
+        "both BookingRequested events reached the worker\n{}",
+        worker_process.output()
+    );
+
+    let read = |id: &str| api.call(Request::new("GET", format!("/bookings/{id}")));
+    let confirmed = read(&open);
+    assert_eq!(confirmed.body["status"], "CONFIRMED", "{confirmed:?}");
+    let rejected = read(&shut);
+    assert_eq!(
+        (
+            rejected.body["status"].as_str(),
+            rejected.body["rejection_reason"].as_str()
+        ),
+        (Some("REJECTED"), Some("resource_closed")),
+        "{rejected:?}"
+    );
+    // A rejected booking is settled: cancelling it leaves it as it is.
+    let cancelled = api.call(Request::new("POST", format!("/bookings/{shut}/cancel")));
+    assert_eq!(
+        (cancelled.status, cancelled.body["status"].as_str()),
+        (200, Some("REJECTED"))
+    );
+    // Its slot was freed: once room-shut reopens, the same time can be booked again.
+    set_closed(false).await;
+    let again = api.call(Request::new("POST", "/bookings").key("flow-again").body(booking(
+        "cust-v",
+        "room-shut",
+        9,
+        10,
+    )));
+    assert_eq!(again.status, 201, "{again:?}\n{}", api.output());
+
+    let worker_logs = || worker_process.stdout_lines().join("\n");
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let logs = worker_logs();
+            logs.contains("\"BookingConfirmed\"") && logs.contains("\"resource_closed\"")
+        }),
+        "the worker's EMF counts the confirmation and the rejection:\n{}",
+        worker_logs()
     );
 }

@@ -8,8 +8,10 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
-use keel_tests::{build_binary, emf_spec, unique_name, wait_until, Emulator, FunctionProcess, Moto};
+use aws_sdk_sqs::types::QueueAttributeName;
+use keel_tests::{
+    build_binary, emf_spec, unique_name, wait_until, Emulator, FunctionProcess, Moto, SqsEventSource,
+};
 use serde_json::{json, Value};
 
 const QUEUE_ARN: &str = "arn:aws:sqs:us-east-1:123456789012:booking-requests";
@@ -385,11 +387,10 @@ async fn booking_worker_reports_exactly_the_poison_records_and_routes_them_on_th
 }
 
 /// A queue of its own whose redrive policy moves a message to `dlq_arn` after
-/// `max_receive_count` receives; returns its URL and ARN.
-async fn queue_with_redrive(moto: &Moto, dlq_arn: &str, max_receive_count: u32) -> (String, String) {
+/// `max_receive_count` receives; returns its URL.
+async fn queue_with_redrive(moto: &Moto, dlq_arn: &str, max_receive_count: u32) -> String {
     let policy = json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count}).to_string();
-    let url = moto
-        .sqs()
+    moto.sqs()
         .create_queue()
         .queue_name(unique_name("booking-requests"))
         .attributes(QueueAttributeName::RedrivePolicy, policy)
@@ -397,49 +398,7 @@ async fn queue_with_redrive(moto: &Moto, dlq_arn: &str, max_receive_count: u32) 
         .await
         .unwrap()
         .queue_url
-        .unwrap();
-    let arn = queue_arn(moto, &url).await;
-    (url, arn)
-}
-
-async fn queue_arn(moto: &Moto, url: &str) -> String {
-    moto.sqs()
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
         .unwrap()
-        .attributes
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .unwrap()
-}
-
-/// An SQS event holding `messages`, received from the queue `arn`, as Lambda builds it.
-fn event_of(messages: &[aws_sdk_sqs::types::Message], arn: &str) -> String {
-    let records = messages
-        .iter()
-        .map(|m| {
-            let attributes: HashMap<&str, &str> = m
-                .attributes()
-                .into_iter()
-                .flatten()
-                .map(|(name, value)| (name.as_str(), value.as_str()))
-                .collect();
-            json!({
-                "messageId": m.message_id(),
-                "receiptHandle": m.receipt_handle(),
-                "body": m.body(),
-                "attributes": attributes,
-                "messageAttributes": {},
-                "md5OfBody": m.md5_of_body(),
-                "eventSource": "aws:sqs",
-                "eventSourceARN": arn,
-                "awsRegion": "us-east-1"
-            })
-        })
-        .collect();
-    batch(records)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -448,8 +407,12 @@ async fn poison_messages_reach_the_dead_letter_queue_through_the_redrive_policy(
     let table = bookings_table(&moto).await;
     put_booking(&moto, &table, "bk-5", "PENDING").await;
     let dlq = moto.create_queue("booking-requests-dlq").await.unwrap();
-    let dlq_arn = queue_arn(&moto, &dlq).await;
-    let (queue, arn) = queue_with_redrive(&moto, &dlq_arn, 2).await;
+    let dlq_arn = SqsEventSource::new(&moto, &dlq)
+        .await
+        .unwrap()
+        .queue_arn()
+        .to_owned();
+    let queue = queue_with_redrive(&moto, &dlq_arn, 2).await;
     let (emulator, function) = start_worker(&moto, &table, &[("QUEUE_MAX_RECEIVE_COUNT", "2")]);
 
     let good = requested("bk-5");
@@ -467,46 +430,20 @@ async fn poison_messages_reach_the_dead_letter_queue_through_the_redrive_policy(
 
     // What Lambda's event source mapping does: receive, invoke, delete what succeeded, and let
     // the failed records become visible again (at once, here).
-    let sqs = moto.sqs();
+    let source = SqsEventSource::new(&moto, &queue).await.unwrap();
     let mut failures: HashMap<String, u32> = HashMap::new();
     let mut rounds = Vec::new();
     for _ in 0..6 {
-        let received = sqs
-            .receive_message()
-            .queue_url(&queue)
-            .max_number_of_messages(10)
-            .visibility_timeout(30)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .send()
-            .await
-            .unwrap();
-        let messages = received.messages.unwrap_or_default();
-        rounds.push(messages.len());
-        if messages.is_empty() {
+        let Some(delivery) = source.deliver(&emulator).await.unwrap() else {
+            rounds.push(0);
             break;
-        }
-        let failed = failed_ids(&emulator, &function, &event_of(&messages, &arn));
-        for message in &messages {
-            let id = message.message_id().unwrap_or_default();
-            let handle = message.receipt_handle().unwrap_or_default();
-            if failed.contains(id) {
+        };
+        rounds.push(delivery.messages.len());
+        for message in &delivery.messages {
+            if delivery.failed.contains(message.message_id().unwrap_or_default()) {
                 *failures
                     .entry(message.body().unwrap_or_default().to_owned())
                     .or_default() += 1;
-                sqs.change_message_visibility()
-                    .queue_url(&queue)
-                    .receipt_handle(handle)
-                    .visibility_timeout(0)
-                    .send()
-                    .await
-                    .unwrap();
-            } else {
-                sqs.delete_message()
-                    .queue_url(&queue)
-                    .receipt_handle(handle)
-                    .send()
-                    .await
-                    .unwrap();
             }
         }
     }
