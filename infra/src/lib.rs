@@ -3,9 +3,12 @@
 //! Keel's generator: files that describe the deployment are written from code and checked in,
 //! and a test fails when a checked-in file is stale (as rust-analyzer's `xtask codegen` does).
 //!
-//! - [`template`]: the SAM template, `infra/template.yaml` — the booking API with the Keel
-//!   extension layer, the idempotency table, the error topic and dead-letter queue, one KMS key,
-//!   least-privilege roles.
+//! - [`template`]: the SAM template, `infra/template.yaml` — the booking API (HTTP API with a JWT
+//!   authorizer), the booking worker (reading the booking queue, subscribed to the booking topic,
+//!   with its dead-letter queue) and the canary hook (a CodeDeploy `PreTraffic` hook checking the
+//!   booking API), each with the Keel extension layer and every variable its code and Keel read;
+//!   the bookings and idempotency tables, the booking topic, the error topic and dead-letter
+//!   queue, one KMS key, least-privilege roles.
 //! - [`yaml`]: the ordered YAML writer it is written with.
 //!
 //! ```sh

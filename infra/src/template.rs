@@ -1,12 +1,16 @@
-//! The SAM template (`infra/template.yaml`): the booking API, the Keel extension layer every
-//! function carries, and what Keel routes and stores to — the idempotency table, the error
-//! topic and the dead-letter queue — under one customer-managed KMS key, with least-privilege
-//! roles: each function may touch only its own table items, topic, queue, key and log group.
+//! The SAM template (`infra/template.yaml`): the three booking functions — the booking API, the
+//! booking worker and the canary hook —, the Keel extension layer every function carries, what
+//! they read and write — the bookings table, the booking topic and the queue subscribed to it —
+//! and what Keel routes and stores to — the idempotency table, the error topic and the
+//! dead-letter queue —, all under one customer-managed KMS key, with least-privilege roles: each
+//! function may touch only its own tables, topics, queues, key and log group.
 //!
-//! Paths are relative to `infra/`: functions come from `cargo lambda build --release` (with
-//! `--arm64` for arm64; `target/lambda/<function>/bootstrap`), the layers from
-//! `scripts/package-extension.sh` (`target/layers/keel-extension-<architecture>.zip`). The
-//! `Architecture` parameter picks the functions' instruction set and the layer they carry.
+//! Every function is written by one helper: one binary of `functions/`, its `KEEL_SERVICE`, the
+//! variables its code reads, its role and its log group. Paths are relative to `infra/`:
+//! functions come from `cargo lambda build --release` (with `--arm64` for arm64;
+//! `target/lambda/<function>/bootstrap`), the layers from `scripts/package-extension.sh`
+//! (`target/layers/keel-extension-<architecture>.zip`). The `Architecture` parameter picks the
+//! functions' instruction set and the layer they carry.
 
 use crate::yaml::{list, map, s, Node};
 
@@ -19,6 +23,46 @@ pub const ARCHITECTURES: [(&str, &str); 2] = [
     ("x86_64", "KeelExtensionLayerX8664"),
     ("arm64", "KeelExtensionLayerArm64"),
 ];
+
+/// Seconds a function may run unless it says otherwise (the `Globals` timeout): the booking
+/// API's.
+pub const FUNCTION_TIMEOUT_SECONDS: i64 = 10;
+
+/// Seconds the booking worker may run on one batch. Records are confirmed one after the other,
+/// each with a few DynamoDB calls (its idempotency record, the conditional write) of at most 3 s
+/// each.
+pub const WORKER_TIMEOUT_SECONDS: i64 = 30;
+
+/// Records the booking worker is handed at once.
+pub const WORKER_BATCH_SIZE: i64 = 10;
+
+/// How long the event source waits to fill a batch before invoking the worker.
+pub const WORKER_BATCHING_WINDOW_SECONDS: i64 = 1;
+
+/// Receives of a booking message before the booking queue moves it to its dead-letter queue:
+/// the queue's `maxReceiveCount` and the worker's `QUEUE_MAX_RECEIVE_COUNT` (the worker routes
+/// a record to on-call when it fails on that receive).
+pub const MAX_RECEIVE_COUNT: i64 = 3;
+
+/// The booking queue's visibility timeout: six times the worker's timeout, as AWS recommends for
+/// a queue a Lambda function reads, so that a batch still being processed, or retried by the
+/// event source, is not delivered again meanwhile.
+pub const QUEUE_VISIBILITY_TIMEOUT_SECONDS: i64 = 6 * WORKER_TIMEOUT_SECONDS;
+
+/// The longest SQS keeps a message (14 days): dead letters wait that long to be looked at.
+const DEAD_LETTER_RETENTION_SECONDS: i64 = 1_209_600;
+
+/// Each canary check's time (`CANARY_CHECK_TIMEOUT_MS`): as long as the booking API may run.
+pub const CANARY_CHECK_TIMEOUT_MS: i64 = FUNCTION_TIMEOUT_SECONDS * 1000;
+
+/// What the canary hook keeps of its time for its report to CodeDeploy, after the checks.
+pub const CANARY_REPORT_MARGIN_MS: i64 = 5_500;
+
+/// Seconds the canary hook may run: its two checks in full, one after the other, then the
+/// report.
+pub const HOOK_TIMEOUT_SECONDS: i64 = 30;
+
+const _: () = assert!(2 * CANARY_CHECK_TIMEOUT_MS + CANARY_REPORT_MARGIN_MS <= HOOK_TIMEOUT_SECONDS * 1000);
 
 /// The layer zip for `architecture`, relative to `infra/` (as `scripts/package-extension.sh`
 /// names it).
@@ -50,6 +94,11 @@ pub fn sub(text: &str) -> Node {
     map([("Fn::Sub", s(text))])
 }
 
+/// A mapping from `(key, value)` pairs of any number.
+fn entries<K: Into<String>>(entries: impl IntoIterator<Item = (K, Node)>) -> Node {
+    Node::Map(entries.into_iter().map(|(k, v)| (k.into(), v)).collect())
+}
+
 /// A resource of type `kind` with `properties`.
 fn resource(kind: &str, properties: Node) -> Node {
     map([("Type", s(kind)), ("Properties", properties)])
@@ -61,6 +110,14 @@ fn allow<const N: usize>(actions: [&str; N], resource: Node) -> Node {
         ("Effect", s("Allow")),
         ("Action", Node::List(actions.iter().map(|a| s(*a)).collect())),
         ("Resource", resource),
+    ])
+}
+
+/// A policy document of `statements`.
+fn policy_document(statements: Vec<Node>) -> Node {
+    map([
+        ("Version", s("2012-10-17")),
+        ("Statement", Node::List(statements)),
     ])
 }
 
@@ -76,7 +133,7 @@ pub fn template() -> Node {
         ("Transform", s("AWS::Serverless-2016-10-31")),
         (
             "Description",
-            s("Keel booking functions with the Keel extension layer, the idempotency table, and where their errors are routed"),
+            s("Keel booking functions (API, worker, canary hook) with the Keel extension layer, the bookings and idempotency tables, the booking topic and queue, and where their errors are routed"),
         ),
         ("Parameters", parameters()),
         (
@@ -166,7 +223,7 @@ fn globals() -> Node {
             ("Handler", s("bootstrap")),
             ("Architectures", list([reference("Architecture")])),
             ("MemorySize", 256.into()),
-            ("Timeout", 10.into()),
+            ("Timeout", FUNCTION_TIMEOUT_SECONDS.into()),
             ("Tracing", s("Active")),
             ("KmsKeyArn", get_att("KeelKey", "Arn")),
             // Every function runs beside the Keel extension and hands its errors to it.
@@ -188,162 +245,37 @@ fn globals() -> Node {
 }
 
 fn resources() -> Node {
-    map([
-        ("KeelKey", kms_key()),
-        (ARCHITECTURES[0].1, extension_layer_version(ARCHITECTURES[0].0)),
-        (ARCHITECTURES[1].1, extension_layer_version(ARCHITECTURES[1].0)),
+    let mut resources: Vec<(String, Node)> = vec![
+        ("KeelKey".into(), kms_key()),
         (
-            "IdempotencyTable",
-            map([
-                ("Type", s("AWS::DynamoDB::Table")),
-                // Records live an hour (TTL `expiration`): nothing to keep.
-                ("DeletionPolicy", s("Delete")),
-                ("UpdateReplacePolicy", s("Delete")),
-                (
-                    "Properties",
-                    map([
-                        ("BillingMode", s("PAY_PER_REQUEST")),
-                        (
-                            "AttributeDefinitions",
-                            list([map([("AttributeName", s("id")), ("AttributeType", s("S"))])]),
-                        ),
-                        (
-                            "KeySchema",
-                            list([map([("AttributeName", s("id")), ("KeyType", s("HASH"))])]),
-                        ),
-                        (
-                            "TimeToLiveSpecification",
-                            map([("AttributeName", s("expiration")), ("Enabled", true.into())]),
-                        ),
-                        (
-                            "PointInTimeRecoverySpecification",
-                            map([("PointInTimeRecoveryEnabled", true.into())]),
-                        ),
-                        (
-                            "SSESpecification",
-                            map([
-                                ("SSEEnabled", true.into()),
-                                ("SSEType", s("KMS")),
-                                ("KMSMasterKeyId", reference("KeelKey")),
-                            ]),
-                        ),
-                    ]),
-                ),
-            ]),
-        ),
-        ("BookingsTable", bookings_table()),
-        (
-            "BookingTopic",
-            resource(
-                "AWS::SNS::Topic",
-                map([
-                    ("DisplayName", s("Booking events (BookingRequested)")),
-                    ("KmsMasterKeyId", reference("KeelKey")),
-                ]),
-            ),
+            ARCHITECTURES[0].1.into(),
+            extension_layer_version(ARCHITECTURES[0].0),
         ),
         (
-            "ErrorTopic",
-            resource(
-                "AWS::SNS::Topic",
-                map([
-                    ("DisplayName", s("Keel routed errors")),
-                    ("KmsMasterKeyId", reference("KeelKey")),
-                ]),
-            ),
+            ARCHITECTURES[1].1.into(),
+            extension_layer_version(ARCHITECTURES[1].0),
         ),
+        ("IdempotencyTable".into(), idempotency_table()),
+        ("BookingsTable".into(), bookings_table()),
+        ("BookingTopic".into(), topic("Booking events (BookingRequested)")),
+    ];
+    resources.extend(booking_queue());
+    resources.extend([
+        ("ErrorTopic".into(), topic("Keel routed errors")),
+        // Envelopes SNS did not take.
+        ("ErrorDeadLetterQueue".into(), dead_letter_queue()),
+    ]);
+    resources.extend(booking_api().resources());
+    resources.extend([
+        ("BookingHttpApi".into(), http_api()),
         (
-            "ErrorDeadLetterQueue",
-            resource(
-                "AWS::SQS::Queue",
-                map([
-                    // The longest SQS keeps a message: 14 days to look at what SNS missed.
-                    ("MessageRetentionPeriod", 1_209_600.into()),
-                    ("KmsMasterKeyId", reference("KeelKey")),
-                    ("KmsDataKeyReusePeriodSeconds", 300.into()),
-                ]),
-            ),
-        ),
-        ("BookingApiFunction", booking_api()),
-        (
-            "BookingApiRole",
-            function_role(vec![
-                allow(
-                    [
-                        "dynamodb:GetItem",
-                        "dynamodb:PutItem",
-                        "dynamodb:UpdateItem",
-                        "dynamodb:DeleteItem",
-                    ],
-                    get_att("IdempotencyTable", "Arn"),
-                ),
-                // Bookings: transactions are made of these actions.
-                allow(
-                    ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
-                    get_att("BookingsTable", "Arn"),
-                ),
-                allow(["dynamodb:Query"], sub("${BookingsTable.Arn}/index/by-customer")),
-                allow(["sns:Publish"], reference("BookingTopic")),
-                allow(["sns:Publish"], reference("ErrorTopic")),
-                allow(["sqs:SendMessage"], get_att("ErrorDeadLetterQueue", "Arn")),
-                allow(["kms:Decrypt", "kms:GenerateDataKey"], get_att("KeelKey", "Arn")),
-            ]),
-        ),
-        (
-            "BookingApiLogGroup",
-            log_group(sub("/aws/lambda/${BookingApiFunction}")),
-        ),
-        (
-            "BookingApiLogPolicy",
-            log_policy("BookingApiRole", "BookingApiLogGroup"),
-        ),
-        (
-            "BookingHttpApi",
-            resource(
-                "AWS::Serverless::HttpApi",
-                map([
-                    (
-                        "Auth",
-                        map([
-                            (
-                                "Authorizers",
-                                map([(
-                                    "BookingJwt",
-                                    map([
-                                        ("IdentitySource", s("$request.header.Authorization")),
-                                        (
-                                            "JwtConfiguration",
-                                            map([
-                                                ("issuer", reference("JwtIssuer")),
-                                                ("audience", list([reference("JwtAudience")])),
-                                            ]),
-                                        ),
-                                    ]),
-                                )]),
-                            ),
-                            ("DefaultAuthorizer", s("BookingJwt")),
-                        ]),
-                    ),
-                    (
-                        "AccessLogSettings",
-                        map([
-                            ("DestinationArn", get_att("BookingApiAccessLogs", "Arn")),
-                            (
-                                "Format",
-                                s(
-                                    r#"{"requestId":"$context.requestId","ip":"$context.identity.sourceIp","routeKey":"$context.routeKey","status":"$context.status","latencyMs":"$context.responseLatency","integrationError":"$context.integrationErrorMessage"}"#,
-                                ),
-                            ),
-                        ]),
-                    ),
-                ]),
-            ),
-        ),
-        (
-            "BookingApiAccessLogs",
+            "BookingApiAccessLogs".into(),
             log_group(sub("/keel/${AWS::StackName}/booking-api-access")),
         ),
-    ])
+    ]);
+    resources.extend(booking_worker().resources());
+    resources.extend(canary_hook().resources());
+    Node::Map(resources)
 }
 
 /// The Keel extension layer built for `architecture`.
@@ -367,12 +299,13 @@ fn extension_layer_version(architecture: &str) -> Node {
     )
 }
 
-/// The key for the table, the topic, the queue, the logs and the functions' environment.
+/// The key for the tables, the topics, the queues, the logs and the functions' environment.
 fn kms_key() -> Node {
     let account = map([("AWS", sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root"))]);
     let logs = map([("Service", sub("logs.${AWS::Region}.amazonaws.com"))]);
+    let sns = map([("Service", s("sns.amazonaws.com"))]);
     resource("AWS::KMS::Key", map([
-                ("Description", s("Keel: booking tables, routed errors and logs")),
+                ("Description", s("Keel: booking tables, topics and queues, routed errors, logs and function environments")),
                 ("EnableKeyRotation", true.into()),
                 (
                     "KeyPolicy",
@@ -414,6 +347,32 @@ fn kms_key() -> Node {
                                         )]),
                                     ),
                                 ]),
+                                // SNS encrypts what the booking topic delivers to the booking
+                                // queue with this key. The condition cannot name the topic: the
+                                // topic is encrypted with this key, so a reference to it here
+                                // would be a circular dependency; it names this account's topics
+                                // in this region, and the queue's policy admits only the booking
+                                // topic.
+                                map([
+                                    ("Sid", s("SnsDeliversToThisStacksEncryptedQueues")),
+                                    ("Effect", s("Allow")),
+                                    ("Principal", sns),
+                                    (
+                                        "Action",
+                                        list([s("kms:GenerateDataKey*"), s("kms:Decrypt")]),
+                                    ),
+                                    ("Resource", s("*")),
+                                    (
+                                        "Condition",
+                                        map([(
+                                            "ArnLike",
+                                            map([(
+                                                "aws:SourceArn",
+                                                sub("arn:${AWS::Partition}:sns:${AWS::Region}:${AWS::AccountId}:*"),
+                                            )]),
+                                        )]),
+                                    ),
+                                ]),
                             ]),
                         ),
                     ]),
@@ -421,42 +380,285 @@ fn kms_key() -> Node {
             ]))
 }
 
-/// A function's role: `statements`, plus X-Ray (which has no resource-level permissions); its
-/// log group's permissions come with [`log_policy`] (the log group is named after the function,
-/// which needs the role first).
+/// A DynamoDB table billed per request, with point-in-time recovery, encrypted with the key:
+/// `properties` (attributes, keys, indexes, TTL) between the billing mode and those settings;
+/// `policy` is what happens to its items when the stack or the table goes (`Delete` or
+/// `Retain`).
+fn table<const N: usize>(policy: &str, properties: [(&str, Node); N]) -> Node {
+    let mut all = vec![("BillingMode", s("PAY_PER_REQUEST"))];
+    all.extend(properties);
+    all.extend([
+        (
+            "PointInTimeRecoverySpecification",
+            map([("PointInTimeRecoveryEnabled", true.into())]),
+        ),
+        (
+            "SSESpecification",
+            map([
+                ("SSEEnabled", true.into()),
+                ("SSEType", s("KMS")),
+                ("KMSMasterKeyId", reference("KeelKey")),
+            ]),
+        ),
+    ]);
+    map([
+        ("Type", s("AWS::DynamoDB::Table")),
+        ("DeletionPolicy", s(policy)),
+        ("UpdateReplacePolicy", s(policy)),
+        ("Properties", entries(all)),
+    ])
+}
+
+/// `{AttributeName: name, AttributeType: S}`.
+fn string_attribute(name: &str) -> Node {
+    map([("AttributeName", s(name)), ("AttributeType", s("S"))])
+}
+
+/// `{AttributeName: name, KeyType: kind}`.
+fn key(name: &str, kind: &str) -> Node {
+    map([("AttributeName", s(name)), ("KeyType", s(kind))])
+}
+
+/// The idempotency records of the functions that keep them (keyed by `<function>#<hash>`).
+fn idempotency_table() -> Node {
+    // Records live an hour (TTL `expiration`): nothing to keep.
+    table(
+        "Delete",
+        [
+            ("AttributeDefinitions", list([string_attribute("id")])),
+            ("KeySchema", list([key("id", "HASH")])),
+            (
+                "TimeToLiveSpecification",
+                map([("AttributeName", s("expiration")), ("Enabled", true.into())]),
+            ),
+        ],
+    )
+}
+
+/// The bookings table: key `pk` (bookings and resources), GSI `by-customer`.
+fn bookings_table() -> Node {
+    // Bookings are the business's records: kept if the stack goes.
+    table(
+        "Retain",
+        [
+            (
+                "AttributeDefinitions",
+                list([
+                    string_attribute("pk"),
+                    string_attribute("customer_id"),
+                    string_attribute("created_at"),
+                ]),
+            ),
+            ("KeySchema", list([key("pk", "HASH")])),
+            (
+                "GlobalSecondaryIndexes",
+                list([map([
+                    ("IndexName", s("by-customer")),
+                    (
+                        "KeySchema",
+                        list([key("customer_id", "HASH"), key("created_at", "RANGE")]),
+                    ),
+                    ("Projection", map([("ProjectionType", s("ALL"))])),
+                ])]),
+            ),
+        ],
+    )
+}
+
+/// An SNS topic encrypted with the key.
+fn topic(display_name: &str) -> Node {
+    resource(
+        "AWS::SNS::Topic",
+        map([
+            ("DisplayName", s(display_name)),
+            ("KmsMasterKeyId", reference("KeelKey")),
+        ]),
+    )
+}
+
+/// An SQS queue encrypted with the key, with `properties` first.
+fn queue<const N: usize>(properties: [(&str, Node); N]) -> Node {
+    let mut all = Vec::from(properties);
+    all.extend([
+        ("KmsMasterKeyId", reference("KeelKey")),
+        ("KmsDataKeyReusePeriodSeconds", 300.into()),
+    ]);
+    resource("AWS::SQS::Queue", entries(all))
+}
+
+/// A dead-letter queue: messages kept as long as SQS keeps any, to be looked at.
+fn dead_letter_queue() -> Node {
+    queue([("MessageRetentionPeriod", DEAD_LETTER_RETENTION_SECONDS.into())])
+}
+
+/// The booking queue, subscribed to the booking topic (raw delivery: a body is the
+/// `BookingRequested` message), that the booking worker reads; what it fails to process
+/// [`MAX_RECEIVE_COUNT`] times moves to its dead-letter queue.
+fn booking_queue() -> [(String, Node); 4] {
+    let sns = map([("Service", s("sns.amazonaws.com"))]);
+    [
+        (
+            "BookingQueue".into(),
+            queue([
+                ("VisibilityTimeout", QUEUE_VISIBILITY_TIMEOUT_SECONDS.into()),
+                (
+                    "RedrivePolicy",
+                    map([
+                        ("deadLetterTargetArn", get_att("BookingQueueDeadLetters", "Arn")),
+                        ("maxReceiveCount", MAX_RECEIVE_COUNT.into()),
+                    ]),
+                ),
+            ]),
+        ),
+        ("BookingQueueDeadLetters".into(), dead_letter_queue()),
+        (
+            "BookingQueuePolicy".into(),
+            resource(
+                "AWS::SQS::QueuePolicy",
+                map([
+                    ("Queues", list([reference("BookingQueue")])),
+                    (
+                        "PolicyDocument",
+                        policy_document(vec![map([
+                            ("Sid", s("BookingTopicDelivers")),
+                            ("Effect", s("Allow")),
+                            ("Principal", sns),
+                            ("Action", list([s("sqs:SendMessage")])),
+                            ("Resource", get_att("BookingQueue", "Arn")),
+                            (
+                                "Condition",
+                                map([("ArnEquals", map([("aws:SourceArn", reference("BookingTopic"))]))]),
+                            ),
+                        ])]),
+                    ),
+                ]),
+            ),
+        ),
+        (
+            "BookingQueueSubscription".into(),
+            resource(
+                "AWS::SNS::Subscription",
+                map([
+                    ("TopicArn", reference("BookingTopic")),
+                    ("Protocol", s("sqs")),
+                    ("Endpoint", get_att("BookingQueue", "Arn")),
+                    ("RawMessageDelivery", true.into()),
+                ]),
+            ),
+        ),
+    ]
+}
+
+/// A function of `functions/` as the template deploys it, wrapped by Keel: the Keel extension
+/// layer, the relay's address and where errors are routed come from `Globals`; this adds its
+/// `KEEL_SERVICE`, its idempotency records when it keeps them, its own variables, and its
+/// role, log group and log policy.
+struct KeelFunction {
+    /// The logical ids' stem: `<id>Function`, `<id>Role`, `<id>LogGroup`, `<id>LogPolicy`.
+    id: &'static str,
+    /// The binary (`functions/<binary>`, built by cargo-lambda); also its `KEEL_SERVICE`.
+    binary: &'static str,
+    description: &'static str,
+    /// Whether it keeps idempotency records (`Idempotency::from_env`) in `IdempotencyTable`.
+    idempotent: bool,
+    /// The variables its own code reads.
+    variables: Vec<(&'static str, Node)>,
+    /// What its own code may do.
+    statements: Vec<Node>,
+    /// Further properties of the function (name, timeout, events).
+    properties: Vec<(&'static str, Node)>,
+    /// Why it needs no dead-letter queue for asynchronous invocations (checkov's CKV_AWS_116).
+    no_async_dlq: &'static str,
+}
+
+impl KeelFunction {
+    /// The function, its role, its log group and the policy writing to it.
+    fn resources(self) -> [(String, Node); 4] {
+        let id = self.id;
+        let mut variables = vec![("KEEL_SERVICE", s(self.binary))];
+        let mut statements = Vec::new();
+        if self.idempotent {
+            variables.push(("KEEL_IDEMPOTENCY_TABLE", reference("IdempotencyTable")));
+            statements.push(allow(
+                [
+                    "dynamodb:GetItem",
+                    "dynamodb:PutItem",
+                    "dynamodb:UpdateItem",
+                    "dynamodb:DeleteItem",
+                ],
+                get_att("IdempotencyTable", "Arn"),
+            ));
+        }
+        variables.extend(self.variables);
+        statements.extend(self.statements);
+        let mut properties = vec![
+            ("Description", s(self.description)),
+            ("CodeUri", s(format!("../target/lambda/{}/", self.binary))),
+            ("Environment", map([("Variables", entries(variables))])),
+            ("Role", get_att(&format!("{id}Role"), "Arn")),
+        ];
+        properties.extend(self.properties);
+        let function = map([
+            ("Type", s("AWS::Serverless::Function")),
+            (
+                "Metadata",
+                map([(
+                    "checkov",
+                    map([(
+                        "skip",
+                        list([
+                            checkov_skip("CKV_AWS_116", self.no_async_dlq),
+                            checkov_skip("CKV_AWS_117", "calls only AWS service endpoints (DynamoDB, SNS, SQS, Lambda, CodeDeploy); there are no VPC resources to reach"),
+                            checkov_skip("CKV_AWS_115", "reserved concurrency takes a share of the account's limit: a per-account decision (booking-api bounds its calls towards partners with Keel's concurrency guards)"),
+                        ]),
+                    )]),
+                )]),
+            ),
+            ("Properties", entries(properties)),
+        ]);
+        [
+            (format!("{id}Function"), function),
+            (format!("{id}Role"), function_role(statements)),
+            (
+                format!("{id}LogGroup"),
+                log_group(sub(&format!("/aws/lambda/${{{id}Function}}"))),
+            ),
+            (
+                format!("{id}LogPolicy"),
+                log_policy(&format!("{id}Role"), &format!("{id}LogGroup")),
+            ),
+        ]
+    }
+}
+
+/// A function's role: `statements`, plus what every Keel function does — route its errors to
+/// the error topic, else the dead-letter queue, use the key (the topic, the queue and its own
+/// environment are encrypted with it), and send X-Ray traces (no resource-level permissions);
+/// its log group's permissions come with [`log_policy`] (the log group is named after the
+/// function, which needs the role first).
 fn function_role(mut statements: Vec<Node>) -> Node {
-    statements.push(allow(
-        ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
-        s("*"),
-    ));
+    statements.extend([
+        allow(["sns:Publish"], reference("ErrorTopic")),
+        allow(["sqs:SendMessage"], get_att("ErrorDeadLetterQueue", "Arn")),
+        allow(["kms:Decrypt", "kms:GenerateDataKey"], get_att("KeelKey", "Arn")),
+        allow(["xray:PutTraceSegments", "xray:PutTelemetryRecords"], s("*")),
+    ]);
     resource(
         "AWS::IAM::Role",
         map([
             (
                 "AssumeRolePolicyDocument",
-                map([
-                    ("Version", s("2012-10-17")),
-                    (
-                        "Statement",
-                        list([map([
-                            ("Effect", s("Allow")),
-                            ("Principal", map([("Service", s("lambda.amazonaws.com"))])),
-                            ("Action", s("sts:AssumeRole")),
-                        ])]),
-                    ),
-                ]),
+                policy_document(vec![map([
+                    ("Effect", s("Allow")),
+                    ("Principal", map([("Service", s("lambda.amazonaws.com"))])),
+                    ("Action", s("sts:AssumeRole")),
+                ])]),
             ),
             (
                 "Policies",
                 list([map([
                     ("PolicyName", s("function")),
-                    (
-                        "PolicyDocument",
-                        map([
-                            ("Version", s("2012-10-17")),
-                            ("Statement", Node::List(statements)),
-                        ]),
-                    ),
+                    ("PolicyDocument", policy_document(statements)),
                 ])]),
             ),
         ]),
@@ -472,16 +674,10 @@ fn log_policy(role: &str, log_group: &str) -> Node {
             ("Roles", list([reference(role)])),
             (
                 "PolicyDocument",
-                map([
-                    ("Version", s("2012-10-17")),
-                    (
-                        "Statement",
-                        list([allow(
-                            ["logs:CreateLogStream", "logs:PutLogEvents"],
-                            get_att(log_group, "Arn"),
-                        )]),
-                    ),
-                ]),
+                policy_document(vec![allow(
+                    ["logs:CreateLogStream", "logs:PutLogEvents"],
+                    get_att(log_group, "Arn"),
+                )]),
             ),
         ]),
     )
@@ -498,60 +694,192 @@ fn log_group(name: Node) -> Node {
     )
 }
 
-fn booking_api() -> Node {
-    map([
-        ("Type", s("AWS::Serverless::Function")),
-        (
-            "Metadata",
-            map([(
-                "checkov",
+/// The booking API, behind the HTTP API.
+fn booking_api() -> KeelFunction {
+    KeelFunction {
+        id: "BookingApi",
+        binary: "booking-api",
+        description: "Booking API (HTTP API), wrapped by Keel",
+        idempotent: true,
+        variables: vec![
+            ("BOOKINGS_TABLE", reference("BookingsTable")),
+            ("BOOKING_TOPIC_ARN", reference("BookingTopic")),
+        ],
+        statements: vec![
+            // Bookings: transactions are made of these actions.
+            allow(
+                ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+                get_att("BookingsTable", "Arn"),
+            ),
+            allow(["dynamodb:Query"], sub("${BookingsTable.Arn}/index/by-customer")),
+            allow(["sns:Publish"], reference("BookingTopic")),
+        ],
+        properties: vec![("Events", api_routes())],
+        no_async_dlq: "invoked synchronously by the HTTP API: failed requests are answered, and routed to the error topic or the dead-letter queue by Keel; an asynchronous-invocation DLQ would never be used",
+    }
+}
+
+/// The booking worker, reading the booking queue: it confirms the bookings the API created.
+fn booking_worker() -> KeelFunction {
+    KeelFunction {
+        id: "BookingWorker",
+        binary: "booking-worker",
+        description: "Booking worker: confirms requested bookings from the booking queue, wrapped by Keel",
+        // At most once per SQS message id.
+        idempotent: true,
+        variables: vec![
+            ("BOOKINGS_TABLE", reference("BookingsTable")),
+            ("QUEUE_MAX_RECEIVE_COUNT", s(MAX_RECEIVE_COUNT.to_string())),
+        ],
+        statements: vec![
+            // Confirming is a conditional UpdateItem, with a GetItem when the failed condition
+            // brings no item back; UpdateItem and ConditionCheckItem also make a transaction
+            // over a booking and its resource's item (`RESOURCE#…`).
+            allow(
+                [
+                    "dynamodb:GetItem",
+                    "dynamodb:UpdateItem",
+                    "dynamodb:ConditionCheckItem",
+                ],
+                get_att("BookingsTable", "Arn"),
+            ),
+            // The event source mapping reads the queue with the function's role.
+            allow(
+                [
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:GetQueueAttributes",
+                ],
+                get_att("BookingQueue", "Arn"),
+            ),
+        ],
+        properties: vec![
+            ("Timeout", WORKER_TIMEOUT_SECONDS.into()),
+            (
+                "Events",
                 map([(
-                    "skip",
-                    list([
-                        checkov_skip("CKV_AWS_116", "invoked synchronously by the HTTP API: failed requests are answered, and routed to the error topic or the dead-letter queue by Keel; an asynchronous-invocation DLQ would never be used"),
-                        checkov_skip("CKV_AWS_117", "talks only to DynamoDB, SNS and SQS over their public endpoints; no VPC resources to reach"),
-                        checkov_skip("CKV_AWS_115", "concurrency towards partners is bounded by Keel's concurrency guards; reserving account concurrency is a per-account decision"),
-                    ]),
-                )]),
-            )]),
-        ),
-        (
-            "Properties",
-            map([
-                ("Description", s("Booking API (HTTP API), wrapped by Keel")),
-                ("CodeUri", s("../target/lambda/booking-api/")),
-                (
-                    "Environment",
-                    map([(
-                        "Variables",
+                    "BookingQueue",
+                    resource(
+                        "SQS",
                         map([
-                            ("KEEL_SERVICE", s("booking-api")),
-                            ("KEEL_IDEMPOTENCY_TABLE", reference("IdempotencyTable")),
-                            ("BOOKINGS_TABLE", reference("BookingsTable")),
-                            ("BOOKING_TOPIC_ARN", reference("BookingTopic")),
+                            ("Queue", get_att("BookingQueue", "Arn")),
+                            ("BatchSize", WORKER_BATCH_SIZE.into()),
+                            (
+                                "MaximumBatchingWindowInSeconds",
+                                WORKER_BATCHING_WINDOW_SECONDS.into(),
+                            ),
+                            // The worker answers with the records that failed; SQS retries
+                            // only those.
+                            ("FunctionResponseTypes", list([s("ReportBatchItemFailures")])),
                         ]),
-                    )]),
-                ),
-                ("Role", get_att("BookingApiRole", "Arn")),
-                ("Events", api_routes()),
-            ]),
-        ),
-    ])
+                    ),
+                )]),
+            ),
+        ],
+        no_async_dlq: "invoked synchronously by the SQS event source mapping: failed records go back to the booking queue, whose redrive policy moves them to BookingQueueDeadLetters; an asynchronous-invocation DLQ would never be used",
+    }
+}
+
+/// The canary hook: checks a new version of the booking API before CodeDeploy shifts traffic
+/// to it. `TARGET_FUNCTION` is the booking API function itself until its versions are deployed
+/// through CodeDeploy.
+fn canary_hook() -> KeelFunction {
+    KeelFunction {
+        id: "CanaryHook",
+        binary: "canary-hook",
+        description: "Canary hook: CodeDeploy PreTraffic checks of a new booking API version, wrapped by Keel",
+        idempotent: false,
+        variables: vec![
+            ("TARGET_FUNCTION", reference("BookingApiFunction")),
+            ("CANARY_CHECK_TIMEOUT_MS", s(CANARY_CHECK_TIMEOUT_MS.to_string())),
+        ],
+        statements: vec![
+            // The function and any of its versions or aliases.
+            allow(
+                ["lambda:InvokeFunction"],
+                list([
+                    get_att("BookingApiFunction", "Arn"),
+                    sub("${BookingApiFunction.Arn}:*"),
+                ]),
+            ),
+            // The action takes the deployment group's ARN; the stack has no CodeDeploy
+            // application yet to name, so this is any of this account's deployment groups in
+            // this region.
+            allow(
+                ["codedeploy:PutLifecycleEventHookExecutionStatus"],
+                sub("arn:${AWS::Partition}:codedeploy:${AWS::Region}:${AWS::AccountId}:deploymentgroup:*/*"),
+            ),
+        ],
+        properties: vec![
+            // CodeDeploy's managed role for Lambda deployments (AWSCodeDeployRoleForLambda) may
+            // invoke only functions named `CodeDeployHook_*`. Function names have at most 64
+            // characters: stack names of at most 37 fit.
+            (
+                "FunctionName",
+                sub("CodeDeployHook_${AWS::StackName}-booking-api"),
+            ),
+            ("Timeout", HOOK_TIMEOUT_SECONDS.into()),
+        ],
+        no_async_dlq: "a CodeDeploy lifecycle hook: a failed run is routed to on-call by Keel, and CodeDeploy fails the deployment when the hook reports no status; an event replayed from a DLQ would report on a deployment already decided",
+    }
+}
+
+/// The HTTP API in front of the booking API: JWT authorizer, access logs.
+fn http_api() -> Node {
+    resource(
+        "AWS::Serverless::HttpApi",
+        map([
+            (
+                "Auth",
+                map([
+                    (
+                        "Authorizers",
+                        map([(
+                            "BookingJwt",
+                            map([
+                                ("IdentitySource", s("$request.header.Authorization")),
+                                (
+                                    "JwtConfiguration",
+                                    map([
+                                        ("issuer", reference("JwtIssuer")),
+                                        ("audience", list([reference("JwtAudience")])),
+                                    ]),
+                                ),
+                            ]),
+                        )]),
+                    ),
+                    ("DefaultAuthorizer", s("BookingJwt")),
+                ]),
+            ),
+            (
+                "AccessLogSettings",
+                map([
+                    ("DestinationArn", get_att("BookingApiAccessLogs", "Arn")),
+                    (
+                        "Format",
+                        s(
+                            r#"{"requestId":"$context.requestId","ip":"$context.identity.sourceIp","routeKey":"$context.routeKey","status":"$context.status","latencyMs":"$context.responseLatency","integrationError":"$context.integrationErrorMessage"}"#,
+                        ),
+                    ),
+                ]),
+            ),
+        ]),
+    )
 }
 
 /// The booking API's routes on the HTTP API.
 fn api_routes() -> Node {
     let route = |path: &str, method: &str| {
         let mut properties = vec![
-            ("ApiId".to_owned(), reference("BookingHttpApi")),
-            ("Path".to_owned(), s(path)),
-            ("Method".to_owned(), s(method)),
+            ("ApiId", reference("BookingHttpApi")),
+            ("Path", s(path)),
+            ("Method", s(method)),
         ];
         // The health check answers load balancers and the canary hook without a token.
         if path == "/health" {
-            properties.push(("Auth".to_owned(), map([("Authorizer", s("NONE"))])));
+            properties.push(("Auth", map([("Authorizer", s("NONE"))])));
         }
-        resource("HttpApi", Node::Map(properties))
+        resource("HttpApi", entries(properties))
     };
     map([
         ("CreateBooking", route("/bookings", "POST")),
@@ -561,52 +889,6 @@ fn api_routes() -> Node {
         ("Health", route("/health", "GET")),
         ("Metadata", route("/metadata", "GET")),
         ("Manager", route("/manager", "POST")),
-    ])
-}
-
-/// The bookings table: key `pk` (bookings and resources), GSI `by-customer`.
-fn bookings_table() -> Node {
-    let attribute = |name: &str| map([("AttributeName", s(name)), ("AttributeType", s("S"))]);
-    let key = |name: &str, kind: &str| map([("AttributeName", s(name)), ("KeyType", s(kind))]);
-    map([
-        ("Type", s("AWS::DynamoDB::Table")),
-        // Bookings are the business's records: kept if the stack goes.
-        ("DeletionPolicy", s("Retain")),
-        ("UpdateReplacePolicy", s("Retain")),
-        (
-            "Properties",
-            map([
-                ("BillingMode", s("PAY_PER_REQUEST")),
-                (
-                    "AttributeDefinitions",
-                    list([attribute("pk"), attribute("customer_id"), attribute("created_at")]),
-                ),
-                ("KeySchema", list([key("pk", "HASH")])),
-                (
-                    "GlobalSecondaryIndexes",
-                    list([map([
-                        ("IndexName", s("by-customer")),
-                        (
-                            "KeySchema",
-                            list([key("customer_id", "HASH"), key("created_at", "RANGE")]),
-                        ),
-                        ("Projection", map([("ProjectionType", s("ALL"))])),
-                    ])]),
-                ),
-                (
-                    "PointInTimeRecoverySpecification",
-                    map([("PointInTimeRecoveryEnabled", true.into())]),
-                ),
-                (
-                    "SSESpecification",
-                    map([
-                        ("SSEEnabled", true.into()),
-                        ("SSEType", s("KMS")),
-                        ("KMSMasterKeyId", reference("KeelKey")),
-                    ]),
-                ),
-            ]),
-        ),
     ])
 }
 
@@ -652,6 +934,31 @@ fn outputs() -> Node {
         (
             "BookingTopicArn",
             output("Booking events (BookingRequested)", reference("BookingTopic")),
+        ),
+        (
+            "BookingQueueUrl",
+            output(
+                "BookingRequested messages the booking worker confirms",
+                reference("BookingQueue"),
+            ),
+        ),
+        (
+            "BookingQueueDeadLettersUrl",
+            output(
+                "Booking messages the worker failed on every receive (each was routed to on-call)",
+                reference("BookingQueueDeadLetters"),
+            ),
+        ),
+        (
+            "BookingWorkerFunctionName",
+            output("The booking worker", reference("BookingWorkerFunction")),
+        ),
+        (
+            "CanaryHookFunctionName",
+            output(
+                "The canary hook, a CodeDeploy PreTraffic hook for the booking API",
+                reference("CanaryHookFunction"),
+            ),
         ),
     ])
 }
