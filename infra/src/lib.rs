@@ -7,8 +7,9 @@
 //!   authorizer), the booking worker (reading the booking queue, subscribed to the booking topic,
 //!   with its dead-letter queue) and the canary hook (a CodeDeploy `PreTraffic` hook checking the
 //!   booking API), each with the Keel extension layer and every variable its code and Keel read;
-//!   the bookings and idempotency tables, the booking topic, the error topic and dead-letter
-//!   queue, one KMS key, least-privilege roles.
+//!   the bookings, idempotency and concurrency-slots tables (the last shared by the booking
+//!   API's guard across its execution environments), the booking topic, the error topic and
+//!   dead-letter queue, one KMS key, least-privilege roles.
 //! - [`yaml`]: the ordered YAML writer it is written with.
 //!
 //! ```sh

@@ -1,9 +1,10 @@
 //! The SAM template (`infra/template.yaml`): the three booking functions — the booking API, the
 //! booking worker and the canary hook —, the Keel extension layer every function carries, what
 //! they read and write — the bookings table, the booking topic and the queue subscribed to it —
-//! and what Keel routes and stores to — the idempotency table, the error topic and the
-//! dead-letter queue —, all under one customer-managed KMS key, with least-privilege roles: each
-//! function may touch only its own tables, topics, queues, key and log group.
+//! and what Keel routes and stores to — the idempotency table, the concurrency-slots table of the
+//! booking API's guard, the error topic and the dead-letter queue —, all under one
+//! customer-managed KMS key, with least-privilege roles: each function may touch only its own
+//! tables, topics, queues, key and log group.
 //!
 //! Every function is written by one helper: one binary of `functions/`, its `KEEL_SERVICE`, the
 //! variables its code reads, its role and its log group. Paths are relative to `infra/`:
@@ -63,6 +64,35 @@ pub const CANARY_REPORT_MARGIN_MS: i64 = 5_500;
 pub const HOOK_TIMEOUT_SECONDS: i64 = 30;
 
 const _: () = assert!(2 * CANARY_CHECK_TIMEOUT_MS + CANARY_REPORT_MARGIN_MS <= HOOK_TIMEOUT_SECONDS * 1000);
+
+/// A table one of Keel's stores keeps its items in: a string partition key and a TTL attribute
+/// (epoch seconds). These are the facts of keel-runtime's `TableDefinition`s, repeated here so
+/// that the generator does not build the runtime; a test checks that they agree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeelTable {
+    /// The partition key (string).
+    pub key_attribute: &'static str,
+    /// The TTL attribute (epoch seconds).
+    pub ttl_attribute: &'static str,
+}
+
+/// The idempotency records' table (`keel_runtime::idempotency::TABLE`): key `id`
+/// (`<function>#<hash>`), TTL `expiration`.
+pub const IDEMPOTENCY_TABLE: KeelTable = KeelTable {
+    key_attribute: "id",
+    ttl_attribute: "expiration",
+};
+
+/// The concurrency slots' table (`keel_runtime::concurrency::SLOT_TABLE`): key `id`
+/// (`<key>#<n>`), TTL `expiration` (an hour after the slot's lease).
+pub const SLOT_TABLE: KeelTable = KeelTable {
+    key_attribute: "id",
+    ttl_attribute: "expiration",
+};
+
+/// What Keel's DynamoDB slot store does on the slots table: take a slot with a conditional
+/// `PutItem`, free it with a conditional `DeleteItem`.
+pub const SLOT_ACTIONS: [&str; 2] = ["dynamodb:PutItem", "dynamodb:DeleteItem"];
 
 /// The layer zip for `architecture`, relative to `infra/` (as `scripts/package-extension.sh`
 /// names it).
@@ -133,7 +163,7 @@ pub fn template() -> Node {
         ("Transform", s("AWS::Serverless-2016-10-31")),
         (
             "Description",
-            s("Keel booking functions (API, worker, canary hook) with the Keel extension layer, the bookings and idempotency tables, the booking topic and queue, and where their errors are routed"),
+            s("Keel booking functions (API, worker, canary hook) with the Keel extension layer, the bookings, idempotency and concurrency-slot tables, the booking topic and queue, and where their errors are routed"),
         ),
         ("Parameters", parameters()),
         (
@@ -256,6 +286,7 @@ fn resources() -> Node {
             extension_layer_version(ARCHITECTURES[1].0),
         ),
         ("IdempotencyTable".into(), idempotency_table()),
+        ("ConcurrencySlotsTable".into(), concurrency_slots_table()),
         ("BookingsTable".into(), bookings_table()),
         ("BookingTopic".into(), topic("Booking events (BookingRequested)")),
     ];
@@ -419,20 +450,39 @@ fn key(name: &str, kind: &str) -> Node {
     map([("AttributeName", s(name)), ("KeyType", s(kind))])
 }
 
-/// The idempotency records of the functions that keep them (keyed by `<function>#<hash>`).
-fn idempotency_table() -> Node {
-    // Records live an hour (TTL `expiration`): nothing to keep.
+/// A table of one of Keel's stores: its string partition key, items removed by TTL. What it holds
+/// expires by itself: nothing to keep when the stack or the table goes.
+fn keel_table(definition: KeelTable) -> Node {
     table(
         "Delete",
         [
-            ("AttributeDefinitions", list([string_attribute("id")])),
-            ("KeySchema", list([key("id", "HASH")])),
+            (
+                "AttributeDefinitions",
+                list([string_attribute(definition.key_attribute)]),
+            ),
+            ("KeySchema", list([key(definition.key_attribute, "HASH")])),
             (
                 "TimeToLiveSpecification",
-                map([("AttributeName", s("expiration")), ("Enabled", true.into())]),
+                map([
+                    ("AttributeName", s(definition.ttl_attribute)),
+                    ("Enabled", true.into()),
+                ]),
             ),
         ],
     )
+}
+
+/// The idempotency records of the functions that keep them (keyed by `<function>#<hash>`; they
+/// live an hour).
+fn idempotency_table() -> Node {
+    keel_table(IDEMPOTENCY_TABLE)
+}
+
+/// The slots of the concurrency guards configured from the environment (`<key>#<n>`, leased
+/// until the invocation's deadline, removed by TTL an hour later when never freed): shared by
+/// every execution environment, so that a guard's limit holds across all of them.
+fn concurrency_slots_table() -> Node {
+    keel_table(SLOT_TABLE)
 }
 
 /// The bookings table: key `pk` (bookings and resources), GSI `by-customer`.
@@ -551,8 +601,8 @@ fn booking_queue() -> [(String, Node); 4] {
 
 /// A function of `functions/` as the template deploys it, wrapped by Keel: the Keel extension
 /// layer, the relay's address and where errors are routed come from `Globals`; this adds its
-/// `KEEL_SERVICE`, its idempotency records when it keeps them, its own variables, and its
-/// role, log group and log policy.
+/// `KEEL_SERVICE`, its idempotency records when it keeps them, its concurrency slots when it
+/// guards, its own variables, and its role, log group and log policy.
 struct KeelFunction {
     /// The logical ids' stem: `<id>Function`, `<id>Role`, `<id>LogGroup`, `<id>LogPolicy`.
     id: &'static str,
@@ -561,6 +611,9 @@ struct KeelFunction {
     description: &'static str,
     /// Whether it keeps idempotency records (`Idempotency::from_env`) in `IdempotencyTable`.
     idempotent: bool,
+    /// Whether it configures a concurrency guard from the environment
+    /// (`ConcurrencyGuard::with_env`): its slots are then in `ConcurrencySlotsTable`.
+    guarded: bool,
     /// The variables its own code reads.
     variables: Vec<(&'static str, Node)>,
     /// What its own code may do.
@@ -588,6 +641,10 @@ impl KeelFunction {
                 ],
                 get_att("IdempotencyTable", "Arn"),
             ));
+        }
+        if self.guarded {
+            variables.push(("KEEL_CONCURRENCY_TABLE", reference("ConcurrencySlotsTable")));
+            statements.push(allow(SLOT_ACTIONS, get_att("ConcurrencySlotsTable", "Arn")));
         }
         variables.extend(self.variables);
         statements.extend(self.statements);
@@ -701,6 +758,8 @@ fn booking_api() -> KeelFunction {
         binary: "booking-api",
         description: "Booking API (HTTP API), wrapped by Keel",
         idempotent: true,
+        // One guard per `resource_id` of a new booking.
+        guarded: true,
         variables: vec![
             ("BOOKINGS_TABLE", reference("BookingsTable")),
             ("BOOKING_TOPIC_ARN", reference("BookingTopic")),
@@ -727,6 +786,7 @@ fn booking_worker() -> KeelFunction {
         description: "Booking worker: confirms requested bookings from the booking queue, wrapped by Keel",
         // At most once per SQS message id.
         idempotent: true,
+        guarded: false,
         variables: vec![
             ("BOOKINGS_TABLE", reference("BookingsTable")),
             ("QUEUE_MAX_RECEIVE_COUNT", s(MAX_RECEIVE_COUNT.to_string())),
@@ -789,6 +849,7 @@ fn canary_hook() -> KeelFunction {
         binary: "canary-hook",
         description: "Canary hook: CodeDeploy PreTraffic checks of a new booking API version, wrapped by Keel",
         idempotent: false,
+        guarded: false,
         variables: vec![
             ("TARGET_FUNCTION", reference("BookingApiFunction")),
             ("CANARY_CHECK_TIMEOUT_MS", s(CANARY_CHECK_TIMEOUT_MS.to_string())),
@@ -926,6 +987,13 @@ fn outputs() -> Node {
         (
             "IdempotencyTableName",
             output("Idempotency records", reference("IdempotencyTable")),
+        ),
+        (
+            "ConcurrencySlotsTableName",
+            output(
+                "Concurrency slots of the booking API's guard (per resource_id)",
+                reference("ConcurrencySlotsTable"),
+            ),
         ),
         (
             "BookingsTableName",

@@ -2,7 +2,8 @@
 //! deploys fits the code: every function carries the Keel extension layer built by
 //! `scripts/package-extension.sh` (`tests/tests/it/extension.rs` checks the zip is where the
 //! template looks), gets every variable its code and Keel read, and its role is least
-//! privilege; the booking worker reads the queue subscribed to the topic the booking API
+//! privilege; Keel's tables are keyed as its stores expect, and a guarded function may do on the
+//! slots table exactly what the slot store does; the booking worker reads the queue subscribed to the topic the booking API
 //! publishes to, with the queue's redrive count; the canary hook is named and timed as CodeDeploy
 //! and its checks need.
 //!
@@ -14,7 +15,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::LazyLock;
 
-use keel_infra::template::RELAY_ADDR;
+use keel_infra::template::{KeelTable, RELAY_ADDR, SLOT_ACTIONS};
 use regex::Regex;
 use serde_json::Value;
 
@@ -215,6 +216,53 @@ fn variables_read_by(binary: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Whether a function's code configures a concurrency guard from the environment: a
+/// `ConcurrencyGuard::…(…)` chain calling `.with_env()`, which reads `KEEL_CONCURRENCY_TABLE`.
+fn guards_from_env(source: &str) -> bool {
+    static WITH_ENV: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"\bConcurrencyGuard::\w+\([^;]*?\.with_env\(\)").unwrap());
+    WITH_ENV.is_match(source)
+}
+
+/// The logical id of the table a variable refers to (`{Ref: <table>}`).
+fn table_of(variables: &serde_json::Map<String, Value>, name: &str) -> &'static str {
+    let target = var(variables, name)["Ref"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name} does not refer to a table: {variables:?}"));
+    let (table, resource) = resources()
+        .get_key_value(target)
+        .unwrap_or_else(|| panic!("{name} refers to {target}, which the template lacks"));
+    assert_eq!(resource["Type"], "AWS::DynamoDB::Table", "{name}: {table}");
+    table
+}
+
+/// The actions `statements` allow on the table `table` (on its ARN, or on anything under it).
+fn actions_on(statements: &[&Value], table: &str) -> BTreeSet<String> {
+    statements
+        .iter()
+        .filter(|statement| statement["Effect"] == "Allow")
+        .filter(|statement| statement["Resource"].to_string().contains(table))
+        .flat_map(|statement| actions(statement))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn guards_from_env_recognises_a_guard_configured_from_the_environment() {
+    assert!(guards_from_env(
+        "let guard = ConcurrencyGuard::per_key(api::resource_of, LIMIT)\n        .with_env()\n        .await?;"
+    ));
+    assert!(guards_from_env(
+        r#"ConcurrencyGuard::per_pointer("/resource_id", 5).with_env().await?"#
+    ));
+    assert!(!guards_from_env(
+        r#"let guard = ConcurrencyGuard::global("partner", 5); Idempotency::from_env().await?;"#
+    ));
+    assert!(!guards_from_env(
+        "use keel_runtime::concurrency::ConcurrencyGuard;\nlet x = config.with_env();"
+    ));
+}
+
 #[test]
 fn the_template_lints_clean() {
     let (output, _) = &*LINTED;
@@ -345,11 +393,27 @@ fn every_function_gets_every_variable_its_code_and_keel_read() {
             &ref_to("ErrorDeadLetterQueue"),
             "{name}"
         );
-        if source_of(&binary).contains("Idempotency::from_env") {
+        let source = source_of(&binary);
+        if source.contains("Idempotency::from_env") {
             assert_eq!(
                 var(variables, "KEEL_IDEMPOTENCY_TABLE"),
                 &ref_to("IdempotencyTable"),
                 "{name}"
+            );
+        }
+        // A concurrency guard configured from the environment counts in memory, within one
+        // execution environment, unless it gets the slots table; a function without one gets
+        // neither the table nor access to it.
+        if guards_from_env(&source) {
+            assert_eq!(
+                var(variables, "KEEL_CONCURRENCY_TABLE"),
+                &ref_to("ConcurrencySlotsTable"),
+                "{name}"
+            );
+        } else {
+            assert!(
+                !variables.contains_key("KEEL_CONCURRENCY_TABLE"),
+                "{name} ({binary}) guards nothing from the environment: {variables:?}"
             );
         }
 
@@ -385,7 +449,124 @@ fn every_function_gets_every_variable_its_code_and_keel_read() {
                 );
             }
         }
+        if variables.contains_key("KEEL_CONCURRENCY_TABLE") {
+            for action in SLOT_ACTIONS {
+                assert!(
+                    allows(&statements, action, &arn_of("ConcurrencySlotsTable")),
+                    "{name}: {action}"
+                );
+            }
+        }
     }
+}
+
+#[test]
+fn keels_tables_are_keyed_and_expire_as_its_stores_expect() {
+    let runtime = [
+        (
+            "KEEL_IDEMPOTENCY_TABLE",
+            keel_infra::template::IDEMPOTENCY_TABLE,
+            keel_runtime::idempotency::TABLE,
+        ),
+        (
+            "KEEL_CONCURRENCY_TABLE",
+            keel_infra::template::SLOT_TABLE,
+            keel_runtime::concurrency::SLOT_TABLE,
+        ),
+    ];
+    for (variable, template, expected) in runtime {
+        // The generator's copy of the runtime's definition.
+        assert_eq!(
+            template,
+            KeelTable {
+                key_attribute: expected.key_attribute,
+                ttl_attribute: expected.ttl_attribute,
+            },
+            "{variable}"
+        );
+
+        // The table the functions are given: keyed, expiring and kept as the runtime expects.
+        let (_, function) = functions()
+            .into_iter()
+            .map(|(id, _, function)| (id, function))
+            .find(|(_, function)| variables(function).contains_key(variable))
+            .unwrap_or_else(|| panic!("no function gets {variable}"));
+        let id = table_of(variables(function), variable);
+        let table = &resources()[id];
+        let properties = &table["Properties"];
+        assert_eq!(
+            properties["KeySchema"],
+            serde_json::json!([{ "AttributeName": expected.key_attribute, "KeyType": "HASH" }]),
+            "{id}"
+        );
+        assert_eq!(
+            properties["AttributeDefinitions"],
+            serde_json::json!([{ "AttributeName": expected.key_attribute, "AttributeType": "S" }]),
+            "{id}"
+        );
+        assert_eq!(
+            properties["TimeToLiveSpecification"],
+            serde_json::json!({ "AttributeName": expected.ttl_attribute, "Enabled": true }),
+            "{id}"
+        );
+        assert_eq!(properties["BillingMode"], "PAY_PER_REQUEST", "{id}");
+        assert_eq!(
+            properties["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], true,
+            "{id}"
+        );
+        assert_eq!(
+            properties["SSESpecification"],
+            serde_json::json!({ "SSEEnabled": true, "SSEType": "KMS", "KMSMasterKeyId": ref_to("KeelKey") }),
+            "{id}"
+        );
+        // What it holds expires by itself.
+        assert_eq!(table["DeletionPolicy"], "Delete", "{id}");
+    }
+}
+
+#[test]
+fn a_guarded_function_may_do_on_the_slots_table_exactly_what_the_slot_store_does() {
+    // The calls Keel's DynamoDB slot store makes (`self.client.put_item()…`), as IAM actions.
+    let store =
+        std::fs::read_to_string(keel_tests::workspace_root().join("runtime/src/concurrency/dynamodb.rs"))
+            .unwrap();
+    let calls: BTreeSet<String> = Regex::new(r"\.client\s*\.([a-z_]+)\(\)")
+        .unwrap()
+        .captures_iter(&store)
+        .map(|c| {
+            let operation: String = c[1]
+                .split('_')
+                .map(|word| {
+                    let mut chars = word.chars();
+                    chars
+                        .next()
+                        .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
+                        .unwrap_or_default()
+                })
+                .collect();
+            format!("dynamodb:{operation}")
+        })
+        .collect();
+    assert!(!calls.is_empty(), "no DynamoDB calls found in the slot store");
+    let granted: BTreeSet<String> = SLOT_ACTIONS.iter().map(|a| (*a).to_owned()).collect();
+    assert_eq!(granted, calls, "SLOT_ACTIONS are the slot store's calls");
+
+    let mut guarded = 0;
+    for (name, _, function) in functions() {
+        let variables = variables(function);
+        let on_slots = actions_on(&role_statements(function), "ConcurrencySlotsTable");
+        if variables.contains_key("KEEL_CONCURRENCY_TABLE") {
+            guarded += 1;
+            assert_eq!(
+                table_of(variables, "KEEL_CONCURRENCY_TABLE"),
+                "ConcurrencySlotsTable"
+            );
+            assert_eq!(on_slots, calls, "{name}");
+        } else {
+            assert!(on_slots.is_empty(), "{name} may {on_slots:?} on the slots table");
+        }
+    }
+    assert!(guarded > 0, "no function gets the slots table");
 }
 
 #[test]
