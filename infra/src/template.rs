@@ -763,6 +763,8 @@ fn booking_api() -> KeelFunction {
         variables: vec![
             ("BOOKINGS_TABLE", reference("BookingsTable")),
             ("BOOKING_TOPIC_ARN", reference("BookingTopic")),
+            // Each log line carries API Gateway's request id, as its access logs do.
+            ("KEEL_CORRELATION_ID_POINTER", s("/requestContext/requestId")),
         ],
         statements: vec![
             // Bookings: transactions are made of these actions.

@@ -4,6 +4,8 @@
 //!   SDK clients pointed at it and helpers that create uniquely named tables, topics and queues;
 //! - [`Emulator`]: the cargo-lambda Lambda emulator (Runtime and Extensions APIs) on a free port;
 //! - [`FunctionProcess`]: a function binary running against the emulator, its stdout captured;
+//! - [`ApiGateway`]: API Gateway's HTTP API on 127.0.0.1, turning plain HTTP requests into
+//!   payload 2.0 events for a function under the emulator;
 //! - [`SqsEventSource`]: Lambda's SQS event source mapping, feeding a queue's batches to a
 //!   function.
 //!
@@ -16,6 +18,7 @@
 
 #![warn(missing_docs)]
 
+pub mod api_gateway;
 pub mod emf_spec;
 mod emulator;
 mod event_source;
@@ -25,6 +28,7 @@ mod process;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use api_gateway::ApiGateway;
 pub use emulator::{Emulator, FunctionProcess, Invocation};
 pub use event_source::{Delivery, SqsEventSource};
 pub use moto::{BookingStack, CountRequests, Moto};
@@ -133,20 +137,20 @@ pub fn build_example(name: &str) -> Result<PathBuf, HarnessError> {
 pub fn build_workspace() -> Result<PathBuf, HarnessError> {
     static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
     BUILT
-        .get_or_init(|| cargo_build(&["--workspace", "--all-targets"]).map_err(|e| e.to_string()))
+        .get_or_init(|| cargo_build(&["--workspace", "--all-targets"], true).map_err(|e| e.to_string()))
         .clone()
         .map_err(HarnessError::Setup)
 }
 
 /// Builds just the binaries `names` (for a runner outside the test build, such as
-/// `keel-local`), with the caller's profile and target directory; returns that profile's
-/// directory.
+/// `keel-local`), with the caller's profile and target directory, showing cargo's progress;
+/// returns that profile's directory.
 pub fn build_binaries(names: &[&str]) -> Result<PathBuf, HarnessError> {
     let args: Vec<&str> = names.iter().flat_map(|name| ["--bin", name]).collect();
-    cargo_build(&args)
+    cargo_build(&args, false)
 }
 
-fn cargo_build(what: &[&str]) -> Result<PathBuf, HarnessError> {
+fn cargo_build(what: &[&str], quiet: bool) -> Result<PathBuf, HarnessError> {
     let failed = || HarnessError::Build(what.join(" "));
     // Test executables live in <target>/<profile>/deps, binaries in <target>/<profile>.
     let profile_dir = std::env::current_exe()
@@ -160,7 +164,8 @@ fn cargo_build(what: &[&str]) -> Result<PathBuf, HarnessError> {
     let target_dir = profile_dir.parent().ok_or_else(failed)?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = std::process::Command::new(cargo)
-        .args(["build", "--quiet"])
+        .arg("build")
+        .args(quiet.then_some("--quiet"))
         .args(what)
         .arg("--target-dir")
         .arg(target_dir)

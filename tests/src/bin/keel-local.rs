@@ -1,250 +1,718 @@
-//! Runs Keel's main job locally: the booking API, wrapped by Keel, served by the Lambda emulator,
-//! with its idempotency records in DynamoDB (a moto server).
+//! Runs Keel's main job locally: the booking API and the booking worker, wrapped by Keel, under
+//! the Lambda emulator, with the template's tables, topics and queues in a moto server.
 //!
-//! It builds `booking-api`, starts a moto server and creates the idempotency table, starts the
-//! cargo-lambda emulator on a free 127.0.0.1 port and the function against it, sends a few
-//! booking requests (accepted, retried, refused, malformed) and prints each answer with the log
-//! lines and EMF documents the function wrote for it — what Lambda would send to CloudWatch
-//! Logs. With `--serve` it then keeps running for your own requests until interrupted.
+//! It builds `booking-api`, `booking-worker` and `keel-extension` (showing cargo's progress),
+//! starts a moto server and creates the resources `infra/template.yaml` defines (the bookings
+//! and idempotency tables, the booking topic and the worker's queue, the error topic with an
+//! on-call queue, the error dead-letter queue), starts the cargo-lambda emulator, the Keel
+//! extension beside booking-api, booking-api and booking-worker, and an API Gateway stand-in on
+//! 127.0.0.1 that turns plain HTTP requests into HTTP API events. Then it takes a tour — create,
+//! retry (replayed), key reused, conflict, invalid input, read, the worker confirming, list,
+//! cancel, a closed resource's booking rejected, a failure routed to on-call — printing each
+//! request, its answer and the log lines and EMF documents it caused, and ends with a summary of
+//! the metrics emitted.
+//!
+//! ```text
+//! keel-local [--serve] [--no-tour] [--port N] [--api-processes N]
+//! ```
+//!
+//! `--serve` keeps everything up for your own requests (`curl http://127.0.0.1:PORT/...`), with
+//! the worker fed from the booking queue as Lambda's event source mapping would, until Ctrl-C or
+//! SIGTERM; `--no-tour` skips the tour; `--port` picks the API's port (default 3000; `0` takes a
+//! free one); `--api-processes` runs that many booking-api processes, which serve requests at
+//! once as concurrent execution environments do. Everything started is stopped on exit, on
+//! Ctrl-C, or if this process dies.
 //!
 //! `scripts/local.sh` installs the tools and runs this.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use keel_tests::{build_binaries, free_port, wait_until, Emulator, FunctionProcess, HarnessError, Moto};
+use keel_tests::{
+    build_binaries, free_port, wait_until, ApiGateway, BookingStack, Emulator, FunctionProcess, HarnessError,
+    Moto, SqsEventSource,
+};
 use serde_json::{json, Value};
 
-fn api_event(correlation_id: &str, key: &str, method: &str, target: &str, body: Option<Value>) -> String {
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let parameters: serde_json::Map<String, Value> = query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(name, value)| (name.to_owned(), Value::String(value.to_owned())))
-        .collect();
-    let mut headers = json!({"content-type": "application/json", "x-correlation-id": correlation_id});
-    if !key.is_empty() {
-        headers["idempotency-key"] = Value::String(key.to_owned());
-    }
-    json!({
-        "version": "2.0",
-        "routeKey": format!("{method} {path}"),
-        "rawPath": path,
-        "rawQueryString": query,
-        "queryStringParameters": parameters,
-        "headers": headers,
-        "requestContext": {"http": {"method": method, "path": path}},
-        "body": body.map(|b| b.to_string()),
-        "isBase64Encoded": false
-    })
-    .to_string()
+/// The API's port unless `--port` says otherwise.
+const DEFAULT_PORT: u16 = 3000;
+
+/// What the command line asked for.
+#[derive(Debug)]
+struct Options {
+    serve: bool,
+    tour: bool,
+    port: u16,
+    api_processes: usize,
 }
 
-fn samples() -> Vec<(&'static str, String)> {
-    let booking = |resource: &str, email: &str| {
-        json!({
-            "resource_id": resource, "customer_id": "cust-7", "guests": 2,
-            "start": format!("{}T10:00:00Z", keel_tests::future_date(2)), "end": format!("{}T11:00:00Z", keel_tests::future_date(2)), "email": email
-        })
+fn usage(reason: &str) -> HarnessError {
+    HarnessError::Setup(format!(
+        "{reason}\nusage: keel-local [--serve] [--no-tour] [--port N] [--api-processes N]"
+    ))
+}
+
+fn options() -> Result<Options, HarnessError> {
+    let mut options = Options {
+        serve: false,
+        tour: true,
+        port: DEFAULT_PORT,
+        api_processes: 1,
     };
-    vec![
-        (
-            "a booking request (Idempotency-Key: order-1)",
-            api_event(
-                "demo-1",
-                "order-1",
-                "POST",
-                "/bookings",
-                Some(booking("room-1", "ada@example.com")),
-            ),
-        ),
-        (
-            "the same request retried (replayed from DynamoDB: same booking, not booked twice)",
-            api_event(
-                "demo-1b",
-                "order-1",
-                "POST",
-                "/bookings",
-                Some(booking("room-1", "ada@example.com")),
-            ),
-        ),
-        (
-            "another booking request",
-            api_event(
-                "demo-2",
-                "order-2",
-                "POST",
-                "/bookings",
-                Some(booking("room-2", "alan@example.com")),
-            ),
-        ),
-        (
-            "the key order-1 reused for another booking (refused, 422)",
-            api_event(
-                "demo-2b",
-                "order-1",
-                "POST",
-                "/bookings",
-                Some(booking("room-3", "ada@example.com")),
-            ),
-        ),
-        (
-            "an overlapping booking of room-1 (refused: BOOKING_CONFLICT, 409)",
-            api_event(
-                "demo-2c",
-                "order-5",
-                "POST",
-                "/bookings",
-                Some(json!({
-                    "resource_id": "room-1", "customer_id": "cust-8", "guests": 1,
-                    "start": format!("{}T10:30:00Z", keel_tests::future_date(2)), "end": format!("{}T11:30:00Z", keel_tests::future_date(2))
-                })),
-            ),
-        ),
-        (
-            "cust-7's bookings, newest first",
-            api_event(
-                "demo-2d",
-                "",
-                "GET",
-                "/bookings?customer_id=cust-7&limit=10",
-                None,
-            ),
-        ),
-        (
-            "a refused request (end before start)",
-            api_event(
-                "demo-3",
-                "order-3",
-                "POST",
-                "/bookings",
-                Some(json!({
-                    "resource_id": "room-1", "customer_id": "c", "guests": 1,
-                    "start": format!("{}T11:00:00Z", keel_tests::future_date(2)), "end": format!("{}T10:00:00Z", keel_tests::future_date(2))
-                })),
-            ),
-        ),
-        (
-            "an event that is not an API Gateway request (the invocation fails)",
-            json!({
-                "headers": {"x-correlation-id": "demo-4", "idempotency-key": "order-4"},
-                "body": 5,
-                "guest": {"email": "eve@example.com"}
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--serve" => options.serve = true,
+            "--no-tour" => options.tour = false,
+            "--port" => {
+                options.port = args
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .ok_or_else(|| usage("--port takes a port number"))?;
+            }
+            "--api-processes" => {
+                options.api_processes = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| (1..=16).contains(n))
+                    .ok_or_else(|| usage("--api-processes takes a number from 1 to 16"))?;
+            }
+            other => return Err(usage(&format!("unknown argument `{other}`"))),
+        }
+    }
+    Ok(options)
+}
+
+/// Prints what is starting, on stderr (the tour goes to stdout).
+fn step(what: &str) {
+    eprintln!("keel-local: {what}");
+}
+
+fn setup_failed(what: &str) -> impl FnOnce(String) -> HarnessError + '_ {
+    move |reason| HarnessError::Setup(format!("{what}: {reason}"))
+}
+
+/// Everything the tour and the server use.
+struct Stack {
+    moto: Moto,
+    bookings: BookingStack,
+    on_call: String,
+    /// The emulator serving booking-api, and the one serving booking-worker.
+    api_emulator: Emulator,
+    worker_emulator: Emulator,
+    extension: FunctionProcess,
+    api: Vec<FunctionProcess>,
+    worker: FunctionProcess,
+    gateway: ApiGateway,
+    booking_queue: SqsEventSource,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Stack {
+    fn start(options: &Options) -> Result<Self, HarnessError> {
+        step("building booking-api, booking-worker and keel-extension (the first build takes a few minutes)");
+        let built = build_binaries(&["booking-api", "booking-worker", "keel-extension"])?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| HarnessError::Spawn {
+                name: "tokio runtime".into(),
+                source,
+            })?;
+        step("starting the moto server (DynamoDB, SNS, SQS) …");
+        let moto = Moto::start()?;
+        step(&format!("moto: pid {} at {}", moto.pid(), moto.endpoint()));
+
+        step("creating the template's resources in moto …");
+        let idempotency = runtime
+            // Key `id`, TTL on `expiration`: the idempotency table's definition.
+            .block_on(moto.create_table("booking-idempotency", Some("expiration")))
+            .map_err(|e| setup_failed("the idempotency table")(e.to_string()))?;
+        // Where failed invocations go: the error topic (with on-call's queue subscribed) and a DLQ.
+        let (error_topic, on_call) = runtime.block_on(moto.subscribed_topic("booking-errors"))?;
+        let error_dlq = runtime
+            .block_on(moto.create_queue("booking-errors-dlq"))
+            .map_err(|e| setup_failed("the error dead-letter queue")(e.to_string()))?;
+        // The bookings table, the booking topic and the worker's queue subscribed to it.
+        let bookings = runtime.block_on(moto.booking_stack())?;
+        let booking_queue = runtime.block_on(SqsEventSource::new(&moto, &bookings.events_queue))?;
+        for (what, name) in [
+            ("bookings table", bookings.table.as_str()),
+            ("idempotency table", idempotency.as_str()),
+            ("booking topic", bookings.topic_arn.as_str()),
+            ("booking queue", bookings.events_queue.as_str()),
+            ("error topic", error_topic.as_str()),
+            ("on-call queue", on_call.as_str()),
+            ("error dead-letter queue", error_dlq.as_str()),
+        ] {
+            step(&format!("  {what}: {name}"));
+        }
+
+        let relay = format!("127.0.0.1:{}", free_port());
+        let telemetry = format!("127.0.0.1:{}", free_port());
+        let mut env = moto.env();
+        env.extend(bookings.env());
+        env.extend(
+            [
+                ("KEEL_IDEMPOTENCY_TABLE", idempotency.as_str()),
+                ("KEEL_ERROR_TOPIC_ARN", error_topic.as_str()),
+                ("KEEL_DLQ_URL", error_dlq.as_str()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
+        let mut api_env = env.clone();
+        api_env.extend(
+            [
+                ("KEEL_SERVICE", "booking-api"),
+                // As the template sets it: API Gateway's request id on every log line.
+                ("KEEL_CORRELATION_ID_POINTER", "/requestContext/requestId"),
+                ("KEEL_LOG_EVENT", "true"),
+                ("KEEL_EXTENSION_ADDR", relay.as_str()),
+                ("KEEL_TELEMETRY_ADDR", telemetry.as_str()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
+
+        step("starting the Lambda emulators (cargo-lambda) …");
+        let api_emulator = Emulator::start()?;
+        let worker_emulator = Emulator::start()?;
+        step(&format!(
+            "emulators: pid {} (booking-api, Runtime API {}), pid {} (booking-worker)",
+            api_emulator.pid(),
+            api_emulator.runtime_api(),
+            worker_emulator.pid()
+        ));
+        // The extension first, as Lambda starts extensions before the runtime: booking-api hands
+        // its errors to the extension's relay, which publishes them after the response.
+        step("starting keel-extension beside booking-api …");
+        let extension = api_emulator.start_function(&built.join("keel-extension"), &api_env)?;
+        if !wait_until(Duration::from_secs(60), || {
+            std::net::TcpStream::connect(&relay).is_ok()
+        }) {
+            return Err(HarnessError::NotReady {
+                name: "keel-extension".into(),
+                waited: Duration::from_secs(60),
+                output: extension.output(),
+            });
+        }
+        step(&format!(
+            "keel-extension: pid {} (relay {relay})",
+            extension.pid()
+        ));
+        let api = (0..options.api_processes)
+            .map(|_| api_emulator.start_function(&built.join("booking-api"), &api_env))
+            .collect::<Result<Vec<_>, _>>()?;
+        let pids: Vec<String> = api.iter().map(|f| f.pid().to_string()).collect();
+        step(&format!("booking-api: pid {}", pids.join(", ")));
+        env.push(("KEEL_SERVICE".to_owned(), "booking-worker".to_owned()));
+        let worker = worker_emulator.start_function(&built.join("booking-worker"), &env)?;
+        step(&format!("booking-worker: pid {}", worker.pid()));
+        let gateway = ApiGateway::start(options.port, &api_emulator.invoke_url()).map_err(|e| {
+            usage(&format!(
+                "{e}\nis port {} taken? pick another with --port",
+                options.port
+            ))
+        })?;
+        step(&format!("API Gateway stand-in: {}", gateway.url()));
+        let stack = Stack {
+            moto,
+            bookings,
+            on_call,
+            api_emulator,
+            worker_emulator,
+            extension,
+            api,
+            worker,
+            gateway,
+            booking_queue,
+            runtime,
+        };
+        stack.wait_healthy()?;
+        Ok(stack)
+    }
+
+    /// Waits until `GET /health` answers 200 through the gateway.
+    fn wait_healthy(&self) -> Result<(), HarnessError> {
+        let url = format!("{}/health", self.gateway.url());
+        let agent = http_agent();
+        if wait_until(Duration::from_secs(60), || {
+            agent.get(&url).call().is_ok_and(|r| r.status() == 200)
+        }) {
+            return Ok(());
+        }
+        Err(HarnessError::NotReady {
+            name: "booking-api".into(),
+            waited: Duration::from_secs(60),
+            output: self.api_output(),
+        })
+    }
+
+    fn api_output(&self) -> String {
+        self.api
+            .iter()
+            .map(FunctionProcess::output)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Hands the booking queue's messages to booking-worker until it is empty, as Lambda's
+    /// event source mapping does; returns how many records were delivered.
+    fn feed_worker(&self) -> Result<usize, HarnessError> {
+        let mut delivered = 0;
+        while let Some(delivery) = self
+            .runtime
+            .block_on(self.booking_queue.deliver(&self.worker_emulator))?
+        {
+            delivered += delivery.messages.len();
+            if !delivery.failed.is_empty() {
+                println!(
+                    "  (the worker failed {} record(s); SQS will retry them)",
+                    delivery.failed.len()
+                );
+            }
+        }
+        Ok(delivered)
+    }
+
+    /// Sets `closed` on a resource's item, as its operators would.
+    fn set_closed(&self, resource_id: &str, closed: bool) -> Result<(), HarnessError> {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        self.runtime
+            .block_on(
+                self.moto
+                    .dynamodb()
+                    .update_item()
+                    .table_name(&self.bookings.table)
+                    .key("pk", AttributeValue::S(format!("RESOURCE#{resource_id}")))
+                    .update_expression("SET closed = :closed")
+                    .expression_attribute_values(":closed", AttributeValue::Bool(closed))
+                    .send(),
+            )
+            .map(drop)
+            .map_err(|e| {
+                setup_failed("closing a resource")(
+                    aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string(),
+                )
             })
-            .to_string(),
-        ),
-    ]
-}
-
-fn print_new_lines(function: &FunctionProcess, printed: &mut usize) {
-    let lines = function.stdout_lines();
-    for line in &lines[*printed..] {
-        println!("  {line}");
     }
-    *printed = lines.len();
+
+    /// Every stdout line each process has printed, in one place, for the metrics summary.
+    fn all_lines(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self.api.iter().flat_map(FunctionProcess::stdout_lines).collect();
+        lines.extend(self.worker.stdout_lines());
+        lines.extend(self.extension.stdout_lines());
+        lines
+    }
 }
 
-fn main() -> Result<(), HarnessError> {
-    let serve = std::env::args().any(|a| a == "--serve");
-    eprintln!("keel-local: building booking-api and keel-extension …");
-    let built = build_binaries(&["booking-api", "keel-extension"])?;
-    let (binary, extension_binary) = (built.join("booking-api"), built.join("keel-extension"));
-    let moto = Moto::start()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
+fn http_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(35)))
         .build()
-        .map_err(|source| HarnessError::Spawn {
-            name: "tokio runtime".into(),
-            source,
-        })?;
-    let table = runtime
-        // Key `id`, TTL on `expiration`: the idempotency table's definition.
-        .block_on(moto.create_table("booking-idempotency", Some("expiration")))
-        .map_err(|e| HarnessError::Http {
-            url: moto.endpoint().to_owned(),
-            reason: e.to_string(),
-        })?;
-    // Where failed invocations go: an SNS topic on-call's queue subscribes to, and a DLQ.
-    let (topic, on_call) = runtime.block_on(moto.subscribed_topic("booking-errors"))?;
-    let dlq = runtime
-        .block_on(moto.create_queue("booking-errors-dlq"))
-        .map_err(|e| HarnessError::Http {
-            url: moto.endpoint().to_owned(),
-            reason: e.to_string(),
-        })?;
-    // The booking functions' own resources: the bookings table, the booking topic.
-    let stack = runtime.block_on(moto.booking_stack())?;
-    let emulator = Emulator::start()?;
-    let relay = format!("127.0.0.1:{}", free_port());
-    let telemetry = format!("127.0.0.1:{}", free_port());
-    let mut env = moto.env();
-    env.extend(stack.env());
-    env.extend(
-        [
-            ("KEEL_SERVICE", "booking-api"),
-            ("KEEL_CORRELATION_ID_HEADER", "x-correlation-id"),
-            ("KEEL_LOG_EVENT", "true"),
-            ("KEEL_IDEMPOTENCY_TABLE", table.as_str()),
-            ("KEEL_ERROR_TOPIC_ARN", topic.as_str()),
-            ("KEEL_DLQ_URL", dlq.as_str()),
-            ("KEEL_EXTENSION_ADDR", relay.as_str()),
-            ("KEEL_TELEMETRY_ADDR", telemetry.as_str()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned())),
-    );
-    // The extension first (Lambda starts extensions before the runtime): the function hands its
-    // errors to its relay, which publishes them after the response.
-    let extension = emulator.start_function(&extension_binary, &env)?;
-    if !wait_until(Duration::from_secs(60), || {
-        std::net::TcpStream::connect(&relay).is_ok()
-    }) {
-        return Err(HarnessError::NotReady {
-            name: "keel-extension".into(),
-            waited: Duration::from_secs(20),
-            output: extension.output(),
-        });
-    }
-    let function = emulator.start_function(&binary, &env)?;
-    eprintln!(
-        "keel-local: moto pid {} at {}, emulator pid {}, keel-extension pid {} (relay {relay}), booking-api pid {}, Runtime API {}",
-        moto.pid(),
-        moto.endpoint(),
-        emulator.pid(),
-        extension.pid(),
-        function.pid(),
-        emulator.runtime_api()
-    );
+        .into()
+}
 
-    let mut printed = 0;
-    for (what, payload) in samples() {
-        println!("\n▶ {what}");
-        let answer = emulator.invoke(&payload)?;
-        println!("  answer ({}): {}", answer.status, answer.body);
-        // The function writes its lines before it posts the answer; give the pipe a moment.
-        std::thread::sleep(Duration::from_millis(100));
-        print_new_lines(&function, &mut printed);
+/// New stdout lines of the processes followed, printed as they arrive.
+struct Follower<'a> {
+    processes: Vec<(&'a str, &'a FunctionProcess, usize)>,
+}
+
+impl<'a> Follower<'a> {
+    fn new(stack: &'a Stack) -> Self {
+        let mut processes: Vec<(&str, &FunctionProcess, usize)> =
+            stack.api.iter().map(|f| ("booking-api", f, 0)).collect();
+        processes.push(("booking-worker", &stack.worker, 0));
+        processes.push(("keel-extension", &stack.extension, 0));
+        Follower { processes }
     }
 
-    println!("\n▶ what on-call received (the extension published the relayed error to the topic)");
+    /// Prints what was written since the last call; waits up to a second for the first line.
+    fn print_new(&mut self) {
+        let total = |f: &Self| {
+            f.processes
+                .iter()
+                .map(|(_, p, _)| p.stdout_lines().len())
+                .sum::<usize>()
+        };
+        let seen: usize = self.processes.iter().map(|(_, _, n)| n).sum();
+        wait_until(Duration::from_secs(1), || total(self) > seen);
+        // Lines of one invocation arrive together; give the pipes a moment to drain.
+        std::thread::sleep(Duration::from_millis(50));
+        self.print_new_quietly();
+    }
+
+    /// Prints what was written since the last call, without waiting.
+    fn print_new_quietly(&mut self) {
+        for (name, process, printed) in &mut self.processes {
+            let lines = process.stdout_lines();
+            for line in &lines[*printed..] {
+                println!("    {name} │ {line}");
+            }
+            *printed = lines.len();
+        }
+    }
+}
+
+/// One request of the tour, sent through the gateway as plain HTTP.
+fn request(
+    stack: &Stack,
+    follower: &mut Follower<'_>,
+    what: &str,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> Result<Value, HarnessError> {
+    println!("\n▶ {what}");
+    let url = format!("{}{path}", stack.gateway.url());
+    let mut shown = format!("  → {method} {path}");
+    if let Some(key) = key {
+        shown.push_str(&format!("  Idempotency-Key: {key}"));
+    }
+    if let Some(body) = &body {
+        shown.push_str(&format!("  {body}"));
+    }
+    println!("{shown}");
+    let agent = http_agent();
+    let failed = |e: ureq::Error| HarnessError::Http {
+        url: url.clone(),
+        reason: e.to_string(),
+    };
+    let mut response = match (method, body) {
+        ("GET", _) => agent.get(&url).call().map_err(failed)?,
+        (_, body) => {
+            let mut post = agent.post(&url).header("content-type", "application/json");
+            if let Some(key) = key {
+                post = post.header("idempotency-key", key);
+            }
+            match body {
+                Some(body) => post.send(body.to_string()).map_err(failed)?,
+                None => post.send_empty().map_err(failed)?,
+            }
+        }
+    };
+    let status = response.status().as_u16();
+    let replayed = response
+        .headers()
+        .get("idempotent-replayed")
+        .is_some_and(|v| v == "true");
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    let answer: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    println!(
+        "  ← {status}{} {answer}",
+        if replayed {
+            " (Idempotent-Replayed: true)"
+        } else {
+            ""
+        }
+    );
+    follower.print_new();
+    Ok(answer)
+}
+
+fn booking(customer: &str, resource: &str, day: &str, from: u32, to: u32) -> Value {
+    json!({
+        "customer_id": customer, "resource_id": resource, "guests": 2,
+        "start": format!("{day}T{from:02}:00:00Z"), "end": format!("{day}T{to:02}:00:00Z"),
+        "email": format!("{customer}@example.com")
+    })
+}
+
+fn tour(stack: &Stack) -> Result<(), HarnessError> {
+    let mut follower = Follower::new(stack);
+    follower.print_new();
+    let day = keel_tests::future_date(2);
+    let send =
+        |follower: &mut Follower<'_>,
+         what: &str,
+         method: &str,
+         path: &str,
+         key: Option<&str>,
+         body: Option<Value>| { request(stack, follower, what, method, path, key, body) };
+    let created = send(
+        &mut follower,
+        "a booking (stored PENDING, BookingRequested published to the booking topic)",
+        "POST",
+        "/bookings",
+        Some("order-1"),
+        Some(booking("cust-7", "room-1", &day, 10, 11)),
+    )?;
+    let id = created["booking_id"].as_str().unwrap_or("unknown").to_owned();
+    send(
+        &mut follower,
+        "the same request retried (replayed from DynamoDB: the same booking, not booked twice)",
+        "POST",
+        "/bookings",
+        Some("order-1"),
+        Some(booking("cust-7", "room-1", &day, 10, 11)),
+    )?;
+    send(
+        &mut follower,
+        "the key order-1 reused for another booking (refused: 422)",
+        "POST",
+        "/bookings",
+        Some("order-1"),
+        Some(booking("cust-7", "room-3", &day, 10, 11)),
+    )?;
+    send(
+        &mut follower,
+        "another customer's booking of room-1 at an overlapping time (refused: 409 BOOKING_CONFLICT)",
+        "POST",
+        "/bookings",
+        Some("order-2"),
+        Some(booking("cust-8", "room-1", &day, 10, 12)),
+    )?;
+    send(
+        &mut follower,
+        "invalid input: the end before the start (refused: 400, naming the field)",
+        "POST",
+        "/bookings",
+        Some("order-3"),
+        Some(booking("cust-7", "room-1", &day, 12, 11)),
+    )?;
+    send(
+        &mut follower,
+        "a booking without an Idempotency-Key (refused: 400)",
+        "POST",
+        "/bookings",
+        None,
+        Some(booking("cust-7", "room-2", &day, 10, 11)),
+    )?;
+    send(
+        &mut follower,
+        "the booking, read back",
+        "GET",
+        &format!("/bookings/{id}"),
+        None,
+        None,
+    )?;
+
+    println!(
+        "\n▶ booking-worker takes the BookingRequested event from the booking queue and confirms the booking"
+    );
+    let delivered = stack.feed_worker()?;
+    println!("  ({delivered} record(s) delivered to booking-worker)");
+    follower.print_new();
+    send(
+        &mut follower,
+        "the booking, now CONFIRMED",
+        "GET",
+        &format!("/bookings/{id}"),
+        None,
+        None,
+    )?;
+    send(
+        &mut follower,
+        "cust-7's bookings, newest first (a page of the by-customer index)",
+        "GET",
+        "/bookings?customer_id=cust-7&limit=10",
+        None,
+        None,
+    )?;
+    send(
+        &mut follower,
+        "the booking cancelled (its slot freed)",
+        "POST",
+        &format!("/bookings/{id}/cancel"),
+        None,
+        None,
+    )?;
+    send(
+        &mut follower,
+        "cancelled again (200: nothing changes)",
+        "POST",
+        &format!("/bookings/{id}/cancel"),
+        None,
+        None,
+    )?;
+
+    let closed = send(
+        &mut follower,
+        "a booking of room-9, which its operators then close (closed = true on its item)",
+        "POST",
+        "/bookings",
+        Some("order-9"),
+        Some(booking("cust-7", "room-9", &day, 14, 15)),
+    )?;
+    stack.set_closed("room-9", true)?;
+    println!("\n▶ booking-worker rejects the room-9 booking: the resource is closed");
+    stack.feed_worker()?;
+    follower.print_new();
+    let closed_id = closed["booking_id"].as_str().unwrap_or("unknown");
+    send(
+        &mut follower,
+        "the room-9 booking, REJECTED",
+        "GET",
+        &format!("/bookings/{closed_id}"),
+        None,
+        None,
+    )?;
+    send(
+        &mut follower,
+        "health (the table answers)",
+        "GET",
+        "/health",
+        None,
+        None,
+    )?;
+
+    println!(
+        "\n▶ a failure: an event that is not an API Gateway request, invoked directly (the invocation fails)"
+    );
+    let event = json!({
+        "headers": {"idempotency-key": "order-4"},
+        "body": 5,
+        "guest": {"email": "eve@example.com"}
+    });
+    println!("  → Invoke {event}");
+    let answer = stack.api_emulator.invoke(&event.to_string())?;
+    println!("  ← {} {}", answer.status, answer.body);
+    follower.print_new();
+    println!("\n▶ what on-call received (the extension published the relayed error to the error topic)");
     // The extension publishes after the response: it may take a moment.
-    let received = runtime.block_on(moto.wait_for_messages(&on_call, 1, Duration::from_secs(30)))?;
+    let received = stack.runtime.block_on(stack.moto.wait_for_messages(
+        &stack.on_call,
+        1,
+        Duration::from_secs(30),
+    ))?;
     for message in received {
         println!("  {}", message.body().unwrap_or_default());
     }
-    println!("\n▶ what the extension logged");
-    for line in extension.stdout_lines() {
-        println!("  {line}");
-    }
+    follower.print_new();
+    Ok(())
+}
 
-    if serve {
-        println!(
-            "\nServing. Invoke with:\n  curl -X POST {} -d @event.json\nPress Ctrl-C to stop.",
-            emulator.invoke_url()
-        );
-        loop {
-            std::thread::sleep(Duration::from_millis(200));
-            print_new_lines(&function, &mut printed);
+/// One metric's total over the documents: its unit, values recorded, their sum and maximum.
+#[derive(Debug, Default)]
+struct Total {
+    unit: String,
+    samples: usize,
+    sum: f64,
+    max: f64,
+}
+
+/// Prints every metric the EMF documents in `lines` recorded, by name and dimension values.
+fn summarize_metrics(lines: &[String]) {
+    let mut totals: BTreeMap<(String, String), Total> = BTreeMap::new();
+    for document in lines.iter().filter_map(|l| serde_json::from_str::<Value>(l).ok()) {
+        let Some(directives) = document
+            .pointer("/_aws/CloudWatchMetrics")
+            .and_then(Value::as_array)
+        else {
+            continue;
+        };
+        for directive in directives {
+            let dimensions: Vec<String> = directive["Dimensions"]
+                .as_array()
+                .and_then(|sets| sets.first())
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(|name| format!("{name}={}", document[name].as_str().unwrap_or("")))
+                .collect();
+            for metric in directive["Metrics"].as_array().into_iter().flatten() {
+                let name = metric["Name"].as_str().unwrap_or_default().to_owned();
+                let values: Vec<f64> = match &document[&name] {
+                    Value::Array(values) => values.iter().filter_map(Value::as_f64).collect(),
+                    value => value.as_f64().into_iter().collect(),
+                };
+                let total = totals.entry((name, dimensions.join(", "))).or_default();
+                total.unit = metric["Unit"].as_str().unwrap_or("None").to_owned();
+                total.samples += values.len();
+                total.sum += values.iter().sum::<f64>();
+                total.max = values.iter().copied().fold(total.max, f64::max);
+            }
         }
+    }
+    println!("\n▶ the metrics the functions emitted (EMF, as CloudWatch would extract them)");
+    println!(
+        "  {:<30} {:<58} {:>7} {:>10} {:>9}  unit",
+        "metric", "dimensions", "values", "sum", "max"
+    );
+    for ((name, dimensions), total) in &totals {
+        println!(
+            "  {name:<30} {dimensions:<58} {:>7} {:>10} {:>9}  {}",
+            total.samples,
+            round(total.sum),
+            round(total.max),
+            total.unit
+        );
+    }
+}
+
+/// `value` with at most three decimals, for a table.
+fn round(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+/// Serves until Ctrl-C or SIGTERM: feeds the worker from the booking queue and prints the
+/// functions' new lines.
+fn serve(stack: &Stack) -> Result<(), HarnessError> {
+    let url = stack.gateway.url();
+    let day = keel_tests::future_date(3);
+    println!(
+        "\nServing booking-api at {url} (an API Gateway HTTP API stand-in: each request becomes a payload 2.0 event).\n\
+         Without an Authorization header the customer_id you send is trusted, as in any local run; with\n\
+         `Authorization: Bearer <JWT>` its `sub` is the caller, as behind API Gateway's JWT authorizer.\n\
+         booking-worker confirms new bookings as they reach the booking queue. Try:\n\n  \
+         curl -i -X POST {url}/bookings -H 'Idempotency-Key: k1' -H 'content-type: application/json' \\\n    \
+         -d '{{\"customer_id\":\"cust-1\",\"resource_id\":\"room-1\",\"start\":\"{day}T10:00:00Z\",\"end\":\"{day}T11:00:00Z\",\"guests\":2}}'\n  \
+         curl -i {url}/bookings/<booking_id>\n  \
+         curl -i '{url}/bookings?customer_id=cust-1'\n  \
+         curl -i -X POST {url}/bookings/<booking_id>/cancel\n\n\
+         Press Ctrl-C to stop everything."
+    );
+    let mut follower = Follower::new(stack);
+    let stop = async {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match terminate.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    };
+    let work = async {
+        loop {
+            // What Lambda's event source mapping does: poll, deliver, delete what succeeded.
+            if let Err(error) = stack.booking_queue.deliver(&stack.worker_emulator).await {
+                eprintln!("keel-local: polling the booking queue: {error}");
+            }
+            follower.print_new_quietly();
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    stack.runtime.block_on(async {
+        tokio::select! {
+            () = stop => {}
+            () = work => {}
+        }
+    });
+    eprintln!("\nkeel-local: stopping everything …");
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("keel-local: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), HarnessError> {
+    let options = options()?;
+    let stack = Stack::start(&options)?;
+    if options.tour {
+        tour(&stack)?;
+        summarize_metrics(&stack.all_lines());
+    }
+    if options.serve {
+        serve(&stack)?;
     }
     Ok(())
 }

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use keel_tests::{build_binary, wait_until, BookingStack, Emulator, FunctionProcess, Moto, SqsEventSource};
+use keel_tests::{
+    build_binary, wait_until, ApiGateway, BookingStack, Emulator, FunctionProcess, Moto, SqsEventSource,
+};
 use serde_json::{json, Value};
 
 /// An API Gateway HTTP API (payload 2.0) event.
@@ -522,4 +524,54 @@ async fn the_worker_confirms_what_the_api_created_and_rejects_a_closed_resources
         "the worker's EMF counts the confirmation and the rejection:\n{}",
         worker_logs()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_through_the_api_gateway_stand_in_reaches_booking_api() {
+    let api = Api::start(1).await;
+    let gateway = ApiGateway::start(0, &api.emulator.invoke_url()).expect("the gateway listens");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let body = booking("cust-h", "room-h", 9, 10).to_string();
+    let mut created = agent
+        .post(format!("{}/bookings", gateway.url()))
+        .header("Idempotency-Key", "h-1")
+        .send(&body)
+        .expect("an answer");
+    assert_eq!(created.status(), 201, "{}", api.output());
+    assert!(created.headers().contains_key("apigw-requestid"));
+    let created: Value = serde_json::from_str(&created.body_mut().read_to_string().unwrap()).unwrap();
+    let id = created["booking_id"].as_str().expect("a booking id");
+
+    let replayed = agent
+        .post(format!("{}/bookings", gateway.url()))
+        .header("Idempotency-Key", "h-1")
+        .send(&body)
+        .expect("an answer");
+    assert_eq!(replayed.status(), 201);
+    assert_eq!(replayed.headers()["idempotent-replayed"], "true");
+
+    // A bearer token makes its `sub` the caller, as API Gateway's JWT authorizer does.
+    let token = |sub: &str| {
+        use base64::Engine as _;
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({"sub": sub}).to_string());
+        format!("Bearer e30.{claims}.signature")
+    };
+    let read = |authorization: Option<String>| {
+        let mut request = agent.get(format!("{}/bookings/{id}", gateway.url()));
+        if let Some(authorization) = authorization {
+            request = request.header("Authorization", authorization);
+        }
+        request.call().expect("an answer").status().as_u16()
+    };
+    assert_eq!(read(None), 200);
+    assert_eq!(read(Some(token("cust-h"))), 200);
+    assert_eq!(read(Some(token("cust-other"))), 403);
+    let missing = agent
+        .get(format!("{}/bookings/bk-missing", gateway.url()))
+        .call()
+        .expect("an answer");
+    assert_eq!(missing.status(), 404);
 }
