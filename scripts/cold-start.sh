@@ -2,7 +2,10 @@
 # Measures what a function pays for Keel at cold start: the release binaries' sizes and the time
 # from process spawn to the first answer under the Lambda emulator (median of 10), for a bare
 # `lambda_runtime` function, the same function with Keel's logs and metrics only (keel-runtime
-# without default features: no AWS SDK), and booking-api (every layer, DynamoDB, SNS, SQS).
+# without default features: no AWS SDK), and booking-api (every layer, DynamoDB, SNS, SQS) with
+# the booking resources in a moto server: its first request GET /metadata (Keel and the
+# function's init, no AWS call) and POST /bookings (a booking written to DynamoDB and
+# published to SNS).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -16,4 +19,5 @@ cargo build --locked -p keel-tests --bin cold-start
 "$target/debug/cold-start" --rounds "${ROUNDS:-10}" \
   bare="$target/release/examples/bare" \
   logs+metrics="$target/release/examples/hello-logs-metrics" \
-  booking-api="$target/release/booking-api"
+  booking-api="$target/release/booking-api@GET /metadata" \
+  booking-api="$target/release/booking-api@POST /bookings"

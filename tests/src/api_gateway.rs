@@ -6,8 +6,13 @@
 //! Authorization: a request with `Authorization: Bearer <JWT>` is sent as API Gateway sends it
 //! behind a JWT authorizer, with `requestContext.apiId` set and the token's claims in
 //! `requestContext.authorizer.jwt.claims` — decoded, not verified: this is a local stand-in, not
-//! a security boundary. A request without a token is sent without `apiId`, as a local run or a
-//! direct invocation is, which booking-api serves trusting the `customer_id` it is given.
+//! a security boundary. An `Authorization` header that is not a bearer JWT is answered `401
+//! {"message":"Unauthorized"}` without invoking the function, as the authorizer answers. A
+//! request without the header is sent without `apiId`, as a local run or a direct invocation
+//! is, which booking-api serves trusting the `customer_id` it is given.
+//!
+//! Bounds: request bodies up to [`MAX_BODY_BYTES`] (larger: `413`), [`MAX_CONNECTIONS`]
+//! connections at once (more wait to be accepted), 30 s per invocation (then `504`).
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +35,9 @@ pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 
 /// How long API Gateway waits for an HTTP API integration (30 s), and this stand-in too.
 const INTEGRATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// A running front door; stops serving when dropped.
 #[derive(Debug)]
@@ -71,7 +79,11 @@ impl ApiGateway {
             next_id: AtomicU64::new(0),
         });
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let thread = std::thread::spawn(move || runtime.block_on(serve(listener, route, stopped)));
+        let thread = std::thread::spawn(move || {
+            runtime.block_on(serve(listener, route, stopped));
+            // Invocations still under way are abandoned, not waited for.
+            runtime.shutdown_timeout(Duration::from_millis(100));
+        });
         Ok(Self {
             port,
             stop: Some(stop),
@@ -109,12 +121,21 @@ async fn serve(
     let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
         return;
     };
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let stream = tokio::select! {
+        let accepted = async {
+            let permit = Arc::clone(&connections).acquire_owned().await;
+            (permit, listener.accept().await)
+        };
+        let (permit, stream) = tokio::select! {
             _ = &mut stopped => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
+            (permit, accepted) = accepted => match (permit, accepted) {
+                (Ok(permit), Ok((stream, _))) => (permit, stream),
+                _ => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
             },
         };
         let route = Arc::clone(&route);
@@ -123,6 +144,7 @@ async fn serve(
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
+            drop(permit);
         });
     }
 }
@@ -140,19 +162,23 @@ async fn answer(route: Arc<Route>, request: Request<Incoming>) -> Result<Respons
         "local-{epoch_ms:x}-{}",
         route.next_id.fetch_add(1, Ordering::Relaxed)
     );
-    let event = event(&parts, &body.to_bytes(), &route.domain, &request_id, started);
+    let event = match event(&parts, &body.to_bytes(), &route.domain, &request_id, started) {
+        Some(event) => event,
+        None => return Ok(message(StatusCode::UNAUTHORIZED, "Unauthorized")),
+    };
     let invoke = {
         let route = Arc::clone(&route);
         tokio::task::spawn_blocking(move || {
-            let mut response = route.agent.post(&route.invoke_url).send(event.to_string()).ok()?;
+            let mut response = route.agent.post(&route.invoke_url).send(event.to_string())?;
             let status = response.status().as_u16();
-            let text = response.body_mut().read_to_string().ok()?;
-            Some((status, text))
+            let text = response.body_mut().read_to_string()?;
+            Ok::<_, ureq::Error>((status, text))
         })
     };
-    let mut response = match invoke.await.ok().flatten() {
-        Some((200, text)) => response_of(&text),
-        // The function failed, timed out or could not be reached.
+    let mut response = match invoke.await {
+        Ok(Ok((200, text))) => response_of(&text),
+        Ok(Err(ureq::Error::Timeout(_))) => message(StatusCode::GATEWAY_TIMEOUT, "Service Unavailable"),
+        // The function failed or could not be reached.
         _ => message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
     };
     if let Ok(id) = request_id.parse() {
@@ -172,8 +198,9 @@ fn message(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
     response
 }
 
-/// The payload format 2.0 event of a request.
-pub fn event(parts: &Parts, body: &[u8], domain: &str, request_id: &str, now: SystemTime) -> Value {
+/// The payload format 2.0 event of a request; `None` when it carries an `Authorization` header
+/// that is not a bearer JWT (the authorizer refuses it).
+pub fn event(parts: &Parts, body: &[u8], domain: &str, request_id: &str, now: SystemTime) -> Option<Value> {
     let mut headers = Map::new();
     let mut cookies = Vec::new();
     for (name, value) in &parts.headers {
@@ -235,7 +262,8 @@ pub fn event(parts: &Parts, body: &[u8], domain: &str, request_id: &str, now: Sy
         "time": time,
         "timeEpoch": epoch_ms,
     });
-    if let Some(claims) = bearer_claims(headers.get("authorization").and_then(Value::as_str)) {
+    if let Some(authorization) = headers.get("authorization").and_then(Value::as_str) {
+        let claims = bearer_claims(authorization)?;
         context["apiId"] = json!("local");
         context["authorizer"] = json!({"jwt": {"claims": claims, "scopes": null}});
     }
@@ -266,7 +294,7 @@ pub fn event(parts: &Parts, body: &[u8], domain: &str, request_id: &str, now: Sy
     if !body.is_null() {
         event["body"] = body;
     }
-    event
+    Some(event)
 }
 
 /// Whether the body is sent base64-encoded: API Gateway encodes whatever is not text.
@@ -284,8 +312,12 @@ fn is_binary(headers: &Map<String, Value>) -> bool {
 }
 
 /// The claims of a bearer JWT (its middle part, base64url JSON), unverified.
-fn bearer_claims(authorization: Option<&str>) -> Option<Map<String, Value>> {
-    let token = authorization?.strip_prefix("Bearer ")?.trim();
+fn bearer_claims(authorization: &str) -> Option<Map<String, Value>> {
+    let (scheme, token) = authorization.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = token.trim();
     let payload = token.split('.').nth(1)?;
     let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
@@ -308,10 +340,13 @@ fn bearer_claims(authorization: Option<&str>) -> Option<Map<String, Value>> {
 
 /// The HTTP response of a function's answer, as API Gateway maps payload format 2.0: an
 /// object with `statusCode` gives the status, headers, cookies and body (base64-decoded when
-/// `isBase64Encoded`); any other JSON answer is a 200 `application/json` body.
+/// `isBase64Encoded`); any other JSON answer is a 200 `application/json` body; an answer that
+/// is not JSON is a 500.
 pub fn response_of(answer: &str) -> Response<Full<Bytes>> {
-    let parsed: Option<Value> = serde_json::from_str(answer).ok();
-    let Some(proxy) = parsed.filter(|v| v.get("statusCode").is_some()) else {
+    let Ok(parsed) = serde_json::from_str::<Value>(answer) else {
+        return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+    };
+    let Some(proxy) = Some(parsed).filter(|v| v.get("statusCode").is_some()) else {
         let mut response = Response::new(Full::new(Bytes::from(answer.to_owned())));
         response.headers_mut().insert(
             "content-type",
@@ -383,7 +418,8 @@ mod tests {
             "127.0.0.1:9",
             "r-1",
             SystemTime::UNIX_EPOCH,
-        );
+        )
+        .unwrap();
         assert_eq!(event["version"], "2.0");
         assert_eq!(event["rawPath"], "/bookings/bk-1/cancel");
         assert_eq!(event["rawQueryString"], "limit=5&tag=a&tag=b%20c");
@@ -415,14 +451,34 @@ mod tests {
             .header("Content-Type", "application/octet-stream")
             .body(())
             .unwrap();
-        let event = event(&parts(request), &[0, 159, 146], "d", "r", SystemTime::UNIX_EPOCH);
-        assert_eq!(event["requestContext"]["apiId"], "local");
+        let sent = event(&parts(request), &[0, 159, 146], "d", "r", SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(sent["requestContext"]["apiId"], "local");
         assert_eq!(
-            event["requestContext"]["authorizer"]["jwt"]["claims"],
+            sent["requestContext"]["authorizer"]["jwt"]["claims"],
             json!({"sub": "cust-7", "exp": "5"})
         );
-        assert_eq!(event["isBase64Encoded"], true);
-        assert_eq!(event["body"], "AJ+S");
+        assert_eq!(sent["isBase64Encoded"], true);
+        assert_eq!(sent["body"], "AJ+S");
+        for refused in [
+            "Basic dXNlcjpwYXNz",
+            "Bearer not-a-jwt",
+            "Bearer a.bm90IGpzb24.c",
+            "bearer",
+        ] {
+            let request = Request::get("/bookings")
+                .header("Authorization", refused)
+                .body(())
+                .unwrap();
+            assert!(
+                event(&parts(request), &[], "d", "r", SystemTime::UNIX_EPOCH).is_none(),
+                "{refused} is refused"
+            );
+        }
+        let lower = Request::get("/")
+            .header("authorization", format!("bearer e30.{claims}.s"))
+            .body(())
+            .unwrap();
+        assert!(event(&parts(lower), &[], "d", "r", SystemTime::UNIX_EPOCH).is_some());
     }
 
     #[test]
@@ -446,5 +502,6 @@ mod tests {
             )
         );
         assert_eq!(response_of(r#"{"statusCode": 99}"#).status(), 500);
+        assert_eq!(response_of("not json").status(), 500);
     }
 }

@@ -110,18 +110,24 @@ impl SqsEventSource {
             return Ok(None);
         }
         let answer = emulator.invoke(&self.event(&messages))?;
-        let failed: BTreeSet<String> = if answer.status == 200 {
-            answer.body["batchItemFailures"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|f| f["itemIdentifier"].as_str().map(str::to_owned))
-                .collect()
-        } else {
-            messages
-                .iter()
-                .filter_map(|m| m.message_id().map(str::to_owned))
-                .collect()
+        let ids: BTreeSet<String> = messages
+            .iter()
+            .filter_map(|m| m.message_id().map(str::to_owned))
+            .collect();
+        let reported: Option<BTreeSet<String>> =
+            answer.body["batchItemFailures"].as_array().map(|failures| {
+                failures
+                    .iter()
+                    .map(|f| f["itemIdentifier"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            });
+        // Lambda fails the whole batch when the invocation fails, and when a reported failure
+        // names no record of the batch (an empty or unknown `itemIdentifier`).
+        let failed = match reported {
+            _ if answer.status != 200 => ids,
+            Some(reported) if !reported.is_subset(&ids) => ids,
+            Some(reported) => reported,
+            None => BTreeSet::new(),
         };
         for message in &messages {
             let handle = message.receipt_handle().unwrap_or_default();

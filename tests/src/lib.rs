@@ -31,7 +31,7 @@ use std::time::Duration;
 pub use api_gateway::ApiGateway;
 pub use emulator::{Emulator, FunctionProcess, Invocation};
 pub use event_source::{Delivery, SqsEventSource};
-pub use moto::{BookingStack, CountRequests, Moto};
+pub use moto::{BookingStack, CountRequests, Moto, BOOKING_QUEUE_MAX_RECEIVE_COUNT};
 pub use process::Process;
 
 /// What can go wrong while setting up the stand-ins.
@@ -143,8 +143,8 @@ pub fn build_workspace() -> Result<PathBuf, HarnessError> {
 }
 
 /// Builds just the binaries `names` (for a runner outside the test build, such as
-/// `keel-local`), with the caller's profile and target directory, showing cargo's progress;
-/// returns that profile's directory.
+/// `keel-local`), with the caller's profile (a release `keel-local` builds release functions)
+/// and target directory, showing cargo's progress; returns that profile's directory.
 pub fn build_binaries(names: &[&str]) -> Result<PathBuf, HarnessError> {
     let args: Vec<&str> = names.iter().flat_map(|name| ["--bin", name]).collect();
     cargo_build(&args, false)
@@ -162,10 +162,16 @@ fn cargo_build(what: &[&str], quiet: bool) -> Result<PathBuf, HarnessError> {
         })
         .ok_or_else(failed)?;
     let target_dir = profile_dir.parent().ok_or_else(failed)?;
+    // The caller's own profile: `debug` is cargo's `dev`, any other directory its profile's name.
+    let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
+        Some("debug") | None => "dev",
+        Some(name) => name,
+    };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = std::process::Command::new(cargo)
         .arg("build")
         .args(quiet.then_some("--quiet"))
+        .args(["--profile", profile])
         .args(what)
         .arg("--target-dir")
         .arg(target_dir)

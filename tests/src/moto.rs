@@ -20,6 +20,10 @@ use crate::{free_port, http_agent, tool, unique_name, workspace_root, HarnessErr
 
 const REGION: &str = "us-east-1";
 
+/// The booking queue's `maxReceiveCount`, as the template sets it (and booking-worker's default
+/// `QUEUE_MAX_RECEIVE_COUNT`).
+pub const BOOKING_QUEUE_MAX_RECEIVE_COUNT: u32 = 3;
+
 /// A running moto server; stopped when dropped.
 #[derive(Debug)]
 pub struct Moto {
@@ -195,8 +199,9 @@ impl Moto {
     }
 
     /// The booking functions' resources, as the template defines them: the bookings table
-    /// (key `pk`, GSI `by-customer` on `customer_id` and `created_at`), the booking topic and a
-    /// queue subscribed to it (raw delivery), where `BookingRequested` events can be read.
+    /// (key `pk`, GSI `by-customer` on `customer_id` and `created_at`), the booking topic and the
+    /// booking queue subscribed to it (raw delivery), where `BookingRequested` events can be
+    /// read, with its dead-letter queue ([`BOOKING_QUEUE_MAX_RECEIVE_COUNT`] receives).
     pub async fn booking_stack(&self) -> Result<BookingStack, HarnessError> {
         use aws_sdk_dynamodb::types::{GlobalSecondaryIndex, Projection, ProjectionType};
         let failed = |reason: String| HarnessError::Setup(format!("creating the bookings stack: {reason}"));
@@ -234,11 +239,43 @@ impl Moto {
             .send()
             .await
             .map_err(|e| failed(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string()))?;
-        let (topic_arn, events_queue) = self.subscribed_topic("booking-events").await?;
+        // The booking queue as the template defines it: a redrive policy moves a message to its
+        // dead-letter queue on its third receive.
+        let events_dlq = self
+            .create_queue("booking-events-dlq")
+            .await
+            .map_err(|e| failed(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
+        let dlq_arn = crate::SqsEventSource::new(self, &events_dlq)
+            .await?
+            .queue_arn()
+            .to_owned();
+        let redrive = serde_json::json!({
+            "deadLetterTargetArn": dlq_arn,
+            "maxReceiveCount": BOOKING_QUEUE_MAX_RECEIVE_COUNT
+        });
+        let events_queue = self
+            .sqs()
+            .create_queue()
+            .queue_name(unique_name("booking-events"))
+            .attributes(
+                aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+                redrive.to_string(),
+            )
+            .send()
+            .await
+            .map_err(|e| failed(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?
+            .queue_url
+            .ok_or_else(|| failed("the queue has no URL".into()))?;
+        let topic_arn = self
+            .create_topic("booking-events")
+            .await
+            .map_err(|e| failed(aws_sdk_sns::error::DisplayErrorContext(e).to_string()))?;
+        self.subscribe_queue(&topic_arn, &events_queue).await?;
         Ok(BookingStack {
             table: name,
             topic_arn,
             events_queue,
+            events_dlq,
         })
     }
 
@@ -366,8 +403,10 @@ pub struct BookingStack {
     pub table: String,
     /// The booking topic (`BOOKING_TOPIC_ARN`).
     pub topic_arn: String,
-    /// A queue subscribed to the topic, with raw delivery.
+    /// The booking queue: subscribed to the topic, with raw delivery.
     pub events_queue: String,
+    /// The booking queue's dead-letter queue.
+    pub events_dlq: String,
 }
 
 impl BookingStack {

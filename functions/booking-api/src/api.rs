@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::events::Events;
-use crate::model::{new_booking, Booking, Invalid, NewBooking, Status};
+use crate::model::{new_booking, Booking, Invalid, NewBooking};
 use crate::store::{Bookings, StoreError};
 
 /// Bookings listed per page unless `limit` says otherwise, and at most.
@@ -210,8 +210,8 @@ impl Api {
         id: &str,
     ) -> Result<Booking, Refusal> {
         let booking = self.booking(request, id).await?;
-        let now = self.bookings.cancel(&booking).await?;
-        if booking.status.holds_slot() && now.status == Status::Cancelled {
+        let (now, cancelled_here) = self.bookings.cancel(&booking).await?;
+        if cancelled_here {
             crate::metrics::BOOKING_CANCELLED.increment(1);
             tracing::info!(booking_id = %now.booking_id, "booking cancelled");
         }

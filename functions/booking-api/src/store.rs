@@ -304,10 +304,11 @@ impl Bookings {
     }
 
     /// Cancels `booking_id` and frees its slot; a booking settled for good (cancelled, or
-    /// rejected by the worker) is returned as it is.
-    pub(crate) async fn cancel(&self, booking: &Booking) -> Result<Booking, StoreError> {
+    /// rejected by the worker) is returned as it is. Returns the booking as it now is, and
+    /// whether this call cancelled it (of racing cancellations, one did).
+    pub(crate) async fn cancel(&self, booking: &Booking) -> Result<(Booking, bool), StoreError> {
         if !booking.status.holds_slot() {
-            return Ok(booking.clone());
+            return Ok((booking.clone(), false));
         }
         let now = crate::model::timestamp(SystemTime::now());
         let mut backoff = Backoff::new();
@@ -339,7 +340,7 @@ impl Bookings {
                 .send()
                 .await;
             let reasons = match written {
-                Ok(_) => return self.get(&booking.booking_id).await,
+                Ok(_) => return Ok((self.get(&booking.booking_id).await?, true)),
                 Err(error) => cancellation(&error).ok_or(StoreError::from(error))?,
             };
             if reasons.contains(&Reason::Other) {
@@ -347,7 +348,7 @@ impl Bookings {
             }
             let now_stored = self.get(&booking.booking_id).await?;
             if !now_stored.status.holds_slot() {
-                return Ok(now_stored);
+                return Ok((now_stored, false));
             }
             backoff.wait().await;
         }

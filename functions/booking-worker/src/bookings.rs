@@ -123,6 +123,18 @@ pub(crate) enum StoreError {
     /// The resource changed under every attempt to reject the booking.
     #[error("resource {0} changed under every attempt to settle the booking; try again")]
     Contended(String),
+    /// The message names another resource than the booking holds.
+    #[error(
+        "the message names resource {message:?} for booking {booking_id}, which is of resource {stored:?}"
+    )]
+    ResourceMismatch {
+        /// The booking.
+        booking_id: String,
+        /// The message's `resource_id`.
+        message: String,
+        /// The booking's.
+        stored: String,
+    },
 }
 
 impl StoreError {
@@ -180,10 +192,15 @@ impl Bookings {
         resource_id: &str,
         now: &str,
     ) -> Result<Confirmation, StoreError> {
-        for _ in 0..ATTEMPTS {
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                // Another writer got in the way: wait a little longer each time, with jitter.
+                let millis = (10 << attempt) + fastrand::u64(..10);
+                tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+            }
             let resource = self.resource(resource_id, booking_id).await?;
             if !resource.closed {
-                return self.confirm(booking_id, now).await;
+                return self.confirm(booking_id, resource_id, now).await;
             }
             let rejection = Rejection::ResourceClosed;
             if let Some(settled) = self
@@ -237,8 +254,9 @@ impl Bookings {
             .table_name(&self.table)
             .key("pk", AttributeValue::S(key(booking_id)))
             .update_expression("SET #status = :rejected, rejection_reason = :reason, updated_at = :now")
-            .condition_expression("#status = :pending")
+            .condition_expression("#status = :pending AND resource_id = :resource")
             .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":resource", AttributeValue::S(resource_id.into()))
             .expression_attribute_values(":rejected", AttributeValue::S(REJECTED.into()))
             .expression_attribute_values(":reason", AttributeValue::S(rejection.reason().into()))
             .expression_attribute_values(":now", AttributeValue::S(now.into()))
@@ -278,36 +296,59 @@ impl Bookings {
             .transact_items(resource)
             .send()
             .await;
-        match written {
-            Ok(_) => Ok(Some(Confirmation::Rejected(rejection))),
-            Err(error) if error.code() == Some("TransactionCanceledException") => {
-                // The booking is no longer PENDING, or the resource changed: the booking's
-                // status tells which.
-                let item = self
-                    .read(booking_id)
-                    .await?
-                    .ok_or_else(|| StoreError::NotFound(booking_id.to_owned()))?;
-                match status_of(&item) {
-                    PENDING => Ok(None),
-                    status => settled(booking_id, status).map(Some),
+        let error = match written {
+            Ok(_) => return Ok(Some(Confirmation::Rejected(rejection))),
+            Err(error) => error,
+        };
+        let Some(codes) = cancellation_codes(&error) else {
+            return Err(StoreError::from_sdk(&error));
+        };
+        for code in &codes {
+            match code.as_str() {
+                "None" | "ConditionalCheckFailed" | "TransactionConflict" => {}
+                "ThrottlingError" | "ProvisionedThroughputExceeded" | "RequestLimitExceeded" => {
+                    return Err(StoreError::Throttled(format!(
+                        "the rejection was cancelled: {code}"
+                    )))
+                }
+                _ => {
+                    return Err(StoreError::Rejected(format!(
+                        "the rejection was cancelled: {code}"
+                    )))
                 }
             }
-            Err(error) => Err(StoreError::from_sdk(&error)),
         }
+        // A condition failed or another transaction got in the way: the booking's status says
+        // whether it was settled meanwhile; if it is still PENDING, the resource changed.
+        let item = self
+            .read(booking_id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(booking_id.to_owned()))?;
+        if status_of(&item) == PENDING && resource_of(&item) == resource_id {
+            return Ok(None);
+        }
+        settled(booking_id, resource_id, &item).map(Some)
     }
 
-    /// Confirms booking `booking_id` if it is PENDING: `UpdateItem` `SET #status = CONFIRMED,
-    /// updated_at = now` on condition `#status = PENDING`. When the condition fails, the
-    /// booking's current status (returned with the failure, else read) says why.
-    async fn confirm(&self, booking_id: &str, now: &str) -> Result<Confirmation, StoreError> {
+    /// Confirms booking `booking_id` of `resource_id` if it is PENDING: `UpdateItem` `SET
+    /// #status = CONFIRMED, updated_at = now` on condition `#status = PENDING` and the resource
+    /// is the message's. When the condition fails, the booking's current status (returned with
+    /// the failure, else read) says why.
+    async fn confirm(
+        &self,
+        booking_id: &str,
+        resource_id: &str,
+        now: &str,
+    ) -> Result<Confirmation, StoreError> {
         let updated = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("pk", AttributeValue::S(key(booking_id)))
             .update_expression("SET #status = :confirmed, updated_at = :now")
-            .condition_expression("#status = :pending")
+            .condition_expression("#status = :pending AND resource_id = :resource")
             .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":resource", AttributeValue::S(resource_id.into()))
             .expression_attribute_values(":confirmed", AttributeValue::S(CONFIRMED.into()))
             .expression_attribute_values(":pending", AttributeValue::S(PENDING.into()))
             .expression_attribute_values(":now", AttributeValue::S(now.into()))
@@ -333,7 +374,7 @@ impl Bookings {
             Some(None) => self.read(booking_id).await?,
         };
         let item = item.ok_or_else(|| StoreError::NotFound(booking_id.to_owned()))?;
-        settled(booking_id, status_of(&item))
+        settled(booking_id, resource_id, &item)
     }
 
     /// The item of booking `booking_id` (a consistent read), if there is one.
@@ -365,17 +406,54 @@ fn status_of(item: &HashMap<String, AttributeValue>) -> &str {
         .map_or("", String::as_str)
 }
 
-/// The outcome for a booking found in `status` other than PENDING: settled before.
-fn settled(booking_id: &str, status: &str) -> Result<Confirmation, StoreError> {
-    match status {
+/// The `resource_id` of a booking's item (empty when it has none).
+fn resource_of(item: &HashMap<String, AttributeValue>) -> &str {
+    item.get("resource_id")
+        .and_then(|v| v.as_s().ok())
+        .map_or("", String::as_str)
+}
+
+/// The outcome for booking `item`, which a write conditioned on `status = PENDING` and
+/// `resource_id` did not change: settled before, or not the message's booking.
+fn settled(
+    booking_id: &str,
+    resource_id: &str,
+    item: &HashMap<String, AttributeValue>,
+) -> Result<Confirmation, StoreError> {
+    match status_of(item) {
         CONFIRMED => Ok(Confirmation::Skipped(Skipped::AlreadyConfirmed)),
         CANCELLED => Ok(Confirmation::Skipped(Skipped::CancelledBeforeConfirmation)),
         REJECTED => Ok(Confirmation::Skipped(Skipped::AlreadyRejected)),
-        _ => Err(StoreError::UnknownStatus {
+        PENDING if resource_of(item) != resource_id => Err(StoreError::ResourceMismatch {
+            booking_id: booking_id.to_owned(),
+            message: resource_id.to_owned(),
+            stored: resource_of(item).to_owned(),
+        }),
+        status => Err(StoreError::UnknownStatus {
             booking_id: booking_id.to_owned(),
             status: status.to_owned(),
         }),
     }
+}
+
+/// The code of each item's cancellation reason, when a transaction was cancelled.
+fn cancellation_codes<R>(
+    error: &SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>,
+) -> Option<Vec<String>> {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as Failed;
+    let SdkError::ServiceError(service) = error else {
+        return None;
+    };
+    let Failed::TransactionCanceledException(cancelled) = service.err() else {
+        return None;
+    };
+    Some(
+        cancelled
+            .cancellation_reasons()
+            .iter()
+            .map(|reason| reason.code().unwrap_or("None").to_owned())
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -438,18 +516,28 @@ mod tests {
     }
 
     #[test]
-    fn a_booking_settled_before_is_skipped_and_an_unknown_status_fails() {
+    fn a_booking_settled_before_is_skipped_and_an_unknown_status_or_resource_fails() {
+        let item = |status: &str, resource: &str| {
+            HashMap::from([
+                ("status".to_owned(), AttributeValue::S(status.into())),
+                ("resource_id".to_owned(), AttributeValue::S(resource.into())),
+            ])
+        };
         assert_eq!(
-            settled("bk-1", REJECTED).unwrap(),
+            settled("bk-1", "room-1", &item(REJECTED, "room-1")).unwrap(),
             Confirmation::Skipped(Skipped::AlreadyRejected)
         );
         assert_eq!(
-            settled("bk-1", CANCELLED).unwrap(),
+            settled("bk-1", "room-1", &item(CANCELLED, "room-1")).unwrap(),
             Confirmation::Skipped(Skipped::CancelledBeforeConfirmation)
         );
         assert!(matches!(
-            settled("bk-1", "ARCHIVED"),
+            settled("bk-1", "room-1", &item("ARCHIVED", "room-1")),
             Err(StoreError::UnknownStatus { .. })
+        ));
+        assert!(matches!(
+            settled("bk-1", "room-1", &item(PENDING, "room-2")),
+            Err(StoreError::ResourceMismatch { .. })
         ));
     }
 }

@@ -13,7 +13,7 @@
 //! | a PENDING booking of a closed resource (`closed = true` on its item) | rejected (`REJECTED`, `rejection_reason = resource_closed`), its slot freed | `BookingRejected{reason=resource_closed}` |
 //! | a CONFIRMED or REJECTED booking (a duplicate) | success, nothing written | `BookingConfirmationSkipped{reason=already_confirmed\|already_rejected}` |
 //! | a CANCELLED booking | success, left cancelled | `BookingConfirmationSkipped{reason=cancelled_before_confirmation}` |
-//! | a malformed message, a booking that does not exist, an unknown status | failed (permanent): retried until the queue's redrive policy moves it to the dead-letter queue | `BookingConfirmationFailed{reason}` |
+//! | a malformed message, a booking that does not exist, an unknown status, a message naming another resource than the booking's | failed (permanent): retried until the queue's redrive policy moves it to the dead-letter queue | `BookingConfirmationFailed{reason}` |
 //! | the table throttled or unavailable, the resource changed under every attempt to reject | failed (transient): retried | `BookingConfirmationFailed{reason}` |
 //!
 //! Each record runs at most once per SQS message id (a redelivered message gets the first
@@ -76,6 +76,7 @@ impl RecordError {
             RecordError::Store(StoreError::Unavailable(_)) => "Booking.StoreUnavailable",
             RecordError::Store(StoreError::Rejected(_)) => "Booking.StoreRejected",
             RecordError::Store(StoreError::Contended(_)) => "Booking.ResourceContended",
+            RecordError::Store(StoreError::ResourceMismatch { .. }) => "Booking.ResourceMismatch",
         }
     }
 
@@ -89,6 +90,7 @@ impl RecordError {
             RecordError::Store(StoreError::Unavailable(_)) => "store_unavailable",
             RecordError::Store(StoreError::Rejected(_)) => "store_rejected",
             RecordError::Store(StoreError::Contended(_)) => "resource_contended",
+            RecordError::Store(StoreError::ResourceMismatch { .. }) => "resource_mismatch",
         }
     }
 }

@@ -46,8 +46,8 @@ pub(crate) static BOOKING_CONFIRMATION_FAILED: MetricDef = MetricDef {
     kind: Kind::Counter,
     dimensions: &["service", "reason"],
     resolution: Resolution::Standard,
-    description: "Queue records the booking worker failed, by reason: malformed_message, booking_not_found \
-                  and unknown_status are retried to the dead-letter queue; store_throttled and \
+    description: "Queue records the booking worker failed, by reason: malformed_message, booking_not_found, \
+                  unknown_status and resource_mismatch are retried to the dead-letter queue; store_throttled and \
                   store_unavailable and resource_contended are retried until the table answers; store_rejected means the \
                   worker's table or permissions are wrong",
     emitter: Emitter::Function,

@@ -4,33 +4,55 @@
 //! the binary's size. Rounds interleave the binaries, so that a noisy moment costs each alike.
 //!
 //! ```text
-//! cold-start [--rounds N] name=path/to/binary …
+//! cold-start [--rounds N] name=path/to/binary[@METHOD /path] …
 //! ```
 //!
-//! Every binary gets the same event: an API Gateway HTTP API request (`POST /bookings` with an
-//! `Idempotency-Key`) that also carries `"name"`, so that a greeting handler takes it too.
-//! `scripts/cold-start.sh` builds the release binaries and runs this.
+//! Every binary gets an API Gateway HTTP API request (payload 2.0): `POST /bookings` with a new
+//! `Idempotency-Key` and resource each round, unless `@METHOD /path` names another route (sent
+//! without a body or key). The
+//! request also carries `"name"`, so that a greeting handler takes it too. A moto server with the
+//! booking functions' resources runs throughout and every binary gets their variables, so that
+//! booking-api answers as it does in the local stack. `scripts/cold-start.sh` builds the release
+//! binaries and runs this.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use keel_tests::{Emulator, HarnessError};
+use keel_tests::{Emulator, HarnessError, Moto};
 use serde_json::json;
 
-fn event() -> String {
+/// One binary to start: its name in the report, its path, and the route of its first request
+/// (named in the report when given).
+struct Subject {
+    name: String,
+    path: PathBuf,
+    method: String,
+    route: String,
+    label: String,
+}
+
+/// The first event `subject` gets in round `round`.
+fn event(subject: &Subject, round: usize) -> String {
+    let day = keel_tests::future_date(5);
     let booking = json!({
-        "customer_id": "cust-7", "resource_id": "room-1", "guests": 2, "seats": 2,
-        "start": "2026-12-01T10:00:00Z", "end": "2026-12-01T11:00:00Z"
+        "customer_id": "cust-cold", "resource_id": format!("cold-{}-{round}", subject.name), "guests": 2,
+        "start": format!("{day}T10:00:00Z"), "end": format!("{day}T11:00:00Z")
     });
+    let post = subject.method == "POST";
+    let mut headers = json!({"content-type": "application/json"});
+    if post {
+        headers["idempotency-key"] = json!(format!("cold-start-{}-{round}", subject.name));
+    }
+    let body = post.then(|| booking.to_string());
     json!({
         "name": "Ada",
         "version": "2.0",
-        "routeKey": "POST /bookings",
-        "rawPath": "/bookings",
+        "routeKey": format!("{} {}", subject.method, subject.route),
+        "rawPath": subject.route,
         "rawQueryString": "",
-        "headers": {"content-type": "application/json", "idempotency-key": "cold-start-1"},
-        "requestContext": {"http": {"method": "POST", "path": "/bookings"}},
-        "body": booking.to_string(),
+        "headers": headers,
+        "requestContext": {"http": {"method": subject.method, "path": subject.route}, "requestId": format!("cold-{round}")},
+        "body": body,
         "isBase64Encoded": false
     })
     .to_string()
@@ -38,13 +60,13 @@ fn event() -> String {
 
 fn usage(reason: &str) -> HarnessError {
     HarnessError::Setup(format!(
-        "{reason}\nusage: cold-start [--rounds N] name=path/to/binary …"
+        "{reason}\nusage: cold-start [--rounds N] name=path/to/binary[@METHOD /path] …"
     ))
 }
 
 fn main() -> Result<(), HarnessError> {
     let mut rounds = 10;
-    let mut binaries: Vec<(String, PathBuf)> = Vec::new();
+    let mut binaries: Vec<Subject> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         if arg == "--rounds" {
@@ -54,33 +76,58 @@ fn main() -> Result<(), HarnessError> {
                 .filter(|n| *n > 0)
                 .ok_or_else(|| usage("--rounds takes a whole number above 0"))?;
         } else {
-            let (name, path) = arg
+            let (name, rest) = arg
                 .split_once('=')
                 .ok_or_else(|| usage(&format!("`{arg}` is not name=path")))?;
+            let (path, request, label) = match rest.split_once('@') {
+                Some((path, request)) => (path, request, format!("{name} {request}")),
+                None => (rest, "POST /bookings", name.to_owned()),
+            };
+            let (method, route) = request
+                .split_once(' ')
+                .ok_or_else(|| usage(&format!("`{request}` is not `METHOD /path`")))?;
             let path = PathBuf::from(path);
             if !path.is_file() {
                 return Err(usage(&format!("{} is not a file", path.display())));
             }
-            binaries.push((name.to_owned(), path));
+            binaries.push(Subject {
+                name: name.to_owned(),
+                path,
+                method: method.to_owned(),
+                route: route.to_owned(),
+                label,
+            });
         }
     }
     if binaries.is_empty() {
         return Err(usage("no binary given"));
     }
 
+    let moto = Moto::start()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| HarnessError::Spawn {
+            name: "tokio runtime".into(),
+            source,
+        })?;
+    let mut env = moto.env();
+    env.extend(runtime.block_on(moto.booking_stack())?.env());
     let emulator = Emulator::start()?;
-    let event = event();
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); binaries.len()];
-    for _ in 0..rounds {
-        for ((name, path), times) in binaries.iter().zip(&mut times) {
+    for round in 0..rounds {
+        for (subject, times) in binaries.iter().zip(&mut times) {
+            let event = event(subject, round);
             let spawned = Instant::now();
-            let mut function = emulator.start_function(path, &[])?;
+            let mut function = emulator.start_function(&subject.path, &env)?;
             let answer = emulator.invoke(&event)?;
             times.push(spawned.elapsed());
             function.stop();
-            if answer.status != 200 {
+            let status = answer.body["statusCode"].as_u64().unwrap_or(200);
+            if answer.status != 200 || status >= 400 {
                 return Err(HarnessError::Setup(format!(
-                    "{name} answered {}: {}\n{}",
+                    "{} answered {} ({status}): {}\n{}",
+                    subject.name,
                     answer.status,
                     answer.body,
                     function.output()
@@ -89,14 +136,16 @@ fn main() -> Result<(), HarnessError> {
         }
     }
 
-    println!("binary            size (bytes)   spawn → first answer, {rounds} cold starts: median (min–max)");
-    for ((name, path), times) in binaries.iter().zip(&mut times) {
+    println!("binary, first request               size (bytes)   spawn → first answer, {rounds} cold starts: median (min–max)");
+    for (subject, times) in binaries.iter().zip(&mut times) {
         times.sort();
-        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        let name = &subject.label;
+        let size = std::fs::metadata(&subject.path).map_or(0, |m| m.len());
         let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
+        // With an even count, the mean of the two middle times.
+        let median = (ms(&times[(times.len() - 1) / 2]) + ms(&times[times.len() / 2])) / 2.0;
         println!(
-            "{name:<17} {size:>12}   {:.1} ms ({:.1}–{:.1})",
-            ms(&times[times.len() / 2]),
+            "{name:<35} {size:>12}   {median:.1} ms ({:.1}–{:.1})",
             ms(&times[0]),
             ms(&times[times.len() - 1]),
         );

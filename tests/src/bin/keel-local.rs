@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use keel_tests::{
     build_binaries, free_port, wait_until, ApiGateway, BookingStack, Emulator, FunctionProcess, HarnessError,
-    Moto, SqsEventSource,
+    Moto, SqsEventSource, BOOKING_QUEUE_MAX_RECEIVE_COUNT,
 };
 use serde_json::{json, Value};
 
@@ -257,23 +257,30 @@ impl Stack {
             .join("\n")
     }
 
-    /// Hands the booking queue's messages to booking-worker until it is empty, as Lambda's
-    /// event source mapping does; returns how many records were delivered.
+    /// Hands the booking queue's messages to booking-worker, as Lambda's event source mapping
+    /// does, until the queue is empty (a record failing on every receive leaves it for the
+    /// dead-letter queue on its third); returns how many records were delivered.
     fn feed_worker(&self) -> Result<usize, HarnessError> {
         let mut delivered = 0;
-        while let Some(delivery) = self
-            .runtime
-            .block_on(self.booking_queue.deliver(&self.worker_emulator))?
-        {
+        for _ in 0..=BOOKING_QUEUE_MAX_RECEIVE_COUNT * 4 {
+            let Some(delivery) = self
+                .runtime
+                .block_on(self.booking_queue.deliver(&self.worker_emulator))?
+            else {
+                return Ok(delivered);
+            };
             delivered += delivery.messages.len();
             if !delivery.failed.is_empty() {
                 println!(
-                    "  (the worker failed {} record(s); SQS will retry them)",
+                    "  (booking-worker failed {} record(s): SQS delivers them again)",
                     delivery.failed.len()
                 );
             }
         }
-        Ok(delivered)
+        Err(HarnessError::Setup(format!(
+            "the booking queue did not empty: {}",
+            self.worker.output()
+        )))
     }
 
     /// Sets `closed` on a resource's item, as its operators would.
@@ -356,23 +363,56 @@ impl<'a> Follower<'a> {
     }
 }
 
-/// One request of the tour, sent through the gateway as plain HTTP.
-fn request(
-    stack: &Stack,
-    follower: &mut Follower<'_>,
-    what: &str,
-    method: &str,
-    path: &str,
-    key: Option<&str>,
+/// One request of the tour, sent through the gateway as plain HTTP, and the status it must get.
+struct Step<'a> {
+    what: &'a str,
+    method: &'a str,
+    path: String,
+    key: Option<&'a str>,
     body: Option<Value>,
-) -> Result<Value, HarnessError> {
-    println!("\n▶ {what}");
-    let url = format!("{}{path}", stack.gateway.url());
-    let mut shown = format!("  → {method} {path}");
-    if let Some(key) = key {
+    expect: u16,
+}
+
+impl<'a> Step<'a> {
+    fn get(what: &'a str, path: impl Into<String>) -> Self {
+        Step {
+            what,
+            method: "GET",
+            path: path.into(),
+            key: None,
+            body: None,
+            expect: 200,
+        }
+    }
+
+    fn post(
+        what: &'a str,
+        path: impl Into<String>,
+        key: Option<&'a str>,
+        body: Option<Value>,
+        expect: u16,
+    ) -> Self {
+        Step {
+            what,
+            method: "POST",
+            path: path.into(),
+            key,
+            body,
+            expect,
+        }
+    }
+}
+
+/// Sends `step`, prints it, its answer and the lines it caused; fails when the status is not
+/// the one expected (the tour is the main job's test too).
+fn request(stack: &Stack, follower: &mut Follower<'_>, step: Step<'_>) -> Result<Value, HarnessError> {
+    println!("\n▶ {}", step.what);
+    let url = format!("{}{}", stack.gateway.url(), step.path);
+    let mut shown = format!("  → {} {}", step.method, step.path);
+    if let Some(key) = step.key {
         shown.push_str(&format!("  Idempotency-Key: {key}"));
     }
-    if let Some(body) = &body {
+    if let Some(body) = &step.body {
         shown.push_str(&format!("  {body}"));
     }
     println!("{shown}");
@@ -381,17 +421,16 @@ fn request(
         url: url.clone(),
         reason: e.to_string(),
     };
-    let mut response = match (method, body) {
-        ("GET", _) => agent.get(&url).call().map_err(failed)?,
-        (_, body) => {
-            let mut post = agent.post(&url).header("content-type", "application/json");
-            if let Some(key) = key {
-                post = post.header("idempotency-key", key);
-            }
-            match body {
-                Some(body) => post.send(body.to_string()).map_err(failed)?,
-                None => post.send_empty().map_err(failed)?,
-            }
+    let mut response = if step.method == "GET" {
+        agent.get(&url).call().map_err(failed)?
+    } else {
+        let mut post = agent.post(&url).header("content-type", "application/json");
+        if let Some(key) = step.key {
+            post = post.header("idempotency-key", key);
+        }
+        match &step.body {
+            Some(body) => post.send(body.to_string()).map_err(failed)?,
+            None => post.send_empty().map_err(failed)?,
         }
     };
     let status = response.status().as_u16();
@@ -410,154 +449,134 @@ fn request(
         }
     );
     follower.print_new();
+    if status != step.expect {
+        return Err(HarnessError::Setup(format!(
+            "{} {} answered {status}, not {}: {answer}",
+            step.method, step.path, step.expect
+        )));
+    }
     Ok(answer)
 }
 
-fn booking(customer: &str, resource: &str, day: &str, from: u32, to: u32) -> Value {
-    json!({
+/// `answer`'s `field`, which the tour needs.
+fn field<'a>(answer: &'a Value, field: &str) -> Result<&'a str, HarnessError> {
+    answer[field]
+        .as_str()
+        .ok_or_else(|| HarnessError::Setup(format!("the answer has no `{field}`: {answer}")))
+}
+
+/// Fails unless `booking`'s status is `status`.
+fn expect_status(booking: &Value, status: &str) -> Result<(), HarnessError> {
+    if booking["status"] == status {
+        return Ok(());
+    }
+    Err(HarnessError::Setup(format!(
+        "the booking is not {status}: {booking}"
+    )))
+}
+
+fn booking(customer: &str, resource: &str, day: &str, from: u32, to: u32) -> Option<Value> {
+    Some(json!({
         "customer_id": customer, "resource_id": resource, "guests": 2,
         "start": format!("{day}T{from:02}:00:00Z"), "end": format!("{day}T{to:02}:00:00Z"),
         "email": format!("{customer}@example.com")
-    })
+    }))
 }
 
 fn tour(stack: &Stack) -> Result<(), HarnessError> {
     let mut follower = Follower::new(stack);
     follower.print_new();
     let day = keel_tests::future_date(2);
-    let send =
-        |follower: &mut Follower<'_>,
-         what: &str,
-         method: &str,
-         path: &str,
-         key: Option<&str>,
-         body: Option<Value>| { request(stack, follower, what, method, path, key, body) };
-    let created = send(
-        &mut follower,
+    let mut send = |step: Step<'_>| request(stack, &mut follower, step);
+    let created = send(Step::post(
         "a booking (stored PENDING, BookingRequested published to the booking topic)",
-        "POST",
         "/bookings",
         Some("order-1"),
-        Some(booking("cust-7", "room-1", &day, 10, 11)),
-    )?;
-    let id = created["booking_id"].as_str().unwrap_or("unknown").to_owned();
-    send(
-        &mut follower,
+        booking("cust-7", "room-1", &day, 10, 11),
+        201,
+    ))?;
+    let id = field(&created, "booking_id")?.to_owned();
+    send(Step::post(
         "the same request retried (replayed from DynamoDB: the same booking, not booked twice)",
-        "POST",
         "/bookings",
         Some("order-1"),
-        Some(booking("cust-7", "room-1", &day, 10, 11)),
-    )?;
-    send(
-        &mut follower,
+        booking("cust-7", "room-1", &day, 10, 11),
+        201,
+    ))?;
+    send(Step::post(
         "the key order-1 reused for another booking (refused: 422)",
-        "POST",
         "/bookings",
         Some("order-1"),
-        Some(booking("cust-7", "room-3", &day, 10, 11)),
-    )?;
-    send(
-        &mut follower,
+        booking("cust-7", "room-3", &day, 10, 11),
+        422,
+    ))?;
+    send(Step::post(
         "another customer's booking of room-1 at an overlapping time (refused: 409 BOOKING_CONFLICT)",
-        "POST",
         "/bookings",
         Some("order-2"),
-        Some(booking("cust-8", "room-1", &day, 10, 12)),
-    )?;
-    send(
-        &mut follower,
+        booking("cust-8", "room-1", &day, 10, 12),
+        409,
+    ))?;
+    send(Step::post(
         "invalid input: the end before the start (refused: 400, naming the field)",
-        "POST",
         "/bookings",
         Some("order-3"),
-        Some(booking("cust-7", "room-1", &day, 12, 11)),
-    )?;
-    send(
-        &mut follower,
+        booking("cust-7", "room-1", &day, 12, 11),
+        400,
+    ))?;
+    send(Step::post(
         "a booking without an Idempotency-Key (refused: 400)",
-        "POST",
         "/bookings",
         None,
-        Some(booking("cust-7", "room-2", &day, 10, 11)),
-    )?;
-    send(
-        &mut follower,
-        "the booking, read back",
-        "GET",
-        &format!("/bookings/{id}"),
-        None,
-        None,
-    )?;
+        booking("cust-7", "room-2", &day, 10, 11),
+        400,
+    ))?;
+    send(Step::get("the booking, read back", format!("/bookings/{id}")))?;
 
     println!(
         "\n▶ booking-worker takes the BookingRequested event from the booking queue and confirms the booking"
     );
     let delivered = stack.feed_worker()?;
     println!("  ({delivered} record(s) delivered to booking-worker)");
-    follower.print_new();
-    send(
-        &mut follower,
-        "the booking, now CONFIRMED",
-        "GET",
-        &format!("/bookings/{id}"),
-        None,
-        None,
-    )?;
-    send(
-        &mut follower,
+    let confirmed = send(Step::get("the booking, now CONFIRMED", format!("/bookings/{id}")))?;
+    expect_status(&confirmed, "CONFIRMED")?;
+    send(Step::get(
         "cust-7's bookings, newest first (a page of the by-customer index)",
-        "GET",
         "/bookings?customer_id=cust-7&limit=10",
-        None,
-        None,
-    )?;
-    send(
-        &mut follower,
+    ))?;
+    let cancel = format!("/bookings/{id}/cancel");
+    send(Step::post(
         "the booking cancelled (its slot freed)",
-        "POST",
-        &format!("/bookings/{id}/cancel"),
+        &cancel,
         None,
         None,
-    )?;
-    send(
-        &mut follower,
+        200,
+    ))?;
+    send(Step::post(
         "cancelled again (200: nothing changes)",
-        "POST",
-        &format!("/bookings/{id}/cancel"),
+        &cancel,
         None,
         None,
-    )?;
+        200,
+    ))?;
 
-    let closed = send(
-        &mut follower,
+    let closed = send(Step::post(
         "a booking of room-9, which its operators then close (closed = true on its item)",
-        "POST",
         "/bookings",
         Some("order-9"),
-        Some(booking("cust-7", "room-9", &day, 14, 15)),
-    )?;
+        booking("cust-7", "room-9", &day, 14, 15),
+        201,
+    ))?;
     stack.set_closed("room-9", true)?;
     println!("\n▶ booking-worker rejects the room-9 booking: the resource is closed");
     stack.feed_worker()?;
-    follower.print_new();
-    let closed_id = closed["booking_id"].as_str().unwrap_or("unknown");
-    send(
-        &mut follower,
+    let closed_id = field(&closed, "booking_id")?;
+    let rejected = send(Step::get(
         "the room-9 booking, REJECTED",
-        "GET",
-        &format!("/bookings/{closed_id}"),
-        None,
-        None,
-    )?;
-    send(
-        &mut follower,
-        "health (the table answers)",
-        "GET",
-        "/health",
-        None,
-        None,
-    )?;
+        format!("/bookings/{closed_id}"),
+    ))?;
+    expect_status(&rejected, "REJECTED")?;
+    send(Step::get("health (the table answers)", "/health"))?;
 
     println!(
         "\n▶ a failure: an event that is not an API Gateway request, invoked directly (the invocation fails)"

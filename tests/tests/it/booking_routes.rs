@@ -515,14 +515,22 @@ async fn the_worker_confirms_what_the_api_created_and_rejects_a_closed_resources
     )));
     assert_eq!(again.status, 201, "{again:?}\n{}", api.output());
 
-    let worker_logs = || worker_process.stdout_lines().join("\n");
+    // The worker's EMF counts the confirmation and the rejection, by reason.
+    let counted = |metric: &str, dimension: Option<(&str, &str)>| {
+        worker_process
+            .stdout_lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|d| d.get("_aws").is_some() && d.get(metric).is_some())
+            .any(|d| dimension.is_none_or(|(name, value)| d[name] == value))
+    };
     assert!(
         wait_until(Duration::from_secs(30), || {
-            let logs = worker_logs();
-            logs.contains("\"BookingConfirmed\"") && logs.contains("\"resource_closed\"")
+            counted("BookingConfirmed", None)
+                && counted("BookingRejected", Some(("reason", "resource_closed")))
         }),
-        "the worker's EMF counts the confirmation and the rejection:\n{}",
-        worker_logs()
+        "BookingConfirmed and BookingRejected{{reason=resource_closed}} are emitted:\n{}",
+        worker_process.output()
     );
 }
 

@@ -278,6 +278,59 @@ async fn booking_worker_confirms_a_pending_booking_once_however_often_it_is_deli
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn booking_worker_rejects_a_closed_resources_booking_and_refuses_a_message_of_another_resource() {
+    let moto = Moto::start().expect("moto starts");
+    let table = bookings_table(&moto).await;
+    put_booking(&moto, &table, "bk-7", "PENDING").await;
+    // room-1, closed by its operators, holds no slot for bk-7 (its time has been freed).
+    moto.dynamodb()
+        .put_item()
+        .table_name(&table)
+        .item("pk", AttributeValue::S("RESOURCE#room-1".into()))
+        .item("closed", AttributeValue::Bool(true))
+        .send()
+        .await
+        .unwrap();
+    let (emulator, function) = start_worker(&moto, &table, &[]);
+
+    // A message naming another resource than the booking's settles nothing.
+    let mut wrong: Value = serde_json::from_str(&requested("bk-7")).unwrap();
+    wrong["resource_id"] = json!("room-2");
+    let event = batch(vec![record("m-wrong", &wrong.to_string(), 1)]);
+    assert_eq!(
+        failed_ids(&emulator, &function, &event),
+        BTreeSet::from(["m-wrong".to_owned()])
+    );
+    assert_eq!(
+        attribute(&booking(&moto, &table, "bk-7").await, "status"),
+        "PENDING"
+    );
+
+    let event = batch(vec![record("m-right", &requested("bk-7"), 1)]);
+    assert_eq!(failed_ids(&emulator, &function, &event), BTreeSet::new());
+    let item = booking(&moto, &table, "bk-7").await;
+    assert_eq!(
+        (attribute(&item, "status"), attribute(&item, "rejection_reason")),
+        ("REJECTED", "resource_closed"),
+        "{item:?}\n{}",
+        function.output()
+    );
+    wait_for_metric(
+        &function,
+        "BookingRejected",
+        Some(("reason", "resource_closed")),
+        1.0,
+    );
+    wait_for_metric(
+        &function,
+        "BookingConfirmationFailed",
+        Some(("reason", "resource_mismatch")),
+        1.0,
+    );
+    assert_eq!(total(&documents(&function), "BookingConfirmed", None), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn booking_worker_reports_exactly_the_poison_records_and_routes_them_on_their_last_receive() {
     let moto = Moto::start().expect("moto starts");
     let table = bookings_table(&moto).await;

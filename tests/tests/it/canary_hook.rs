@@ -1,7 +1,8 @@
 //! End to end: the canary-hook binary, wrapped by Keel, served by the Lambda emulator. It
-//! checks a target served by a second emulator (the `canary-target` example, which answers the
-//! checks as the booking API's contract says, or fails them) and reports to a CodeDeploy
-//! stand-in: moto does not implement `PutLifecycleEventHookExecutionStatus`.
+//! checks a target served by a second emulator — booking-api itself, with its resources in moto,
+//! or the `canary-target` example, which answers the checks as the booking API's contract says,
+//! fails them, errors or hangs — and reports to a CodeDeploy stand-in: moto does not implement
+//! `PutLifecycleEventHookExecutionStatus`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -142,10 +143,22 @@ struct Run {
 /// Runs the hook once for deployment `deployment_id` against a `canary-target` in `mode`.
 fn run_hook(mode: &str, deployment_id: &str, hook_env: &[(&str, &str)]) -> Run {
     let target_binary = build_example("canary-target").expect("the canary-target example builds");
+    let target_env = [("CANARY_TARGET_MODE".to_owned(), mode.to_owned())];
+    run_hook_against(&target_binary, &target_env, deployment_id, hook_env)
+}
+
+/// Runs the hook once for deployment `deployment_id` against `target_binary` run with
+/// `target_env`.
+fn run_hook_against(
+    target_binary: &std::path::Path,
+    target_env: &[(String, String)],
+    deployment_id: &str,
+    hook_env: &[(&str, &str)],
+) -> Run {
     let hook_binary = build_binary("canary-hook").expect("canary-hook builds");
     let target_emulator = Emulator::start().expect("emulator starts");
     let target = target_emulator
-        .start_function(&target_binary, &[("CANARY_TARGET_MODE".into(), mode.into())])
+        .start_function(target_binary, target_env)
         .expect("the target starts");
     let codedeploy = CodeDeployStandIn::start();
     let hook_emulator = Emulator::start().expect("emulator starts");
@@ -247,6 +260,51 @@ impl Run {
         checks.sort();
         checks
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_hook_passes_booking_api_whose_dry_run_writes_nothing_and_fails_a_broken_one() {
+    let moto = keel_tests::Moto::start().expect("moto starts");
+    let stack = moto.booking_stack().await.expect("the bookings stack is created");
+    let mut env = moto.env();
+    env.extend(stack.env());
+    let booking_api = build_binary("booking-api").expect("booking-api builds");
+
+    let run = run_hook_against(&booking_api, &env, "d-REAL1", &[]);
+    run.assert_reported_once("d-REAL1", "Succeeded");
+    assert!(
+        run.answer.body["checks"]
+            .as_array()
+            .is_some_and(|checks| checks.iter().all(|c| c["passed"] == true)),
+        "{:?}\n{}",
+        run.answer,
+        run.target.output()
+    );
+    // The dry run wrote no booking and published no event.
+    let items = moto
+        .dynamodb()
+        .scan()
+        .table_name(&stack.table)
+        .send()
+        .await
+        .expect("the table scans")
+        .count;
+    assert_eq!(items, 0, "{}", run.target.output());
+    let published = moto.receive_available(&stack.events_queue).await.unwrap();
+    assert!(published.is_empty(), "{published:?}\n{}", run.target.output());
+
+    // A version whose table is gone (a wrong BOOKINGS_TABLE, say) fails the deployment.
+    let broken: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "BOOKINGS_TABLE" => (k.clone(), "no-such-table".to_owned()),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect();
+    let run = run_hook_against(&booking_api, &broken, "d-BROKEN1", &[]);
+    run.assert_reported_once("d-BROKEN1", "Failed");
+    assert_eq!(run.answer.body["checks"][0]["check"], "health");
+    assert_eq!(run.answer.body["checks"][0]["passed"], false, "{:?}", run.answer);
 }
 
 #[test]
