@@ -25,8 +25,19 @@ const OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3)
 /// The SDK configuration every Keel client is built from: region, credentials and endpoint
 /// (`AWS_ENDPOINT_URL`) from the environment; standard retries (3 attempts, from 50 ms of
 /// backoff); 1 s per attempt and 3 s per call.
+///
+/// It is loaded once per process, at the first call (an execution environment's variables do
+/// not change), and shared: every Keel client and the function's own clients built from it
+/// share one credentials cache and one HTTP client, its TLS roots and its open connections, so
+/// that init pays for them once.
 #[cfg(any(feature = "dynamodb", feature = "routing"))]
 pub async fn config() -> aws_config::SdkConfig {
+    static CONFIG: tokio::sync::OnceCell<aws_config::SdkConfig> = tokio::sync::OnceCell::const_new();
+    CONFIG.get_or_init(load_config).await.clone()
+}
+
+#[cfg(any(feature = "dynamodb", feature = "routing"))]
+async fn load_config() -> aws_config::SdkConfig {
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
         .operation_attempt_timeout(ATTEMPT_TIMEOUT)
         .operation_timeout(OPERATION_TIMEOUT)

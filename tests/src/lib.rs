@@ -187,6 +187,18 @@ fn cargo_build(what: &[&str], quiet: bool) -> Result<PathBuf, HarnessError> {
     Ok(profile_dir)
 }
 
+/// A single-threaded tokio runtime, for a runner (`keel-local`, `cold-start`) that sets up its
+/// stand-ins with the async SDK clients between blocking steps.
+pub fn runtime() -> Result<tokio::runtime::Runtime, HarnessError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| HarnessError::Spawn {
+            name: "tokio runtime".into(),
+            source,
+        })
+}
+
 /// Polls `ready` every 50 ms until it holds or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + timeout;

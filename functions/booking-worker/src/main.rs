@@ -36,7 +36,7 @@ mod metrics;
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use keel_runtime::batch::{BatchError, BatchProcessor};
@@ -214,23 +214,6 @@ fn max_receive_count() -> Result<u32, StartError> {
     }
 }
 
-/// The DynamoDB client: region, credentials and endpoint from the environment; standard
-/// retries (3 attempts), 1 s per attempt and 3 s per call, so that a slow table fails the
-/// record (to be retried) well within the invocation.
-async fn dynamodb() -> aws_sdk_dynamodb::Client {
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .operation_attempt_timeout(Duration::from_secs(1))
-        .operation_timeout(Duration::from_secs(3))
-        .build();
-    let retries = aws_config::retry::RetryConfig::standard().with_max_attempts(3);
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .timeout_config(timeouts)
-        .retry_config(retries)
-        .load()
-        .await;
-    aws_sdk_dynamodb::Client::new(&config)
-}
-
 async fn start() -> Result<(Keel, Worker), StartError> {
     let table = std::env::var("BOOKINGS_TABLE")
         .ok()
@@ -246,7 +229,12 @@ async fn start() -> Result<(Keel, Worker), StartError> {
         .await?
         .metrics(|config| config.catalogue(metrics::CATALOGUE));
     let worker = Worker {
-        bookings: Bookings::new(dynamodb().await, table),
+        // Keel's SDK configuration: standard retries, 1 s per attempt and 3 s per call, so that a
+        // slow table fails the record (to be retried) well within the invocation.
+        bookings: Bookings::new(
+            aws_sdk_dynamodb::Client::new(&keel_runtime::aws::config().await),
+            table,
+        ),
         processor,
     };
     Ok((keel, worker))

@@ -104,13 +104,7 @@ fn main() -> Result<(), HarnessError> {
     }
 
     let moto = Moto::start()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| HarnessError::Spawn {
-            name: "tokio runtime".into(),
-            source,
-        })?;
+    let runtime = keel_tests::runtime()?;
     let mut env = moto.env();
     env.extend(runtime.block_on(moto.booking_stack())?.env());
     let emulator = Emulator::start()?;

@@ -112,13 +112,7 @@ impl Stack {
     fn start(options: &Options) -> Result<Self, HarnessError> {
         step("building booking-api, booking-worker and keel-extension (the first build takes a few minutes)");
         let built = build_binaries(&["booking-api", "booking-worker", "keel-extension"])?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|source| HarnessError::Spawn {
-                name: "tokio runtime".into(),
-                source,
-            })?;
+        let runtime = keel_tests::runtime()?;
         step("starting the moto server (DynamoDB, SNS, SQS) …");
         let moto = Moto::start()?;
         step(&format!("moto: pid {} at {}", moto.pid(), moto.endpoint()));
