@@ -11,6 +11,8 @@ cd "$root"
 bash scripts/install-tools.sh
 target="${CARGO_TARGET_DIR:-$root/target}"
 cargo build --release --locked -p keel-tests --bin keel-local --bin keel-load
+# What keel-local runs, built here so that its start is not a build.
+cargo build --release --locked --bin booking-api --bin booking-worker --bin keel-extension
 port="${PORT:-3100}"
 mkdir -p "$target/load"
 log="$target/load/stack.log"
@@ -28,5 +30,10 @@ for _ in $(seq 1 600); do
   fi
   sleep 0.5
 done
+if ! grep -q "^Serving booking-api" "$log"; then
+  echo "load: the local stack did not start serving within 5 minutes:" >&2
+  tail -n 40 "$log" >&2
+  exit 1
+fi
 "$target/release/keel-load" --url "http://127.0.0.1:$port" \
   --seconds "${PHASE_SECONDS:-10}" --concurrency "${CONCURRENCY:-4}"

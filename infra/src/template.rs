@@ -665,8 +665,8 @@ impl KeelFunction {
                         "skip",
                         list([
                             checkov_skip("CKV_AWS_116", self.no_async_dlq),
-                            checkov_skip("CKV_AWS_117", "calls only AWS service endpoints (DynamoDB, SNS, SQS, Lambda, CodeDeploy); there are no VPC resources to reach"),
-                            checkov_skip("CKV_AWS_115", "reserved concurrency takes a share of the account's limit: a per-account decision (booking-api bounds its calls towards partners with Keel's concurrency guards)"),
+                            checkov_skip("CKV_AWS_117", "calls only AWS service endpoints; there are no VPC resources to reach"),
+                            checkov_skip("CKV_AWS_115", "reserved concurrency takes a share of the account's limit: a per-account decision"),
                         ]),
                     )]),
                 )]),
@@ -780,12 +780,13 @@ fn booking_api() -> KeelFunction {
     }
 }
 
-/// The booking worker, reading the booking queue: it confirms the bookings the API created.
+/// The booking worker, reading the booking queue: it settles (confirms or rejects) the bookings
+/// the API created.
 fn booking_worker() -> KeelFunction {
     KeelFunction {
         id: "BookingWorker",
         binary: "booking-worker",
-        description: "Booking worker: confirms requested bookings from the booking queue, wrapped by Keel",
+        description: "Booking worker: settles requested bookings from the booking queue, wrapped by Keel",
         // At most once per SQS message id.
         idempotent: true,
         guarded: false,
@@ -1008,7 +1009,7 @@ fn outputs() -> Node {
         (
             "BookingQueueUrl",
             output(
-                "BookingRequested messages the booking worker confirms",
+                "BookingRequested messages the booking worker settles",
                 reference("BookingQueue"),
             ),
         ),

@@ -26,10 +26,10 @@ const OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3)
 /// (`AWS_ENDPOINT_URL`) from the environment; standard retries (3 attempts, from 50 ms of
 /// backoff); 1 s per attempt and 3 s per call.
 ///
-/// It is loaded once per process, at the first call (an execution environment's variables do
-/// not change), and shared: every Keel client and the function's own clients built from it
-/// share one credentials cache and one HTTP client, its TLS roots and its open connections, so
-/// that init pays for them once.
+/// It is loaded once per process, at the first call, from the environment as it is then (an
+/// execution environment's variables do not change), and shared: the region and credentials
+/// chains run once, and every Keel client and the function's own clients built from it share
+/// one credentials cache. Each client still builds its own HTTP connector.
 #[cfg(any(feature = "dynamodb", feature = "routing"))]
 pub async fn config() -> aws_config::SdkConfig {
     static CONFIG: tokio::sync::OnceCell<aws_config::SdkConfig> = tokio::sync::OnceCell::const_new();

@@ -12,7 +12,8 @@
 //! is, which booking-api serves trusting the `customer_id` it is given.
 //!
 //! Bounds: request bodies up to [`MAX_BODY_BYTES`] (larger: `413`), [`MAX_CONNECTIONS`]
-//! connections at once (more wait to be accepted), 30 s per invocation (then `504`).
+//! connections at once (more wait to be accepted; a connection's next request headers are
+//! awaited 30 s at most), 30 s per invocation (then `503`).
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,11 +96,6 @@ impl ApiGateway {
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
-
-    /// The port it listens on.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
 }
 
 impl Drop for ApiGateway {
@@ -142,6 +138,8 @@ async fn serve(
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| answer(Arc::clone(&route), request));
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(INTEGRATION_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
             drop(permit);
@@ -177,7 +175,7 @@ async fn answer(route: Arc<Route>, request: Request<Incoming>) -> Result<Respons
     };
     let mut response = match invoke.await {
         Ok(Ok((200, text))) => response_of(&text),
-        Ok(Err(ureq::Error::Timeout(_))) => message(StatusCode::GATEWAY_TIMEOUT, "Service Unavailable"),
+        Ok(Err(ureq::Error::Timeout(_))) => message(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"),
         // The function failed or could not be reached.
         _ => message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
     };

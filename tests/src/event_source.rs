@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
 use serde_json::{json, Value};
 
-use crate::{Emulator, HarnessError, Invocation, Moto};
+use crate::{Emulator, HarnessError, Moto};
 
 /// A queue polled for a function, as Lambda's event source mapping polls it (batches of up to
 /// ten, `ReportBatchItemFailures` on).
@@ -25,8 +25,6 @@ pub struct Delivery {
     pub messages: Vec<Message>,
     /// The message ids the function reported failed (all of them when the invocation failed).
     pub failed: BTreeSet<String>,
-    /// The function's answer.
-    pub answer: Invocation,
 }
 
 impl SqsEventSource {
@@ -114,20 +112,25 @@ impl SqsEventSource {
             .iter()
             .filter_map(|m| m.message_id().map(str::to_owned))
             .collect();
-        let reported: Option<BTreeSet<String>> =
-            answer.body["batchItemFailures"].as_array().map(|failures| {
-                failures
+        // Lambda fails the whole batch when the invocation fails, when the answer is not an
+        // `SqsBatchResponse`, and when a reported failure names no record of the batch (an empty
+        // or unknown `itemIdentifier`); an answer without failures succeeds whole.
+        let is_response = answer.body.is_object() || answer.body.is_null();
+        let failed = match answer.body.get("batchItemFailures") {
+            _ if answer.status != 200 || !is_response => ids,
+            None | Some(Value::Null) => BTreeSet::new(),
+            Some(Value::Array(failures)) => {
+                let reported: BTreeSet<String> = failures
                     .iter()
                     .map(|f| f["itemIdentifier"].as_str().unwrap_or_default().to_owned())
-                    .collect()
-            });
-        // Lambda fails the whole batch when the invocation fails, and when a reported failure
-        // names no record of the batch (an empty or unknown `itemIdentifier`).
-        let failed = match reported {
-            _ if answer.status != 200 => ids,
-            Some(reported) if !reported.is_subset(&ids) => ids,
-            Some(reported) => reported,
-            None => BTreeSet::new(),
+                    .collect();
+                if reported.is_subset(&ids) {
+                    reported
+                } else {
+                    ids
+                }
+            }
+            Some(_) => ids,
         };
         for message in &messages {
             let handle = message.receipt_handle().unwrap_or_default();
@@ -150,11 +153,7 @@ impl SqsEventSource {
                     .map_err(|e| sqs_failed(&self.queue_url, e))?;
             }
         }
-        Ok(Some(Delivery {
-            messages,
-            failed,
-            answer,
-        }))
+        Ok(Some(Delivery { messages, failed }))
     }
 }
 

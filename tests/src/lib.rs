@@ -117,7 +117,7 @@ pub fn free_port() -> u16 {
         .expect("the loopback interface has free ports")
 }
 
-/// The binary `name` of the workspace (debug profile, the caller's own target directory),
+/// The binary `name` of the workspace (the caller's own profile and target directory),
 /// built with the test build ([`build_workspace`]); returns its path.
 pub fn build_binary(name: &str) -> Result<PathBuf, HarnessError> {
     Ok(build_workspace()?.join(name))

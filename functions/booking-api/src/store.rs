@@ -340,7 +340,13 @@ impl Bookings {
                 .send()
                 .await;
             let reasons = match written {
-                Ok(_) => return Ok((self.get(&booking.booking_id).await?, true)),
+                Ok(_) => {
+                    // Committed: the booking as written, without a read that could fail after it.
+                    let mut cancelled = booking.clone();
+                    cancelled.status = Status::Cancelled;
+                    cancelled.updated_at = now;
+                    return Ok((cancelled, true));
+                }
                 Err(error) => cancellation(&error).ok_or(StoreError::from(error))?,
             };
             if reasons.contains(&Reason::Other) {

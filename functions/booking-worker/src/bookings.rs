@@ -8,10 +8,11 @@
 //!   resource takes no more bookings, `closed = true` (set by its operators).
 //!
 //! Settling a booking reads its resource first: an open resource's booking is confirmed
-//! (`UpdateItem` on condition `status = PENDING`); a closed resource's booking is rejected and its
-//! slot freed in one transaction (the booking on condition `status = PENDING`, the resource on
-//! condition `closed = true`, its `version` incremented so that a creation racing it writes
-//! against the resource as it now is).
+//! (`UpdateItem` on condition `status = PENDING` and `resource_id` the message's); a closed
+//! resource's booking is rejected and its slot freed in one transaction (the booking on the same
+//! condition, the resource on condition `closed = true` and the slot held, its `version`
+//! incremented so that a creation racing it writes against the resource as it now is; a
+//! `ConditionCheck` of `closed = true` when the booking holds no slot).
 
 use std::collections::HashMap;
 
@@ -195,7 +196,8 @@ impl Bookings {
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
                 // Another writer got in the way: wait a little longer each time, with jitter.
-                let millis = (10 << attempt) + fastrand::u64(..10);
+                // Full jitter, up to 100, 200, 400 ms.
+                let millis = fastrand::u64(10..(50 << attempt));
                 tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
             }
             let resource = self.resource(resource_id, booking_id).await?;

@@ -48,7 +48,7 @@ pub(crate) static BOOKING_CONFIRMATION_FAILED: MetricDef = MetricDef {
     resolution: Resolution::Standard,
     description: "Queue records the booking worker failed, by reason: malformed_message, booking_not_found, \
                   unknown_status and resource_mismatch are retried to the dead-letter queue; store_throttled and \
-                  store_unavailable and resource_contended are retried until the table answers; store_rejected means the \
+                  store_unavailable and resource_contended are retried (to the dead-letter queue after the queue's maxReceiveCount); store_rejected means the \
                   worker's table or permissions are wrong",
     emitter: Emitter::Function,
 };

@@ -19,7 +19,9 @@ use keel_infra::template::{KeelTable, RELAY_ADDR, SLOT_ACTIONS};
 use regex::Regex;
 use serde_json::Value;
 
-/// The variables each function cannot start without, by binary.
+/// The variables the template must set for each function, by binary: those it cannot start
+/// without, and `QUEUE_MAX_RECEIVE_COUNT`, whose default would not follow the queue's redrive
+/// policy.
 const REQUIRED: [(&str, &[&str]); 3] = [
     ("booking-api", &["BOOKINGS_TABLE", "BOOKING_TOPIC_ARN"]),
     ("booking-worker", &["BOOKINGS_TABLE", "QUEUE_MAX_RECEIVE_COUNT"]),
@@ -670,7 +672,7 @@ fn the_worker_reads_the_queue_subscribed_to_the_topic_the_api_publishes_to() {
         "{key}"
     );
 
-    // The worker's role reads the queue and confirms bookings.
+    // The worker's role reads the queue and settles bookings: exactly the calls it makes.
     let statements = role_statements(worker);
     for action in [
         "sqs:ReceiveMessage",
@@ -679,7 +681,8 @@ fn the_worker_reads_the_queue_subscribed_to_the_topic_the_api_publishes_to() {
     ] {
         assert!(allows(&statements, action, &queue_arn), "{action}");
     }
-    let table = arn_of(var(worker_variables, "BOOKINGS_TABLE")["Ref"].as_str().unwrap());
+    let table_id = var(worker_variables, "BOOKINGS_TABLE")["Ref"].as_str().unwrap();
+    let table = arn_of(table_id);
     for action in [
         "dynamodb:GetItem",
         "dynamodb:UpdateItem",
@@ -687,6 +690,14 @@ fn the_worker_reads_the_queue_subscribed_to_the_topic_the_api_publishes_to() {
     ] {
         assert!(allows(&statements, action, &table), "{action}");
     }
+    let expected: BTreeSet<String> = [
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:ConditionCheckItem",
+    ]
+    .map(str::to_owned)
+    .into();
+    assert_eq!(actions_on(&statements, table_id), expected);
 }
 
 #[test]

@@ -135,6 +135,7 @@ impl Stack {
             ("idempotency table", idempotency.as_str()),
             ("booking topic", bookings.topic_arn.as_str()),
             ("booking queue", bookings.events_queue.as_str()),
+            ("booking dead-letter queue", bookings.events_dlq.as_str()),
             ("error topic", error_topic.as_str()),
             ("on-call queue", on_call.as_str()),
             ("error dead-letter queue", error_dlq.as_str()),
@@ -365,9 +366,17 @@ struct Step<'a> {
     key: Option<&'a str>,
     body: Option<Value>,
     expect: u16,
+    /// Whether the answer must be a replay (`Idempotent-Replayed: true`).
+    replayed: bool,
 }
 
 impl<'a> Step<'a> {
+    /// The same step, whose answer must be replayed from the idempotency record.
+    fn replayed(mut self) -> Self {
+        self.replayed = true;
+        self
+    }
+
     fn get(what: &'a str, path: impl Into<String>) -> Self {
         Step {
             what,
@@ -376,6 +385,7 @@ impl<'a> Step<'a> {
             key: None,
             body: None,
             expect: 200,
+            replayed: false,
         }
     }
 
@@ -393,6 +403,7 @@ impl<'a> Step<'a> {
             key,
             body,
             expect,
+            replayed: false,
         }
     }
 }
@@ -443,10 +454,14 @@ fn request(stack: &Stack, follower: &mut Follower<'_>, step: Step<'_>) -> Result
         }
     );
     follower.print_new();
-    if status != step.expect {
+    if status != step.expect || (step.replayed && !replayed) {
         return Err(HarnessError::Setup(format!(
-            "{} {} answered {status}, not {}: {answer}",
-            step.method, step.path, step.expect
+            "{} {} answered {status}{}, not {}{}: {answer}",
+            step.method,
+            step.path,
+            if replayed { " (replayed)" } else { "" },
+            step.expect,
+            if step.replayed { " (replayed)" } else { "" },
         )));
     }
     Ok(answer)
@@ -490,13 +505,21 @@ fn tour(stack: &Stack) -> Result<(), HarnessError> {
         201,
     ))?;
     let id = field(&created, "booking_id")?.to_owned();
-    send(Step::post(
-        "the same request retried (replayed from DynamoDB: the same booking, not booked twice)",
-        "/bookings",
-        Some("order-1"),
-        booking("cust-7", "room-1", &day, 10, 11),
-        201,
-    ))?;
+    let retried = send(
+        Step::post(
+            "the same request retried (replayed from DynamoDB: the same booking, not booked twice)",
+            "/bookings",
+            Some("order-1"),
+            booking("cust-7", "room-1", &day, 10, 11),
+            201,
+        )
+        .replayed(),
+    )?;
+    if field(&retried, "booking_id")? != id {
+        return Err(HarnessError::Setup(format!(
+            "the retry answered another booking: {retried}"
+        )));
+    }
     send(Step::post(
         "the key order-1 reused for another booking (refused: 422)",
         "/bookings",
@@ -583,6 +606,12 @@ fn tour(stack: &Stack) -> Result<(), HarnessError> {
     println!("  → Invoke {event}");
     let answer = stack.api_emulator.invoke(&event.to_string())?;
     println!("  ← {} {}", answer.status, answer.body);
+    if answer.status != 500 || answer.body["errorType"] != "Keel.InvalidEvent" {
+        return Err(HarnessError::Setup(format!(
+            "the direct invocation did not fail as Keel.InvalidEvent: {} {}",
+            answer.status, answer.body
+        )));
+    }
     follower.print_new();
     println!("\n▶ what on-call received (the extension published the relayed error to the error topic)");
     // The extension publishes after the response: it may take a moment.
