@@ -577,6 +577,8 @@ async fn plain_http_through_the_api_gateway_stand_in_reaches_booking_api() {
     assert_eq!(read(None), 200);
     assert_eq!(read(Some(token("cust-h"))), 200);
     assert_eq!(read(Some(token("cust-other"))), 403);
+    // What is not a bearer JWT is refused as the authorizer refuses it, without invoking.
+    assert_eq!(read(Some("Basic dXNlcjpwYXNz".to_owned())), 401);
     let missing = agent
         .get(format!("{}/bookings/bk-missing", gateway.url()))
         .call()
