@@ -206,6 +206,14 @@ pub fn find(name: &str) -> Option<&'static MetricDef> {
     crate::find(ALL, name)
 }
 
+/// Checks that a function's own `entries` can be published beside Keel's: each well formed
+/// (see [`crate::check`]) and none named as one of Keel's or as another of them.
+pub fn check_beside(entries: &[&'static MetricDef]) -> Result<(), crate::CatalogueError> {
+    let mut all = ALL.to_vec();
+    all.extend_from_slice(entries);
+    crate::check(&all)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
