@@ -22,6 +22,8 @@
 
 #![warn(missing_docs)]
 
+pub mod alarms;
+pub mod services;
 pub mod template;
 pub mod yaml;
 
