@@ -31,6 +31,7 @@ static BOOKING_CREATED: MetricDef = MetricDef {
     resolution: Resolution::Standard,
     description: "Booking requests accepted",
     emitter: Emitter::Function,
+    canary: false,
 };
 
 #[test]
