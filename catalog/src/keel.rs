@@ -1,5 +1,9 @@
 //! The metrics Keel itself emits: the runtime's layers inside the function, and the extension
 //! from the Telemetry API.
+//!
+//! The canary-critical ones ([`MetricDef::canary`]: `InvocationTimeout`, `RuntimeCrash`,
+//! `HttpServerError`) are also published per function version, for the alarms that watch a
+//! canary deployment.
 
 use crate::{Emitter, Kind, MetricDef, Resolution, Unit};
 
@@ -12,6 +16,7 @@ pub static COLD_START: MetricDef = MetricDef {
     resolution: Resolution::Standard,
     description: "Invocations that started a new execution environment",
     emitter: Emitter::Runtime,
+    canary: false,
 };
 
 /// A duplicate answered with the stored response (the handler did not run).
@@ -23,6 +28,7 @@ pub static IDEMPOTENCY_REPLAY: MetricDef = MetricDef {
     resolution: Resolution::Standard,
     description: "Duplicate requests answered with the stored response",
     emitter: Emitter::Runtime,
+    canary: false,
 };
 
 /// A duplicate that arrived while the first request was still running.
@@ -34,6 +40,7 @@ pub static IDEMPOTENCY_IN_PROGRESS_CONFLICT: MetricDef = MetricDef {
     resolution: Resolution::Standard,
     description: "Duplicate requests refused because the first one was still running",
     emitter: Emitter::Runtime,
+    canary: false,
 };
 
 /// An idempotency key reused with a different payload.
@@ -45,6 +52,7 @@ pub static IDEMPOTENCY_KEY_REUSED: MetricDef = MetricDef {
     resolution: Resolution::Standard,
     description: "Requests refused because their idempotency key was used with another payload",
     emitter: Emitter::Runtime,
+    canary: false,
 };
 
 /// A failed operation of the idempotency store.
@@ -56,6 +64,7 @@ pub static IDEMPOTENCY_STORE_ERROR: MetricDef = MetricDef {
     resolution: Resolution::Standard,
     description: "Idempotency store operations that failed (throttled, unreachable, refused)",
     emitter: Emitter::Runtime,
+    canary: false,
 };
 
 /// A routed error, counted once where it finally landed (`sns`, `dlq` or `log`): an envelope
@@ -68,6 +77,24 @@ pub static ROUTED_ERROR: MetricDef = MetricDef {
     resolution: Resolution::Standard,
     description: "Failed invocations routed to on-call, by the sink that took the envelope (log = SNS and the DLQ both failed)",
     emitter: Emitter::Runtime,
+    canary: false,
+};
+
+/// An HTTP answer with a 5xx status: one Keel gave in place of the handler (a failed
+/// idempotency or concurrency-slot store), or one a function gave itself and counted through
+/// this entry. Lambda counts neither as an error (the invocation succeeded), so
+/// `AWS/Lambda Errors` never sees them; API Gateway's 5xx metrics do, but without the version.
+pub static HTTP_SERVER_ERROR: MetricDef = MetricDef {
+    name: "HttpServerError",
+    unit: Unit::Count,
+    kind: Kind::Counter,
+    dimensions: &["service"],
+    resolution: Resolution::Standard,
+    description: "HTTP answers with a 5xx status given by Keel in place of the handler (idempotency or \
+                  concurrency-slot store failure) or by the function itself: an API Gateway 5xx that \
+                  AWS/Lambda Errors never counts",
+    emitter: Emitter::Runtime,
+    canary: true,
 };
 
 /// An invocation took a concurrency slot.
@@ -79,6 +106,7 @@ pub static CONCURRENCY_ACQUIRED: MetricDef = MetricDef {
     resolution: Resolution::Standard,
     description: "Invocations that took a concurrency slot for their key",
     emitter: Emitter::Runtime,
+    canary: false,
 };
 
 /// An invocation found every slot of its key taken and was refused.
@@ -90,6 +118,7 @@ pub static CONCURRENCY_REJECTED: MetricDef = MetricDef {
     resolution: Resolution::Standard,
     description: "Invocations refused because every concurrency slot of their key was taken (HTTP 429)",
     emitter: Emitter::Runtime,
+    canary: false,
 };
 
 /// How long an invocation waited for its concurrency slot.
@@ -101,6 +130,7 @@ pub static CONCURRENCY_WAIT_MS: MetricDef = MetricDef {
     resolution: Resolution::Standard,
     description: "Time from arrival to a concurrency slot being taken",
     emitter: Emitter::Runtime,
+    canary: false,
 };
 
 /// How long the function ran for an invocation (platform.report).
@@ -112,6 +142,7 @@ pub static INVOCATION_DURATION_MS: MetricDef = MetricDef {
     resolution: Resolution::Standard,
     description: "How long the function ran for an invocation (platform.report)",
     emitter: Emitter::Extension,
+    canary: false,
 };
 
 /// The duration Lambda billed for an invocation (platform.report).
@@ -123,6 +154,7 @@ pub static BILLED_DURATION_MS: MetricDef = MetricDef {
     resolution: Resolution::Standard,
     description: "The duration Lambda billed for an invocation (platform.report)",
     emitter: Emitter::Extension,
+    canary: false,
 };
 
 /// The most memory the execution environment used up to an invocation (platform.report).
@@ -134,6 +166,7 @@ pub static MAX_MEMORY_USED_MB: MetricDef = MetricDef {
     resolution: Resolution::Standard,
     description: "The most memory the execution environment used up to an invocation (platform.report)",
     emitter: Emitter::Extension,
+    canary: false,
 };
 
 /// How long the execution environment took to start, on cold starts (platform.report).
@@ -145,6 +178,7 @@ pub static INIT_DURATION_MS: MetricDef = MetricDef {
     resolution: Resolution::Standard,
     description: "How long the execution environment took to start, on cold starts (platform.report)",
     emitter: Emitter::Extension,
+    canary: false,
 };
 
 /// Invocations that ran out of time (platform.runtimeDone status timeout).
@@ -156,6 +190,7 @@ pub static INVOCATION_TIMEOUT: MetricDef = MetricDef {
     resolution: Resolution::Standard,
     description: "Invocations that ran out of time (platform.runtimeDone status timeout)",
     emitter: Emitter::Extension,
+    canary: true,
 };
 
 /// Invocations whose runtime crashed or was killed (platform.runtimeDone status failure).
@@ -167,6 +202,7 @@ pub static RUNTIME_CRASH: MetricDef = MetricDef {
     resolution: Resolution::Standard,
     description: "Invocations whose runtime crashed or was killed (platform.runtimeDone status failure)",
     emitter: Emitter::Extension,
+    canary: true,
 };
 
 /// Telemetry records Lambda dropped before the extension could read them (platform.logsDropped).
@@ -179,6 +215,7 @@ pub static TELEMETRY_DROPPED: MetricDef = MetricDef {
     description:
         "Telemetry records Lambda dropped before the extension could read them (platform.logsDropped)",
     emitter: Emitter::Extension,
+    canary: false,
 };
 
 /// Every metric Keel itself emits.
@@ -188,6 +225,7 @@ pub static ALL: &[&MetricDef] = &[
     &IDEMPOTENCY_IN_PROGRESS_CONFLICT,
     &IDEMPOTENCY_KEY_REUSED,
     &IDEMPOTENCY_STORE_ERROR,
+    &HTTP_SERVER_ERROR,
     &ROUTED_ERROR,
     &CONCURRENCY_ACQUIRED,
     &CONCURRENCY_REJECTED,
@@ -221,5 +259,11 @@ mod tests {
     #[test]
     fn entries_are_unique_and_well_formed() {
         crate::check(ALL).unwrap();
+    }
+
+    #[test]
+    fn the_canary_critical_entries() {
+        let canary: Vec<&str> = ALL.iter().filter(|def| def.canary).map(|def| def.name).collect();
+        assert_eq!(canary, ["HttpServerError", "InvocationTimeout", "RuntimeCrash"]);
     }
 }

@@ -38,8 +38,10 @@ pub(crate) fn error_response<R: DeserializeOwned>(
 
 /// The answer a layer gives in place of the handler to an HTTP request ([`error_response`]),
 /// with the one line that says why (`error.type`, the status and the reason, in the
-/// invocation's context: ERROR for a 5xx, WARN otherwise). `None`, and no line, when `R` is not
-/// an HTTP response type: the error is returned, and the logging layer writes its line.
+/// invocation's context: ERROR for a 5xx, WARN otherwise); a 5xx is counted in
+/// `HttpServerError` (canary-critical: Lambda counts the invocation a success). `None`, and no
+/// line or count, when `R` is not an HTTP response type: the error is returned, and the logging
+/// layer writes its line.
 pub(crate) fn refusal<R: DeserializeOwned>(
     error_type: &str,
     status: u16,
@@ -50,6 +52,7 @@ pub(crate) fn refusal<R: DeserializeOwned>(
     let reason = reason.to_string();
     let response = error_response(status, code, &reason, retry_after)?;
     if status >= 500 {
+        crate::metrics::catalog::keel::HTTP_SERVER_ERROR.increment(1);
         tracing::error!("error.type" = error_type, status, reason = %reason, "answered in place of the handler");
     } else {
         tracing::warn!("error.type" = error_type, status, reason = %reason, "answered in place of the handler");

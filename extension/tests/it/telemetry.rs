@@ -9,7 +9,7 @@ use keel_extension::telemetry::{Telemetry, MAX_LINE_BYTES};
 use keel_runtime::classify::ErrorClass;
 use keel_runtime::output::{CapturedLines, Output};
 use keel_runtime::routing::{Envelope, ErrorRouting, Source};
-use keel_runtime::Keel;
+use keel_runtime::{FunctionInfo, Keel};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
@@ -88,7 +88,14 @@ async fn listener() -> Listener {
 async fn listener_with(configure: impl FnOnce(Telemetry) -> Telemetry) -> Listener {
     logs();
     let (output, metrics) = Output::memory();
-    let keel = Keel::new("booking-api").output(output);
+    let function = FunctionInfo {
+        name: "booking-api".into(),
+        version: "5".into(),
+        memory_size: 128,
+    };
+    let keel = Keel::new("booking-api")
+        .output(output)
+        .metrics(|config| config.function(function));
     let routing = Arc::new(ErrorRouting::new("booking-api"));
     let (queue, publisher, _shutdown) = relay::queue(relay::Limits::envelopes(64), routing.clone());
     tokio::spawn(publisher.run());
@@ -120,6 +127,14 @@ impl Listener {
     /// are `expected` of them.
     async fn envelopes(&self, prefix: &str, expected: usize) -> Vec<Envelope> {
         support::wait_for_logged_envelopes(expected, |e| e.request_id.starts_with(prefix)).await
+    }
+
+    /// The documents holding `name`.
+    fn documents_of(&self, name: &str) -> Vec<Value> {
+        parsed(&self.metrics)
+            .into_iter()
+            .filter(|doc| doc.get("_aws").is_some() && doc.get(name).is_some())
+            .collect()
     }
 
     fn metric_total(&self, name: &str) -> f64 {
@@ -217,6 +232,109 @@ async fn telemetry_batches_become_metrics_and_failures_are_routed_once_with_thei
     );
     assert_eq!(listener.metric_total("InvocationTimeout"), 1.0);
     assert_eq!(listener.metric_total("RuntimeCrash"), 1.0);
+
+    // Timeouts and crashes are canary-critical: also published for the function's version.
+    for name in ["InvocationTimeout", "RuntimeCrash"] {
+        for document in listener.documents_of(name) {
+            assert_eq!(
+                document["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+                json!([["service"], ["service", "function_version"]]),
+                "{document}"
+            );
+            assert_eq!(document["function_version"], "5", "{document}");
+            keel_tests::emf_spec::validate(&document).unwrap();
+        }
+    }
+    for document in listener.documents_of("DurationMs") {
+        assert_eq!(
+            document["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["service"]])
+        );
+        assert!(document.get("function_version").is_none(), "{document}");
+    }
+}
+
+/// Set in the process that runs [`timeouts_and_crashes_carry_the_version_lambda_sets`] alone.
+const ALONE: &str = "KEEL_EXTENSION_VERSION_TEST_ALONE";
+
+/// The extension built as `main` builds it, from the variables Lambda sets in the execution
+/// environment (the function's and the extension's alike): its timeout and crash counts carry
+/// `AWS_LAMBDA_FUNCTION_VERSION`. Run in a process of its own, with those variables set.
+#[test]
+fn timeouts_and_crashes_carry_the_version_lambda_sets() {
+    if std::env::var_os(ALONE).is_none() {
+        let exe = std::env::current_exe().expect("the test binary");
+        let output = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "telemetry::timeouts_and_crashes_carry_the_version_lambda_sets",
+                "--nocapture",
+            ])
+            .env(ALONE, "1")
+            .env("AWS_LAMBDA_FUNCTION_NAME", "booking-api")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "14")
+            .env_remove("KEEL_SERVICE")
+            .output()
+            .expect("the test binary runs");
+        let printed = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && printed.contains("1 passed"),
+            "the test failed in its own process:\n{printed}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (output, lines) = Output::memory();
+        let keel = Keel::from_env("")
+            .await
+            .expect("the configuration")
+            .output(output);
+        let metrics = keel.init().expect("alone in its process");
+        let routing = Arc::new(ErrorRouting::new("booking-api"));
+        let (queue, publisher, _shutdown) = relay::queue(relay::Limits::envelopes(16), routing.clone());
+        tokio::spawn(publisher.run());
+        let telemetry = Telemetry::new(routing, queue, metrics);
+        let batch = json!([
+            done(
+                "platform.runtimeDone",
+                "v-slow",
+                "timeout",
+                json!({"durationMs": 3000.0})
+            ),
+            done(
+                "platform.runtimeDone",
+                "v-crash",
+                "failure",
+                json!({"durationMs": 10.0})
+            ),
+        ]);
+        telemetry.read(batch.to_string().as_bytes()).await.unwrap();
+        let documents: Vec<Value> = parsed(&lines)
+            .into_iter()
+            .filter(|l| l.get("InvocationTimeout").is_some() || l.get("RuntimeCrash").is_some())
+            .collect();
+        assert_eq!(documents.len(), 1, "{documents:#?}");
+        let document = &documents[0];
+        keel_tests::emf_spec::validate(document).unwrap();
+        assert_eq!(
+            document["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["service"], ["service", "function_version"]])
+        );
+        assert_eq!(
+            (&document["service"], &document["function_version"]),
+            (&json!("booking-api"), &json!("14"))
+        );
+        assert_eq!(
+            (&document["InvocationTimeout"], &document["RuntimeCrash"]),
+            (&json!(1), &json!(1))
+        );
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::http::header::{HeaderValue, CONTENT_TYPE};
+use keel_runtime::metrics::catalog::keel::HTTP_SERVER_ERROR;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -404,7 +405,13 @@ fn header<'a>(request: &'a ApiGatewayV2httpRequest, name: &str) -> Option<&'a st
         .filter(|value| !value.is_empty())
 }
 
+/// The HTTP response `status` with the JSON `body`. A 5xx is counted in Keel's `HttpServerError`
+/// (canary-critical: an alarm watching the new version sees it; Lambda counts the invocation a
+/// success).
 fn respond(status: i64, body: &Value) -> ApiGatewayV2httpResponse {
+    if status >= 500 {
+        HTTP_SERVER_ERROR.increment(1);
+    }
     let mut response = ApiGatewayV2httpResponse::default();
     response.status_code = status;
     response
@@ -424,5 +431,38 @@ mod tests {
         assert_ne!(booking_id("c-1", "k"), booking_id("c-2", "k"));
         assert_ne!(booking_id("c-1", "k"), booking_id("c-1", "k2"));
         assert_eq!(booking_id("c", "k").len(), 3 + 24);
+    }
+
+    #[test]
+    fn a_5xx_answer_is_counted_as_an_http_server_error_of_this_version() {
+        let (output, lines) = keel_runtime::output::Output::memory();
+        let function = keel_runtime::FunctionInfo {
+            name: "booking-api".into(),
+            version: "12".into(),
+            memory_size: 128,
+        };
+        let layer = keel_runtime::Keel::new("booking-api")
+            .output(output)
+            .metrics(|config| config.function(function))
+            .metrics_layer();
+        // Outside an invocation, the recorder writes each value at once.
+        ::metrics::with_local_recorder(&layer.recorder(), || {
+            assert_eq!(respond(200, &json!({"status": "ok"})).status_code, 200);
+            assert_eq!(respond(404, &json!({"code": "NOT_FOUND"})).status_code, 404);
+            assert_eq!(respond(503, &json!({"code": "UNAVAILABLE"})).status_code, 503);
+        });
+        let documents: Vec<Value> = lines
+            .lines()
+            .iter()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(documents.len(), 1, "{documents:#?}");
+        let document = &documents[0];
+        assert_eq!(document["HttpServerError"], 1);
+        assert_eq!(
+            document["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["service"], ["service", "function_version"]])
+        );
+        assert_eq!(document["function_version"], "12");
     }
 }

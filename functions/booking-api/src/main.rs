@@ -5,18 +5,19 @@
 //! `GET /metadata` and `POST /manager` (see the modules `api` and `manager`). Bookings live in
 //! `BOOKINGS_TABLE` (see `store`), never two overlapping for a resource; each new one is
 //! announced on `BOOKING_TOPIC_ARN` (see `events`). Keel adds structured logs, EMF metrics (this
-//! function's own in `metrics`), idempotency on the `Idempotency-Key` header (a retry gets the
-//! first answer back, marked `Idempotent-Replayed: true`), a concurrency guard per `resource_id`,
-//! and error routing; their settings come from the `KEEL_*` variables.
+//! function's own in `booking_metrics::api`; its 5xx answers counted in Keel's `HttpServerError`),
+//! idempotency on the `Idempotency-Key` header (a retry gets the first answer back, marked
+//! `Idempotent-Replayed: true`), a concurrency guard per `resource_id`, and error routing; their
+//! settings come from the `KEEL_*` variables.
 
 mod api;
 mod events;
 mod manager;
-mod metrics;
 mod model;
 mod store;
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use booking_metrics::api as metrics;
 use keel_runtime::concurrency::ConcurrencyGuard;
 use keel_runtime::idempotency::Idempotency;
 use keel_runtime::{service_fn, BoxError, Keel, LambdaEvent};

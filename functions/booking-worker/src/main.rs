@@ -32,13 +32,13 @@
 
 mod bookings;
 mod message;
-mod metrics;
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use booking_metrics::worker as metrics;
 use keel_runtime::batch::{BatchError, BatchProcessor};
 use keel_runtime::classify::{Classify, ErrorClass};
 use keel_runtime::idempotency::Idempotency;

@@ -33,12 +33,12 @@
 mod aws;
 mod checks;
 mod hook;
-mod metrics;
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use booking_metrics::hook as metrics;
 use keel_runtime::logging::CorrelationId;
 use keel_runtime::{service_fn, Keel, LambdaEvent};
 

@@ -5,12 +5,18 @@
 //! per metric (more are split across documents), a dimension set at most 30 dimensions, names
 //! and values stay within their lengths, units are CloudWatch's, values are finite. Whatever
 //! cannot be made valid is returned as a [`Rejection`] for the caller to report, never written.
+//!
+//! Canary-critical metrics (see [`MetricDef::canary`](keel_catalog::MetricDef::canary)) are
+//! written in documents of their own with two dimension sets, `[service, labels…]` and
+//! `[service, labels…, function_version]`, and the root member `function_version`: one value,
+//! aggregated by CloudWatch both across versions and per version.
 
 use std::fmt::Write as _;
 
 use super::{Resolution, Unit};
 use crate::json;
 use crate::output::Output;
+use keel_catalog::VERSION_DIMENSION;
 
 /// Metric definitions per document.
 pub(crate) const MAX_METRICS_PER_DOCUMENT: usize = 100;
@@ -27,8 +33,9 @@ pub(crate) const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 /// Largest magnitude CloudWatch accepts for a value (2^360).
 pub(crate) const MAX_MAGNITUDE: f64 = 2.348_542_582_773_833e108;
 
-/// Root members Keel writes besides dimensions and metrics.
-pub(crate) const RESERVED_MEMBERS: [&str; 2] = ["_aws", "function_request_id"];
+/// Root members Keel writes besides the labels and metrics (`service` aside): never a label's or
+/// a metric's name.
+pub(crate) const RESERVED_MEMBERS: [&str; 3] = ["_aws", "function_request_id", VERSION_DIMENSION];
 
 /// One metric of an invocation, ready to be written.
 #[derive(Clone, Debug, PartialEq)]
@@ -94,7 +101,8 @@ pub(crate) fn check_namespace(namespace: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_dimension_value(value: &str) -> Result<(), String> {
+/// Why `value` cannot be a dimension value, if it cannot.
+pub(crate) fn check_dimension_value(value: &str) -> Result<(), String> {
     if value.trim().is_empty() {
         return Err("the value is empty".into());
     }
@@ -106,12 +114,18 @@ fn check_dimension_value(value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks a dimension set (without `service`, which the writer adds first).
-pub(crate) fn check_dimensions(dimensions: &[(&str, &str)]) -> Result<(), String> {
-    if dimensions.len() + 1 > MAX_DIMENSIONS {
+/// Checks a dimension set (without `service`, which the writer adds first, and
+/// `function_version`, which it adds last for a canary metric).
+pub(crate) fn check_dimensions(dimensions: &[(&str, &str)], canary: bool) -> Result<(), String> {
+    let count = dimensions.len() + 1 + usize::from(canary);
+    if count > MAX_DIMENSIONS {
+        let with = if canary {
+            "`service` and `function_version`"
+        } else {
+            "`service`"
+        };
         return Err(format!(
-            "{} dimensions with `service` (at most {MAX_DIMENSIONS})",
-            dimensions.len() + 1
+            "{count} dimensions with {with} (at most {MAX_DIMENSIONS})"
         ));
     }
     for (i, (name, value)) in dimensions.iter().enumerate() {
@@ -127,26 +141,32 @@ pub(crate) fn check_dimensions(dimensions: &[(&str, &str)]) -> Result<(), String
     Ok(())
 }
 
-/// Writes EMF documents for one namespace and service.
+/// Writes EMF documents for one namespace, service and function version.
 #[derive(Clone, Debug)]
 pub(crate) struct EmfWriter {
     pub namespace: String,
     pub service: String,
+    /// The `function_version` of canary metrics; `None` when the version cannot be a dimension
+    /// value (empty), and canary metrics are then written with their one dimension set.
+    pub version: Option<String>,
     pub output: Output,
 }
 
 impl EmfWriter {
-    /// Writes `metrics` under one dimension set (`service` first, then `dimensions`), splitting
-    /// them across as many documents as the limits need. Returns what it could not write.
+    /// Writes `metrics` under one dimension set (`service` first, then `dimensions`) — and, when
+    /// `canary`, a second one with `function_version` last — splitting them across as many
+    /// documents as the limits need. Returns what it could not write.
     pub(crate) fn write(
         &self,
         dimensions: &[(&str, &str)],
+        canary: bool,
         metrics: Vec<Metric<'_>>,
         request_id: Option<&str>,
         timestamp_ms: u64,
     ) -> Vec<Rejection> {
         let mut rejections = Vec::new();
-        if let Err(reason) = check_dimensions(dimensions) {
+        let version = self.version.as_deref().filter(|_| canary);
+        if let Err(reason) = check_dimensions(dimensions, version.is_some()) {
             rejections.extend(metrics.iter().map(|m| Rejection::new(m.name, reason.clone())));
             return rejections;
         }
@@ -156,7 +176,7 @@ impl EmfWriter {
             .map(|m| m.values.len().div_ceil(MAX_VALUES_PER_METRIC))
             .max()
             .unwrap_or(0);
-        let prefix = self.document_prefix(dimensions, request_id, timestamp_ms);
+        let prefix = self.document_prefix(dimensions, version, request_id, timestamp_ms);
         for chunk in 0..chunks {
             let in_chunk: Vec<(&Metric<'_>, &[f64])> = metrics
                 .iter()
@@ -215,24 +235,28 @@ impl EmfWriter {
         valid
     }
 
-    /// `"service":"…",<dimensions>,"function_request_id":"…"` — shared by every document.
+    /// The directive up to its metrics, and the root members
+    /// `"service":"…",<dimensions>,"function_version":"…","function_request_id":"…"` (the
+    /// version with `version` only) — shared by every document.
     fn document_prefix(
         &self,
         dimensions: &[(&str, &str)],
+        version: Option<&str>,
         request_id: Option<&str>,
         timestamp_ms: u64,
     ) -> Prefix {
-        let mut head = String::with_capacity(128);
+        let mut head = String::with_capacity(if version.is_some() { 192 } else { 128 });
         head.push_str("{\"_aws\":{\"Timestamp\":");
         let _ = write!(head, "{timestamp_ms}");
         head.push_str(",\"CloudWatchMetrics\":[{\"Namespace\":");
         json::push_str(&mut head, &self.namespace);
-        head.push_str(",\"Dimensions\":[[\"service\"");
-        for (name, _) in dimensions {
+        head.push_str(",\"Dimensions\":[");
+        push_dimension_set(&mut head, dimensions, None);
+        if version.is_some() {
             head.push(',');
-            json::push_str(&mut head, name);
+            push_dimension_set(&mut head, dimensions, Some(VERSION_DIMENSION));
         }
-        head.push_str("]],\"Metrics\":[");
+        head.push_str("],\"Metrics\":[");
 
         let mut members = String::with_capacity(128);
         members.push('{');
@@ -247,6 +271,10 @@ impl EmfWriter {
                 true => json::push_str(&mut members, crate::redact::MASK),
                 false => json::push_str(&mut members, value),
             }
+        }
+        if let Some(version) = version {
+            json::push_key(&mut members, VERSION_DIMENSION);
+            json::push_str(&mut members, version);
         }
         if let Some(id) = request_id {
             json::push_key(&mut members, "function_request_id");
@@ -266,6 +294,16 @@ impl EmfWriter {
             self.write_batch(prefix, second);
         }
     }
+}
+
+/// `["service",<dimensions>,<last>]`.
+fn push_dimension_set(out: &mut String, dimensions: &[(&str, &str)], last: Option<&str>) {
+    out.push_str("[\"service\"");
+    for name in dimensions.iter().map(|(name, _)| *name).chain(last) {
+        out.push(',');
+        json::push_str(out, name);
+    }
+    out.push(']');
 }
 
 struct Prefix {
@@ -321,6 +359,7 @@ mod tests {
         let writer = EmfWriter {
             namespace: "Keel".into(),
             service: "svc".into(),
+            version: Some("42".into()),
             output,
         };
         (writer, lines)
@@ -341,7 +380,7 @@ mod tests {
         let names: Vec<String> = (0..150).map(|i| format!("m{i}")).collect();
         let mut metrics: Vec<Metric<'_>> = names.iter().map(|name| metric(name, vec![1.0])).collect();
         metrics.push(metric("big", (0..250).map(f64::from).collect()));
-        let rejections = writer.write(&[("route", "/b")], metrics, Some("req-1"), 1);
+        let rejections = writer.write(&[("route", "/b")], false, metrics, Some("req-1"), 1);
         assert!(rejections.is_empty());
         let docs: Vec<Value> = lines
             .lines()
@@ -381,7 +420,7 @@ mod tests {
             metric("inf", vec![f64::INFINITY]),
             metric("ok", vec![3.0]),
         ];
-        let rejections = writer.write(&[("route", "/b")], metrics, None, 1);
+        let rejections = writer.write(&[("route", "/b")], false, metrics, None, 1);
         let rejected: Vec<&str> = rejections.iter().map(|r| r.metric.as_str()).collect();
         assert_eq!(rejected, vec!["", "route", "nan", "inf"]);
         let doc: Value = serde_json::from_str(&lines.lines()[0]).unwrap();
@@ -395,9 +434,112 @@ mod tests {
         let (writer, lines) = writer();
         let names: Vec<String> = (0..30).map(|i| format!("d{i}")).collect();
         let dims: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
-        let rejections = writer.write(&dims, vec![metric("m", vec![1.0])], None, 1);
+        let rejections = writer.write(&dims, false, vec![metric("m", vec![1.0])], None, 1);
         assert_eq!(rejections.len(), 1);
         assert!(lines.lines().is_empty());
+    }
+
+    #[test]
+    fn a_non_canary_document_has_one_dimension_set_and_no_version() {
+        let (writer, lines) = writer();
+        let rejections = writer.write(
+            &[("route", "/b")],
+            false,
+            vec![metric("Quotes", vec![2.0])],
+            Some("r-1"),
+            1,
+        );
+        assert!(rejections.is_empty());
+        assert_eq!(
+            lines.lines(),
+            [concat!(
+                r#"{"_aws":{"Timestamp":1,"CloudWatchMetrics":[{"Namespace":"Keel","#,
+                r#""Dimensions":[["service","route"]],"Metrics":[{"Name":"Quotes","Unit":"Count"}]}]},"#,
+                r#""service":"svc","route":"/b","function_request_id":"r-1","Quotes":2}"#
+            )]
+        );
+    }
+
+    #[test]
+    fn a_canary_document_has_a_second_dimension_set_with_the_version() {
+        let (writer, lines) = writer();
+        let rejections = writer.write(&[], true, vec![metric("RuntimeCrash", vec![1.0])], Some("r-1"), 1);
+        assert!(rejections.is_empty());
+        assert_eq!(
+            lines.lines(),
+            [concat!(
+                r#"{"_aws":{"Timestamp":1,"CloudWatchMetrics":[{"Namespace":"Keel","#,
+                r#""Dimensions":[["service"],["service","function_version"]],"#,
+                r#""Metrics":[{"Name":"RuntimeCrash","Unit":"Count"}]}]},"#,
+                r#""service":"svc","function_version":"42","function_request_id":"r-1","RuntimeCrash":1}"#
+            )]
+        );
+
+        lines.clear();
+        let labelled = vec![metric("Failures", vec![1.0]), metric("Retries", vec![2.0])];
+        assert!(writer
+            .write(&[("route", "/b"), ("sink", "sns")], true, labelled, None, 1)
+            .is_empty());
+        assert_eq!(
+            lines.lines(),
+            [concat!(
+                r#"{"_aws":{"Timestamp":1,"CloudWatchMetrics":[{"Namespace":"Keel","#,
+                r#""Dimensions":[["service","route","sink"],["service","route","sink","function_version"]],"#,
+                r#""Metrics":[{"Name":"Failures","Unit":"Count"},{"Name":"Retries","Unit":"Count"}]}]},"#,
+                r#""service":"svc","route":"/b","sink":"sns","function_version":"42","Failures":1,"Retries":2}"#
+            )]
+        );
+    }
+
+    #[test]
+    fn without_a_version_a_canary_metric_keeps_its_one_dimension_set() {
+        let (mut writer, lines) = writer();
+        writer.version = None;
+        assert!(writer
+            .write(&[], true, vec![metric("RuntimeCrash", vec![1.0])], None, 1)
+            .is_empty());
+        let doc: Value = serde_json::from_str(&lines.lines()[0]).unwrap();
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            serde_json::json!([["service"]])
+        );
+        assert!(doc.get("function_version").is_none());
+    }
+
+    #[test]
+    fn the_version_is_never_a_label_nor_a_metric_and_counts_towards_the_limit() {
+        let (writer, lines) = writer();
+        let rejections = writer.write(
+            &[("function_version", "9")],
+            false,
+            vec![metric("m", vec![1.0])],
+            None,
+            1,
+        );
+        assert_eq!(rejections.len(), 1);
+        assert!(rejections[0].reason.contains("reserved"), "{rejections:?}");
+        let rejections = writer.write(&[], true, vec![metric("function_version", vec![1.0])], None, 1);
+        assert_eq!(rejections.len(), 1);
+        assert!(lines.lines().is_empty());
+
+        // 28 labels: 29 dimensions with `service`, 30 with the version.
+        let names: Vec<String> = (0..28).map(|i| format!("d{i}")).collect();
+        let dims: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+        assert!(writer
+            .write(&dims, true, vec![metric("m", vec![1.0])], None, 1)
+            .is_empty());
+        let names: Vec<String> = (0..29).map(|i| format!("d{i}")).collect();
+        let dims: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+        assert!(writer
+            .write(&dims, false, vec![metric("m", vec![1.0])], None, 1)
+            .is_empty());
+        assert_eq!(
+            writer
+                .write(&dims, true, vec![metric("m", vec![1.0])], None, 1)
+                .len(),
+            1
+        );
+        assert_eq!(lines.lines().len(), 2);
     }
 
     #[test]

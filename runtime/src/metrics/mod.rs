@@ -12,6 +12,12 @@
 //! and `None` for the rest. Metrics named with [`MetricsConfig::high_resolution`] (or marked so
 //! in the catalogue) are stored at one-second resolution.
 //!
+//! Metrics whose catalogue entry is canary-critical ([`catalog::MetricDef::canary`]) are also
+//! published per function version: their documents have a second dimension set, the first
+//! plus `function_version`, and the root member `function_version` (the version of
+//! [`MetricsConfig::function`]), so that an alarm can watch one version during a canary
+//! deployment. `function_version` is therefore no label's name.
+//!
 //! Every document is valid by construction (the specification's limits are enforced); what
 //! cannot be valid (a bad name, an unknown unit, too many dimensions, a non-finite value) is
 //! reported by a WARN log line and left out.
@@ -129,7 +135,9 @@ impl MetricsConfig {
         self
     }
 
-    /// The function whose name the `ColdStart` document carries (from the environment by default).
+    /// The function whose name the `ColdStart` document carries, and whose version the
+    /// canary-critical metrics' documents carry (from the environment by default:
+    /// `AWS_LAMBDA_FUNCTION_NAME`, `AWS_LAMBDA_FUNCTION_VERSION`, `$LATEST` when it is not set).
     #[must_use]
     pub fn function(mut self, function: FunctionInfo) -> Self {
         self.function = function;
@@ -163,6 +171,7 @@ impl MetricsLayer {
             writer: emf::EmfWriter {
                 namespace: config.namespace,
                 service: config.service,
+                version: Some(config.function.version).filter(|v| emf::check_dimension_value(v).is_ok()),
                 output: config.output,
             },
             catalogue: config.catalogue,

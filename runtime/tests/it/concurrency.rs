@@ -303,3 +303,65 @@ async fn a_take_retried_after_a_lost_answer_keeps_its_dynamodb_slot() {
         .await
         .unwrap());
 }
+
+/// A slot store that cannot be reached.
+#[derive(Debug)]
+struct Unreachable;
+
+#[async_trait::async_trait]
+impl keel_runtime::concurrency::SlotStore for Unreachable {
+    async fn take(
+        &self,
+        _: &str,
+        _: &str,
+        _: u64,
+        _: u64,
+    ) -> Result<bool, keel_runtime::concurrency::SlotError> {
+        Err(keel_runtime::concurrency::SlotError::Unavailable(
+            "connection refused".into(),
+        ))
+    }
+
+    async fn free(&self, _: &str, _: &str) -> Result<(), keel_runtime::concurrency::SlotError> {
+        Err(keel_runtime::concurrency::SlotError::Unavailable(
+            "connection refused".into(),
+        ))
+    }
+}
+
+#[test]
+fn a_failed_slot_store_answers_503_counted_for_the_function_version() {
+    let (keel, lines) = crate::common::keel();
+    let keel = keel.concurrency(ConcurrencyGuard::global("partner", 1).with_store(Unreachable));
+    let handler = service_fn(|_: LambdaEvent<Value>| async {
+        Ok::<ApiGatewayV2httpResponse, BoxError>(ApiGatewayV2httpResponse::default())
+    });
+    let request = json!({"routeKey": "POST /bookings", "rawPath": "/bookings",
+        "requestContext": {"requestId": "s-1", "http": {"method": "POST"}}, "body": "{}"});
+    let mut event = crate::common::event("s-1", request);
+    event.context.deadline = now_ms() + 60_000;
+    let answers = crate::common::invoke(&keel, handler, vec![event]);
+    assert_eq!(answers[0].as_ref().unwrap().status_code, 503);
+
+    let counted: Vec<Value> = crate::common::emf(&lines)
+        .into_iter()
+        .filter(|d| d.get("HttpServerError").is_some())
+        .collect();
+    assert_eq!(counted.len(), 1, "{counted:#?}");
+    let mut document = counted[0].clone();
+    document["_aws"]["Timestamp"] = json!(0);
+    assert_eq!(
+        document,
+        json!({
+            "_aws": {"Timestamp": 0, "CloudWatchMetrics": [{
+                "Namespace": "Keel",
+                "Dimensions": [["service"], ["service", "function_version"]],
+                "Metrics": [{"Name": "HttpServerError", "Unit": "Count"}]
+            }]},
+            "service": "svc",
+            "function_version": "7",
+            "function_request_id": "s-1",
+            "HttpServerError": 1
+        })
+    );
+}

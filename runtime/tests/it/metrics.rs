@@ -31,6 +31,7 @@ static BOOKING_CREATED: MetricDef = MetricDef {
     resolution: Resolution::Standard,
     description: "Booking requests accepted",
     emitter: Emitter::Function,
+    canary: false,
 };
 
 #[test]
@@ -234,6 +235,44 @@ fn metrics_that_cannot_be_valid_are_reported_and_left_out() {
     }
     assert!(warnings.iter().all(|(_, reason)| !reason.is_empty()));
     assert!(logs(&lines).iter().all(|l| l["function_request_id"] == "v"));
+}
+
+#[test]
+fn canary_critical_metrics_also_carry_the_function_version() {
+    let (keel, lines) = keel();
+    let handler = service_fn(|_: LambdaEvent<Value>| async {
+        keel_runtime::metrics::catalog::keel::HTTP_SERVER_ERROR.increment(1);
+        metrics::counter!("Quotes").increment(1);
+        metrics::counter!("Spoofed", "function_version" => "99").increment(1);
+        Ok::<_, BoxError>(())
+    });
+    invoke(&keel, handler, vec![event("cv", json!({}))]);
+    let documents: Vec<Value> = emf(&lines)
+        .into_iter()
+        .filter(|d| d.get("ColdStart").is_none())
+        .collect();
+    assert_eq!(documents.len(), 2, "{documents:#?}");
+    let plain = documents.iter().find(|d| d.get("Quotes").is_some()).unwrap();
+    assert_eq!(dimensions(plain), json!([["service"]]));
+    assert!(plain.get("function_version").is_none());
+    let canary = documents
+        .iter()
+        .find(|d| d.get("HttpServerError").is_some())
+        .unwrap();
+    assert_eq!(
+        dimensions(canary),
+        json!([["service"], ["service", "function_version"]])
+    );
+    assert_eq!(metric_names(canary), vec!["HttpServerError"]);
+    assert_eq!(canary["function_version"], "7");
+
+    // A label cannot pose as the version.
+    let warned: Vec<Value> = logs(&lines)
+        .into_iter()
+        .filter(|l| l["level"] == "WARN" && l["metric"] == "Spoofed")
+        .collect();
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0]["reason"].as_str().unwrap().contains("reserved"));
 }
 
 #[test]

@@ -1,10 +1,9 @@
-//! The booking worker's own metrics: its entries in the metric catalogue, which Keel writes
-//! with their units and from which dashboards and alarms are generated.
+//! The booking worker's own metrics (functions/booking-worker).
 
-use keel_runtime::metrics::catalog::{Emitter, Kind, MetricDef, Resolution, Unit};
+use keel_catalog::{Emitter, Kind, MetricDef, Resolution, Unit};
 
 /// A PENDING booking the worker confirmed.
-pub(crate) static BOOKING_CONFIRMED: MetricDef = MetricDef {
+pub static BOOKING_CONFIRMED: MetricDef = MetricDef {
     name: "BookingConfirmed",
     unit: Unit::Count,
     kind: Kind::Counter,
@@ -12,10 +11,11 @@ pub(crate) static BOOKING_CONFIRMED: MetricDef = MetricDef {
     resolution: Resolution::Standard,
     description: "Bookings confirmed by the booking worker (PENDING to CONFIRMED)",
     emitter: Emitter::Function,
+    canary: false,
 };
 
-/// A PENDING booking the worker rejected (see [`Rejection`](crate::bookings::Rejection)).
-pub(crate) static BOOKING_REJECTED: MetricDef = MetricDef {
+/// A PENDING booking the worker rejected (booking-worker's `bookings::Rejection`).
+pub static BOOKING_REJECTED: MetricDef = MetricDef {
     name: "BookingRejected",
     unit: Unit::Count,
     kind: Kind::Counter,
@@ -25,10 +25,11 @@ pub(crate) static BOOKING_REJECTED: MetricDef = MetricDef {
         "Bookings rejected by the booking worker (PENDING to REJECTED, their slot freed), by reason: \
                   resource_closed (the resource takes no more bookings)",
     emitter: Emitter::Function,
+    canary: false,
 };
 
-/// A request the worker did not need to confirm (see [`Skipped`](crate::bookings::Skipped)).
-pub(crate) static BOOKING_CONFIRMATION_SKIPPED: MetricDef = MetricDef {
+/// A request the worker did not need to confirm (booking-worker's `bookings::Skipped`).
+pub static BOOKING_CONFIRMATION_SKIPPED: MetricDef = MetricDef {
     name: "BookingConfirmationSkipped",
     unit: Unit::Count,
     kind: Kind::Counter,
@@ -37,10 +38,11 @@ pub(crate) static BOOKING_CONFIRMATION_SKIPPED: MetricDef = MetricDef {
     description: "Booking requests left as they were, by reason: already_confirmed and already_rejected (a duplicate message), \
                   cancelled_before_confirmation (cancelled while the request waited in the queue)",
     emitter: Emitter::Function,
+    canary: false,
 };
 
-/// A record the worker failed (see [`RecordError::reason`](crate::RecordError::reason)).
-pub(crate) static BOOKING_CONFIRMATION_FAILED: MetricDef = MetricDef {
+/// A record the worker failed (booking-worker's `RecordError::reason`).
+pub static BOOKING_CONFIRMATION_FAILED: MetricDef = MetricDef {
     name: "BookingConfirmationFailed",
     unit: Unit::Count,
     kind: Kind::Counter,
@@ -51,10 +53,11 @@ pub(crate) static BOOKING_CONFIRMATION_FAILED: MetricDef = MetricDef {
                   store_unavailable and resource_contended are retried (to the dead-letter queue after the queue's maxReceiveCount); store_rejected means the \
                   worker's table or permissions are wrong",
     emitter: Emitter::Function,
+    canary: false,
 };
 
 /// Time from the booking request to its confirmation.
-pub(crate) static BOOKING_CONFIRMATION_LAG_MS: MetricDef = MetricDef {
+pub static BOOKING_CONFIRMATION_LAG_MS: MetricDef = MetricDef {
     name: "BookingConfirmationLagMs",
     unit: Unit::Milliseconds,
     kind: Kind::Histogram,
@@ -62,10 +65,11 @@ pub(crate) static BOOKING_CONFIRMATION_LAG_MS: MetricDef = MetricDef {
     resolution: Resolution::Standard,
     description: "Time from a booking's created_at to its confirmation by the booking worker",
     emitter: Emitter::Function,
+    canary: false,
 };
 
 /// Every metric the booking worker emits besides Keel's own.
-pub(crate) static CATALOGUE: &[&MetricDef] = &[
+pub static CATALOGUE: &[&MetricDef] = &[
     &BOOKING_CONFIRMED,
     &BOOKING_REJECTED,
     &BOOKING_CONFIRMATION_SKIPPED,
@@ -77,6 +81,6 @@ pub(crate) static CATALOGUE: &[&MetricDef] = &[
 mod tests {
     #[test]
     fn the_catalogue_can_be_published_beside_keels() {
-        keel_runtime::metrics::catalog::keel::check_beside(super::CATALOGUE).unwrap();
+        keel_catalog::keel::check_beside(super::CATALOGUE).unwrap();
     }
 }
