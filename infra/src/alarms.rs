@@ -213,7 +213,7 @@ fn keel_new_version(service: &Service, name: &'static str) -> MetricRef {
         dimensions: vec![
             ("service", service.name.to_owned()),
             (
-                "function_version",
+                keel_catalog::VERSION_DIMENSION,
                 placeholder(&format!("{}.Version.Version", service.function())),
             ),
         ],
@@ -334,7 +334,7 @@ fn canary_alarms(service: &Service) -> Vec<Alarm> {
             "ServerErrors",
             format!("{name}: HTTP 5xx answers of the version being released (Keel's store failures, which Lambda counts as successes) in 2 of 3 minutes"),
             Signal::Metric {
-                metric: keel_new_version(service, "HttpServerError"),
+                metric: keel_new_version(service, keel_catalog::keel::HTTP_SERVER_ERROR.name),
                 stat: "Sum",
             },
             (1, None),

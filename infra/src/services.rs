@@ -33,7 +33,7 @@ impl Service {
 pub const BOOKING_API: Service = Service {
     name: "booking-api",
     id: "BookingApi",
-    own: &[] /* booking_metrics::api::CATALOGUE */,
+    own: booking_metrics::api::CATALOGUE,
     http: true,
 };
 
@@ -41,7 +41,7 @@ pub const BOOKING_API: Service = Service {
 pub const BOOKING_WORKER: Service = Service {
     name: "booking-worker",
     id: "BookingWorker",
-    own: &[] /* booking_metrics::worker::CATALOGUE */,
+    own: booking_metrics::worker::CATALOGUE,
     http: false,
 };
 
@@ -49,7 +49,7 @@ pub const BOOKING_WORKER: Service = Service {
 pub const CANARY_HOOK: Service = Service {
     name: "canary-hook",
     id: "CanaryHook",
-    own: &[] /* booking_metrics::hook::CATALOGUE */,
+    own: booking_metrics::hook::CATALOGUE,
     http: false,
 };
 
