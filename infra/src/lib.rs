@@ -23,6 +23,8 @@
 #![warn(missing_docs)]
 
 pub mod alarms;
+pub mod dashboards;
+pub mod monitoring;
 pub mod services;
 pub mod template;
 pub mod yaml;

@@ -13,17 +13,41 @@
 //! (`target/layers/keel-extension-<architecture>.zip`). The `Architecture` parameter picks the
 //! functions' instruction set and the layer they carry.
 
+use crate::services::{Service, BOOKING_API, BOOKING_WORKER};
 use crate::yaml::{list, map, s, Node};
 
 /// Where the relay listens in the execution environment (`KEEL_EXTENSION_ADDR`).
 pub const RELAY_ADDR: &str = "127.0.0.1:9124";
 
-/// The Lambda architectures the template deploys to, each with the logical id of the Keel
-/// extension layer built for it.
-pub const ARCHITECTURES: [(&str, &str); 2] = [
-    ("x86_64", "KeelExtensionLayerX8664"),
-    ("arm64", "KeelExtensionLayerArm64"),
+/// The Lambda architectures the template deploys to.
+pub const ARCHITECTURES: [&str; 2] = ["x86_64", "arm64"];
+
+/// The variable holding the digest of the extension layer zip a function runs beside.
+pub const EXTENSION_DIGEST_VARIABLE: &str = "KEEL_EXTENSION_LAYER_SHA256";
+
+/// The logical id of the Keel extension layer the functions carry.
+pub const EXTENSION_LAYER: &str = "KeelExtensionLayer";
+
+/// The layer zip a deployment uploads, relative to `infra/`: the zip of the architecture
+/// deployed, which `scripts/package-extension.sh --deploy <architecture>` copies there (so a
+/// deployment needs only that architecture's build).
+pub const DEPLOYED_LAYER_ZIP: &str = "../target/layers/keel-extension.zip";
+
+/// The CodeDeploy deployment configurations a release may use (`DeploymentType`): canaries and
+/// linear shifts watched by the canary alarms, or all at once.
+pub const DEPLOYMENT_TYPES: [&str; 8] = [
+    "Canary10Percent5Minutes",
+    "Canary10Percent10Minutes",
+    "Canary10Percent15Minutes",
+    "Canary10Percent30Minutes",
+    "Linear10PercentEvery1Minute",
+    "Linear10PercentEvery2Minutes",
+    "Linear10PercentEvery3Minutes",
+    "AllAtOnce",
 ];
+
+/// The default deployment configuration: a tenth of the traffic for five minutes, then all.
+pub const DEFAULT_DEPLOYMENT_TYPE: &str = "Canary10Percent5Minutes";
 
 /// Seconds a function may run unless it says otherwise (the `Globals` timeout): the booking
 /// API's.
@@ -94,19 +118,10 @@ pub const SLOT_TABLE: KeelTable = KeelTable {
 /// `PutItem`, free it with a conditional `DeleteItem`.
 pub const SLOT_ACTIONS: [&str; 2] = ["dynamodb:PutItem", "dynamodb:DeleteItem"];
 
-/// The layer zip for `architecture`, relative to `infra/` (as `scripts/package-extension.sh`
-/// names it).
+/// The layer zip built for `architecture`, relative to `infra/` (as
+/// `scripts/package-extension.sh` names it).
 pub fn layer_zip(architecture: &str) -> String {
     format!("../target/layers/keel-extension-{architecture}.zip")
-}
-
-/// The extension layer of the architecture the stack is deployed with.
-fn extension_layer() -> Node {
-    let [(_, x86_64), (_, arm64)] = ARCHITECTURES;
-    map([(
-        "Fn::If",
-        list([s("OnArm64"), reference(arm64), reference(x86_64)]),
-    )])
 }
 
 /// `{Ref: name}`.
@@ -168,10 +183,19 @@ pub fn template() -> Node {
         ("Parameters", parameters()),
         (
             "Conditions",
-            map([(
-                "OnArm64",
-                map([("Fn::Equals", list([reference("Architecture"), s("arm64")]))]),
-            )]),
+            map([
+                (
+                    "CreateUserPool",
+                    map([("Fn::Equals", list([reference("JwtIssuer"), s("")]))]),
+                ),
+                (
+                    "HasAlarmEmail",
+                    map([(
+                        "Fn::Not",
+                        list([map([("Fn::Equals", list([reference("AlarmEmail"), s("")]))])]),
+                    )]),
+                ),
+            ]),
         ),
         ("Globals", globals()),
         ("Resources", resources()),
@@ -180,7 +204,7 @@ pub fn template() -> Node {
 }
 
 fn parameters() -> Node {
-    map([
+    let mut parameters = vec![
         (
             "Architecture",
             map([
@@ -188,7 +212,7 @@ fn parameters() -> Node {
                 ("Default", s("x86_64")),
                 (
                     "AllowedValues",
-                    Node::List(ARCHITECTURES.iter().map(|(a, _)| s(*a)).collect()),
+                    Node::List(ARCHITECTURES.iter().map(|a| s(*a)).collect()),
                 ),
                 (
                     "Description",
@@ -224,13 +248,25 @@ fn parameters() -> Node {
             ]),
         ),
         (
+            "ExtensionLayerSha256",
+            map([
+                ("Type", s("String")),
+                ("AllowedPattern", s("^[0-9a-f]{64}$")),
+                (
+                    "Description",
+                    s("SHA-256 of the layer zip deployed (target/layers/keel-extension.zip; scripts/deploy.sh passes it): a new layer publishes new function versions, and so runs a canary"),
+                ),
+            ]),
+        ),
+        (
             "JwtIssuer",
             map([
                 ("Type", s("String")),
-                ("AllowedPattern", s("^https://.+")),
+                ("Default", s("")),
+                ("AllowedPattern", s("^(https://.+)?$")),
                 (
                     "Description",
-                    s("Issuer of the JWTs the booking API accepts (its `iss`), e.g. a Cognito user pool's https://cognito-idp.<region>.amazonaws.com/<pool id>"),
+                    s("Issuer of the JWTs the booking API accepts (its `iss`), e.g. https://cognito-idp.<region>.amazonaws.com/<pool id>; empty: the stack creates a Cognito user pool and accepts its tokens"),
                 ),
             ]),
         ),
@@ -238,11 +274,94 @@ fn parameters() -> Node {
             "JwtAudience",
             map([
                 ("Type", s("String")),
-                ("MinLength", 1.into()),
-                ("Description", s("Audience of those JWTs (`aud`, or a Cognito app client id)")),
+                ("Default", s("")),
+                (
+                    "Description",
+                    s("Audience of those JWTs (`aud`, or a Cognito app client id); ignored when JwtIssuer is empty (the stack's user pool client is the audience)"),
+                ),
             ]),
         ),
-    ])
+        (
+            "ApiThrottlingRateLimit",
+            map([
+                ("Type", s("Number")),
+                ("Default", 100.into()),
+                ("MinValue", 1.into()),
+                ("Description", s("Requests per second the HTTP API's stage lets through (steady state)")),
+            ]),
+        ),
+        (
+            "ApiThrottlingBurstLimit",
+            map([
+                ("Type", s("Number")),
+                ("Default", 200.into()),
+                ("MinValue", 1.into()),
+                ("Description", s("Requests the HTTP API's stage lets through in a burst")),
+            ]),
+        ),
+        (
+            "DeploymentType",
+            map([
+                ("Type", s("String")),
+                ("Default", s(DEFAULT_DEPLOYMENT_TYPE)),
+                (
+                    "AllowedValues",
+                    Node::List(DEPLOYMENT_TYPES.iter().map(|t| s(*t)).collect()),
+                ),
+                (
+                    "Description",
+                    s("How CodeDeploy shifts traffic to a new version of the booking API and worker (the canary alarms roll it back)"),
+                ),
+            ]),
+        ),
+        (
+            "AlarmEmail",
+            map([
+                ("Type", s("String")),
+                ("Default", s("")),
+                (
+                    "Description",
+                    s("E-mail address the alarm topic notifies (confirm the subscription); empty: none"),
+                ),
+            ]),
+        ),
+        (
+            "PricePerGbSecond",
+            map([
+                ("Type", s("String")),
+                ("Default", s(crate::dashboards::DEFAULT_PRICE_PER_GB_SECOND)),
+                ("AllowedPattern", s("^[0-9]+(\\.[0-9]+)?$")),
+                (
+                    "Description",
+                    s("Lambda's price per GB-second of the architecture deployed (USD), for the dashboards' cost row"),
+                ),
+            ]),
+        ),
+        (
+            "PricePerMillionRequests",
+            map([
+                ("Type", s("String")),
+                ("Default", s(crate::dashboards::DEFAULT_PRICE_PER_MILLION_REQUESTS)),
+                ("AllowedPattern", s("^[0-9]+(\\.[0-9]+)?$")),
+                (
+                    "Description",
+                    s("Lambda's price per million requests (USD), for the dashboards' cost row"),
+                ),
+            ]),
+        ),
+    ];
+    parameters.extend(crate::alarms::PARAMETERS.iter().map(|parameter| {
+        (
+            parameter.name,
+            map([
+                ("Type", s("Number")),
+                ("Default", parameter.default.into()),
+                ("MinValue", 0.into()),
+                ("Description", s(parameter.description)),
+            ]),
+        )
+    }));
+    entries(parameters)
 }
 
 fn globals() -> Node {
@@ -252,18 +371,25 @@ fn globals() -> Node {
             ("Runtime", s("provided.al2023")),
             ("Handler", s("bootstrap")),
             ("Architectures", list([reference("Architecture")])),
-            ("MemorySize", 256.into()),
+            ("MemorySize", crate::dashboards::MEMORY_MB.into()),
             ("Timeout", FUNCTION_TIMEOUT_SECONDS.into()),
             ("Tracing", s("Active")),
             ("KmsKeyArn", get_att("KeelKey", "Arn")),
             // Every function runs beside the Keel extension and hands its errors to it.
-            ("Layers", list([extension_layer()])),
+            ("Layers", list([reference(EXTENSION_LAYER)])),
             (
                 "Environment",
                 map([(
                     "Variables",
                     map([
                         ("KEEL_LOG_LEVEL", reference("LogLevel")),
+                        // SAM publishes a new version when a function's code, environment
+                        // (parameters resolved) or memory changes — not when only its layers
+                        // do. The layer zip's digest in the environment makes a new extension
+                        // publish new versions, and so run a canary. (`AutoPublishCodeSha256`
+                        // would not do: SAM then names the version after that value alone,
+                        // and a code change without a layer change would publish nothing.)
+                        (EXTENSION_DIGEST_VARIABLE, reference("ExtensionLayerSha256")),
                         ("KEEL_EXTENSION_ADDR", s(RELAY_ADDR)),
                         ("KEEL_ERROR_TOPIC_ARN", reference("ErrorTopic")),
                         ("KEEL_DLQ_URL", reference("ErrorDeadLetterQueue")),
@@ -277,14 +403,7 @@ fn globals() -> Node {
 fn resources() -> Node {
     let mut resources: Vec<(String, Node)> = vec![
         ("KeelKey".into(), kms_key()),
-        (
-            ARCHITECTURES[0].1.into(),
-            extension_layer_version(ARCHITECTURES[0].0),
-        ),
-        (
-            ARCHITECTURES[1].1.into(),
-            extension_layer_version(ARCHITECTURES[1].0),
-        ),
+        (EXTENSION_LAYER.into(), extension_layer_version()),
         ("IdempotencyTable".into(), idempotency_table()),
         ("ConcurrencySlotsTable".into(), concurrency_slots_table()),
         ("BookingsTable".into(), bookings_table()),
@@ -304,25 +423,27 @@ fn resources() -> Node {
             log_group(sub("/keel/${AWS::StackName}/booking-api-access")),
         ),
     ]);
+    resources.extend(user_pool());
     resources.extend(booking_worker().resources());
     resources.extend(canary_hook().resources());
+    resources.extend(crate::monitoring::resources());
     Node::Map(resources)
 }
 
-/// The Keel extension layer built for `architecture`.
-fn extension_layer_version(architecture: &str) -> Node {
+/// The Keel extension layer, built for the stack's architecture.
+fn extension_layer_version() -> Node {
     resource(
         "AWS::Serverless::LayerVersion",
         map([
-            ("LayerName", sub(&format!("${{AWS::StackName}}-keel-extension-{architecture}"))),
+            ("LayerName", sub("${AWS::StackName}-keel-extension-${Architecture}")),
             (
                 "Description",
                 s("Keel extension: publishes relayed errors after the response, reports timeouts, crashes and platform metrics"),
             ),
-            ("ContentUri", s(layer_zip(architecture))),
+            ("ContentUri", s(DEPLOYED_LAYER_ZIP)),
             // Built against glibc ≤ 2.34 (the layer test checks): AL2023, not AL2 (2.26).
             ("CompatibleRuntimes", list([s("provided.al2023")])),
-            ("CompatibleArchitectures", list([s(architecture)])),
+            ("CompatibleArchitectures", list([reference("Architecture")])),
             ("LicenseInfo", s("Apache-2.0")),
             // Versions stay for rollbacks to the functions that used them.
             ("RetentionPolicy", s("Retain")),
@@ -335,6 +456,7 @@ fn kms_key() -> Node {
     let account = map([("AWS", sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root"))]);
     let logs = map([("Service", sub("logs.${AWS::Region}.amazonaws.com"))]);
     let sns = map([("Service", s("sns.amazonaws.com"))]);
+    let cloudwatch = map([("Service", s("cloudwatch.amazonaws.com"))]);
     resource("AWS::KMS::Key", map([
                 ("Description", s("Keel: booking tables, topics and queues, routed errors, logs and function environments")),
                 ("EnableKeyRotation", true.into()),
@@ -400,6 +522,28 @@ fn kms_key() -> Node {
                                             map([(
                                                 "aws:SourceArn",
                                                 sub("arn:${AWS::Partition}:sns:${AWS::Region}:${AWS::AccountId}:*"),
+                                            )]),
+                                        )]),
+                                    ),
+                                ]),
+                                // CloudWatch publishes this stack's alarms to the alarm topic,
+                                // which is encrypted with this key.
+                                map([
+                                    ("Sid", s("ThisStacksAlarmsPublishToTheEncryptedAlarmTopic")),
+                                    ("Effect", s("Allow")),
+                                    ("Principal", cloudwatch),
+                                    (
+                                        "Action",
+                                        list([s("kms:GenerateDataKey*"), s("kms:Decrypt")]),
+                                    ),
+                                    ("Resource", s("*")),
+                                    (
+                                        "Condition",
+                                        map([(
+                                            "ArnLike",
+                                            map([(
+                                                "aws:SourceArn",
+                                                sub("arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:${AWS::StackName}-*"),
                                             )]),
                                         )]),
                                     ),
@@ -622,6 +766,39 @@ struct KeelFunction {
     properties: Vec<(&'static str, Node)>,
     /// Why it needs no dead-letter queue for asynchronous invocations (checkov's CKV_AWS_116).
     no_async_dlq: &'static str,
+    /// How its new versions are released, when CodeDeploy releases them.
+    release: Option<Release>,
+}
+
+/// A function released through CodeDeploy: every change publishes a version behind the alias
+/// [`alarms::ALIAS`](crate::alarms::ALIAS), and traffic shifts to it as `DeploymentType` says,
+/// rolled back by the service's canary alarms.
+struct Release {
+    /// The service whose canary alarms watch the shift.
+    service: Service,
+    /// The `PreTraffic` hook checking a new version before any traffic reaches it.
+    pre_traffic_hook: Option<&'static str>,
+}
+
+impl Release {
+    /// `AutoPublishAlias` and `DeploymentPreference`.
+    fn properties(&self) -> [(&'static str, Node); 2] {
+        let alarms = crate::monitoring::canary_alarm_ids(&self.service)
+            .iter()
+            .map(|id| reference(id))
+            .collect();
+        let mut preference = vec![
+            ("Type", reference("DeploymentType")),
+            ("Alarms", Node::List(alarms)),
+        ];
+        if let Some(hook) = self.pre_traffic_hook {
+            preference.push(("Hooks", map([("PreTraffic", reference(hook))])));
+        }
+        [
+            ("AutoPublishAlias", s(crate::alarms::ALIAS)),
+            ("DeploymentPreference", entries(preference)),
+        ]
+    }
 }
 
 impl KeelFunction {
@@ -655,6 +832,9 @@ impl KeelFunction {
             ("Role", get_att(&format!("{id}Role"), "Arn")),
         ];
         properties.extend(self.properties);
+        if let Some(release) = &self.release {
+            properties.extend(release.properties());
+        }
         let function = map([
             ("Type", s("AWS::Serverless::Function")),
             (
@@ -777,6 +957,10 @@ fn booking_api() -> KeelFunction {
         ],
         properties: vec![("Events", api_routes())],
         no_async_dlq: "invoked synchronously by the HTTP API: failed requests are answered, and routed to the error topic or the dead-letter queue by Keel; an asynchronous-invocation DLQ would never be used",
+        release: Some(Release {
+            service: BOOKING_API,
+            pre_traffic_hook: Some("CanaryHookFunction"),
+        }),
     }
 }
 
@@ -840,12 +1024,16 @@ fn booking_worker() -> KeelFunction {
             ),
         ],
         no_async_dlq: "invoked synchronously by the SQS event source mapping: failed records go back to the booking queue, whose redrive policy moves them to BookingQueueDeadLetters; an asynchronous-invocation DLQ would never be used",
+        release: Some(Release {
+            service: BOOKING_WORKER,
+            pre_traffic_hook: None,
+        }),
     }
 }
 
-/// The canary hook: checks a new version of the booking API before CodeDeploy shifts traffic
-/// to it. `TARGET_FUNCTION` is the booking API function itself until its versions are deployed
-/// through CodeDeploy.
+/// The canary hook: checks a new version of the booking API (`TARGET_FUNCTION`, the version the
+/// stack update publishes) before CodeDeploy shifts traffic to it, and reports to the booking
+/// API's deployment group.
 fn canary_hook() -> KeelFunction {
     KeelFunction {
         id: "CanaryHook",
@@ -854,7 +1042,7 @@ fn canary_hook() -> KeelFunction {
         idempotent: false,
         guarded: false,
         variables: vec![
-            ("TARGET_FUNCTION", reference("BookingApiFunction")),
+            ("TARGET_FUNCTION", reference("BookingApiFunction.Version")),
             ("CANARY_CHECK_TIMEOUT_MS", s(CANARY_CHECK_TIMEOUT_MS.to_string())),
         ],
         statements: vec![
@@ -866,12 +1054,11 @@ fn canary_hook() -> KeelFunction {
                     sub("${BookingApiFunction.Arn}:*"),
                 ]),
             ),
-            // The action takes the deployment group's ARN; the stack has no CodeDeploy
-            // application yet to name, so this is any of this account's deployment groups in
-            // this region.
+            // Only the booking API's deployment group (SAM names the application and the
+            // group).
             allow(
                 ["codedeploy:PutLifecycleEventHookExecutionStatus"],
-                sub("arn:${AWS::Partition}:codedeploy:${AWS::Region}:${AWS::AccountId}:deploymentgroup:*/*"),
+                sub("arn:${AWS::Partition}:codedeploy:${AWS::Region}:${AWS::AccountId}:deploymentgroup:${ServerlessDeploymentApplication}/${BookingApiFunctionDeploymentGroup}"),
             ),
         ],
         properties: vec![
@@ -885,10 +1072,79 @@ fn canary_hook() -> KeelFunction {
             ("Timeout", HOOK_TIMEOUT_SECONDS.into()),
         ],
         no_async_dlq: "a CodeDeploy lifecycle hook: a failed run is routed to on-call by Keel, and CodeDeploy fails the deployment when the hook reports no status; an event replayed from a DLQ would report on a deployment already decided",
+        // The hook is deployed as it is: it decides releases, it is not released itself.
+        release: None,
     }
 }
 
-/// The HTTP API in front of the booking API: JWT authorizer, access logs.
+/// `if_user_pool` when the stack creates the user pool (no `JwtIssuer` given), else
+/// `otherwise`.
+fn when_user_pool(if_user_pool: Node, otherwise: Node) -> Node {
+    map([("Fn::If", list([s("CreateUserPool"), if_user_pool, otherwise]))])
+}
+
+/// The Cognito user pool whose tokens the booking API accepts when no `JwtIssuer` is given, and
+/// its app client (the tokens' audience).
+fn user_pool() -> [(String, Node); 2] {
+    [
+        (
+            "BookingUserPool".into(),
+            map([
+                ("Type", s("AWS::Cognito::UserPool")),
+                ("Condition", s("CreateUserPool")),
+                (
+                    "Properties",
+                    map([
+                        ("UserPoolName", sub("${AWS::StackName}-customers")),
+                        ("UsernameAttributes", list([s("email")])),
+                        ("AutoVerifiedAttributes", list([s("email")])),
+                        (
+                            "Policies",
+                            map([(
+                                "PasswordPolicy",
+                                map([
+                                    ("MinimumLength", 12.into()),
+                                    ("RequireLowercase", true.into()),
+                                    ("RequireUppercase", true.into()),
+                                    ("RequireNumbers", true.into()),
+                                    ("RequireSymbols", false.into()),
+                                ]),
+                            )]),
+                        ),
+                        ("MfaConfiguration", s("OPTIONAL")),
+                        (
+                            "EnabledMfas",
+                            list([s("SOFTWARE_TOKEN_MFA")]),
+                        ),
+                    ]),
+                ),
+            ]),
+        ),
+        (
+            "BookingUserPoolClient".into(),
+            map([
+                ("Type", s("AWS::Cognito::UserPoolClient")),
+                ("Condition", s("CreateUserPool")),
+                (
+                    "Properties",
+                    map([
+                        ("UserPoolId", reference("BookingUserPool")),
+                        ("GenerateSecret", false.into()),
+                        (
+                            "ExplicitAuthFlows",
+                            list([s("ALLOW_USER_SRP_AUTH"), s("ALLOW_REFRESH_TOKEN_AUTH")]),
+                        ),
+                        ("PreventUserExistenceErrors", s("ENABLED")),
+                    ]),
+                ),
+            ]),
+        ),
+    ]
+}
+
+/// The HTTP API in front of the booking API: JWT authorizer (on every route but `/health`),
+/// stage throttling, access logs. AWS WAF cannot be associated with an HTTP API; to filter
+/// requests with WAF, put a CloudFront distribution with a web ACL in front of it.
 fn http_api() -> Node {
     resource(
         "AWS::Serverless::HttpApi",
@@ -905,14 +1161,34 @@ fn http_api() -> Node {
                                 (
                                     "JwtConfiguration",
                                     map([
-                                        ("issuer", reference("JwtIssuer")),
-                                        ("audience", list([reference("JwtAudience")])),
+                                        (
+                                            "issuer",
+                                            when_user_pool(
+                                                sub("https://cognito-idp.${AWS::Region}.amazonaws.com/${BookingUserPool}"),
+                                                reference("JwtIssuer"),
+                                            ),
+                                        ),
+                                        (
+                                            "audience",
+                                            list([when_user_pool(
+                                                reference("BookingUserPoolClient"),
+                                                reference("JwtAudience"),
+                                            )]),
+                                        ),
                                     ]),
                                 ),
                             ]),
                         )]),
                     ),
                     ("DefaultAuthorizer", s("BookingJwt")),
+                ]),
+            ),
+            // Per route, for every route of the stage.
+            (
+                "DefaultRouteSettings",
+                map([
+                    ("ThrottlingRateLimit", reference("ApiThrottlingRateLimit")),
+                    ("ThrottlingBurstLimit", reference("ApiThrottlingBurstLimit")),
                 ]),
             ),
             (
@@ -958,7 +1234,7 @@ fn api_routes() -> Node {
 
 fn outputs() -> Node {
     let output = |description: &str, value: Node| map([("Description", s(description)), ("Value", value)]);
-    map([
+    let mut outputs = [
         (
             "BookingApiUrl",
             output(
@@ -970,9 +1246,10 @@ fn outputs() -> Node {
             "KeelExtensionLayerArn",
             output(
                 "The Keel extension layer version the functions carry",
-                extension_layer(),
+                reference(EXTENSION_LAYER),
             ),
         ),
+
         (
             "ErrorTopicArn",
             output(
@@ -1031,5 +1308,52 @@ fn outputs() -> Node {
                 reference("CanaryHookFunction"),
             ),
         ),
-    ])
+        (
+            "DeploymentType",
+            output(
+                "How CodeDeploy shifts traffic to new versions of the booking API and worker",
+                reference("DeploymentType"),
+            ),
+        ),
+        (
+            "AlarmTopicArn",
+            output(
+                "Every alarm notifies this topic (AlarmEmail is subscribed when given)",
+                reference(crate::monitoring::ALARM_TOPIC),
+            ),
+        ),
+    ]
+    .map(|(name, value)| (name.to_owned(), value))
+    .to_vec();
+    for service in crate::services::RELEASED {
+        outputs.push((
+            format!("{}DashboardUrl", service.id),
+            output(
+                &format!("The {} dashboard for on-call", service.name),
+                sub(&format!(
+                    "https://${{AWS::Region}}.console.aws.amazon.com/cloudwatch/home?region=${{AWS::Region}}#dashboards:name=${{AWS::StackName}}-{}",
+                    service.name
+                )),
+            ),
+        ));
+    }
+    for (name, description, value) in [
+        (
+            "UserPoolId",
+            "The Cognito user pool whose tokens the booking API accepts (created when JwtIssuer is empty)",
+            reference("BookingUserPool"),
+        ),
+        (
+            "UserPoolClientId",
+            "Its app client, the tokens' audience",
+            reference("BookingUserPoolClient"),
+        ),
+    ] {
+        let mut conditional = output(description, value);
+        if let Node::Map(fields) = &mut conditional {
+            fields.insert(0, ("Condition".into(), s("CreateUserPool")));
+        }
+        outputs.push((name.to_owned(), conditional));
+    }
+    entries(outputs)
 }

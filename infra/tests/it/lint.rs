@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::LazyLock;
 
-use keel_infra::template::{KeelTable, RELAY_ADDR, SLOT_ACTIONS};
+use keel_infra::template::{KeelTable, EXTENSION_LAYER, RELAY_ADDR, SLOT_ACTIONS};
 use regex::Regex;
 use serde_json::Value;
 
@@ -297,28 +297,18 @@ fn every_function_carries_the_extension_layer_and_a_least_privilege_role() {
         let layers = properties["Layers"]
             .as_array()
             .unwrap_or_else(|| panic!("{name} has no layers"));
-        // One layer, the extension built for the stack's architecture: `Fn::If` over the two.
+        // One layer, the extension built for the stack's architecture.
         assert_eq!(layers.len(), 1, "{name}: {layers:?}");
-        let choice = &layers[0]["Fn::If"];
-        assert_eq!(choice[0], "OnArm64", "{name}: {layers:?}");
-        let architectures: Vec<&str> = [&choice[1], &choice[2]]
-            .iter()
-            .map(|layer| {
-                let id = layer["Ref"].as_str().unwrap_or_default();
-                let version = &resources[id];
-                assert_eq!(version["Type"], "AWS::Lambda::LayerVersion", "{name}: {id}");
-                assert!(version["Properties"]["LayerName"]
-                    .to_string()
-                    .contains("keel-extension"));
-                version["Properties"]["CompatibleArchitectures"][0]
-                    .as_str()
-                    .unwrap()
-            })
-            .collect();
+        let id = layers[0]["Ref"].as_str().unwrap_or_default();
+        assert_eq!(id, EXTENSION_LAYER, "{name}: {layers:?}");
+        let layer = &resources[id];
+        assert_eq!(layer["Type"], "AWS::Lambda::LayerVersion", "{name}: {id}");
+        assert!(layer["Properties"]["LayerName"]
+            .to_string()
+            .contains("keel-extension"));
         assert_eq!(
-            architectures,
-            ["arm64", "x86_64"],
-            "{name}: the arm64 layer when OnArm64"
+            layer["Properties"]["CompatibleArchitectures"][0]["Ref"],
+            "Architecture"
         );
         assert_eq!(properties["Architectures"][0]["Ref"], "Architecture");
 

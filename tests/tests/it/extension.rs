@@ -340,7 +340,7 @@ fn the_layer_zips_hold_the_extension_where_lambda_looks_for_it() {
         glibc = max((int(m), int(n)) for m, n in re.findall(rb'GLIBC_(\\d+)\\.(\\d+)', b)); \
         print([(i.filename, oct(i.external_attr >> 16)) for i in z.infolist()], \
         hex(int.from_bytes(b[18:20], 'little')), glibc <= (2, 34), '%d.%d' % glibc)";
-    for (architecture, _) in keel_infra::template::ARCHITECTURES {
+    for architecture in keel_infra::template::ARCHITECTURES {
         // Where the SAM template deploys it from.
         let zip = root
             .join("infra")
