@@ -11,6 +11,12 @@
 //!   API's guard across its execution environments), the booking topic, the error topic and
 //!   dead-letter queue, one KMS key, least-privilege roles.
 //! - [`yaml`]: the ordered YAML writer it is written with.
+//! - [`services`]: the services the template deploys, as dashboards and alarms see them.
+//! - [`alarms`]: each released service's canary and operational alarms,
+//!   `alarms/<service>.json`.
+//! - [`dashboards`]: each released service's on-call CloudWatch dashboard,
+//!   `dashboards/<service>.json`, and [`dashboard_svg`]: its layout drawn as
+//!   `dashboards/<service>.svg`.
 //!
 //! ```sh
 //! cargo run -p keel-infra            # rewrite the generated files
@@ -23,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub mod alarms;
+pub mod dashboard_svg;
 pub mod dashboards;
 pub mod monitoring;
 pub mod services;
@@ -61,10 +68,35 @@ pub enum GenerateError {
 
 /// Every generated file.
 pub fn generated() -> Vec<Generated> {
-    vec![Generated {
+    let mut files = vec![Generated {
         path: PathBuf::from("infra/template.yaml"),
         contents: format!("{HEADER}{}", template::template().to_yaml()),
-    }]
+    }];
+    for service in services::RELEASED {
+        let body = dashboards::body(&service);
+        files.extend([
+            Generated {
+                path: PathBuf::from(format!("dashboards/{}.json", service.name)),
+                contents: pretty_json(&body),
+            },
+            Generated {
+                path: PathBuf::from(format!("dashboards/{}.svg", service.name)),
+                contents: dashboard_svg::render(&body, &format!("{}: on-call dashboard", service.name)),
+            },
+            Generated {
+                path: PathBuf::from(format!("alarms/{}.json", service.name)),
+                contents: pretty_json(&alarms::document(&service)),
+            },
+        ]);
+    }
+    files
+}
+
+/// `value` as pretty-printed JSON with a final newline.
+fn pretty_json(value: &serde_json::Value) -> String {
+    let mut text = serde_json::to_string_pretty(value).expect("a JSON value serializes");
+    text.push('\n');
+    text
 }
 
 /// Writes every generated file under `root` (the workspace root); returns those that changed.
