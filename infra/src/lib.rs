@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod alarms;
+pub mod placeholders;
 pub mod services;
 pub mod template;
 pub mod yaml;
