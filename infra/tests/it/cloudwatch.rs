@@ -57,8 +57,8 @@ static TEMPLATE_DEFAULTS: LazyLock<Vec<(String, String)>> = LazyLock::new(|| {
 /// The sample value of a placeholder, as CloudFormation would resolve it in the stack
 /// `keel-test` (account `123456789012`, `us-east-1`): pseudo parameters; a function's name, ARN
 /// and released version (`7`); a topic's ARN and name; a queue's URL, name and ARN (ids ending
-/// `Queue` or `DeadLetters`); the price parameters; the threshold parameters and any other
-/// template parameter by its default. `None` for anything else.
+/// `Queue` or `DeadLetters`); a table's name and ARN; the price parameters; the threshold
+/// parameters and any other template parameter by its default. `None` for anything else.
 fn sample(name: &str) -> Option<String> {
     let arn =
         |service: &str, resource: &str| format!("arn:{PARTITION}:{service}:{REGION}:{ACCOUNT}:{resource}");
@@ -84,6 +84,8 @@ fn sample(name: &str) -> Option<String> {
         }
         (_, Some("QueueName")) if queue => physical,
         (_, Some("Arn")) if queue => arn("sqs", &physical),
+        (_, None) if id.ends_with("Table") => physical,
+        (_, Some("Arn")) if id.ends_with("Table") => arn("dynamodb", &format!("table/{physical}")),
         (_, None) => PRICES
             .iter()
             .map(|(name, value)| (name.to_string(), value.to_string()))
