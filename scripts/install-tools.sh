@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the tools Keel's tests and local runs use, pinned, into project virtualenvs:
 # - .venv (or $KEEL_VENV): the local stand-ins, the moto server (DynamoDB, SNS, SQS, CloudWatch)
-#   and the cargo-lambda Lambda emulator;
+#   and the cargo-lambda Lambda emulator, and botocore (pinned: its CloudWatch model is what
+#   scripts/validate-cloudwatch.py checks alarms and dashboards against, and its CBOR codec is
+#   what tests/moto_server.py answers aws-sdk-cloudwatch with);
 # - .venv-lint (or $KEEL_LINT_VENV): the template linters, cfn-lint, samtranslator and checkov
 #   (apart: checkov pins its own boto3).
 # - with --arm64 (scripts/test.sh), what building the arm64 extension layer takes on an x86_64
@@ -44,7 +46,8 @@ install() {
 }
 
 install "${KEEL_VENV:-$root/.venv}" cargo-lambda \
-  "moto[server,dynamodb,sqs,sns,cloudwatch,logs]==5.2.5" --no-deps "cargo-lambda==1.9.2"
+  "moto[server,dynamodb,sqs,sns,cloudwatch,logs]==5.2.5" "boto3==1.44.8" "botocore==1.44.8" \
+  --no-deps "cargo-lambda==1.9.2"
 install "${KEEL_LINT_VENV:-$root/.venv-lint}" checkov \
   "cfn-lint==1.58.0" "aws-sam-translator==1.115.0" "checkov==3.3.30"
 

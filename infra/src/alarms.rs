@@ -129,7 +129,8 @@ pub const CANARY_ERROR_RATE: ThresholdParameter = ThresholdParameter {
 pub const API_P99: ThresholdParameter = ThresholdParameter {
     name: "BookingApiP99DurationMs",
     default: 2_000,
-    description: "Canary alarm: p99 duration of the new booking API version (ms) above which a minute breaches",
+    description:
+        "Canary alarm: p99 duration of the new booking API version (ms) above which a minute breaches",
 };
 
 /// The booking worker's canary p99 duration threshold.
@@ -201,7 +202,10 @@ fn new_version_dimensions(service: &Service) -> Vec<(&'static str, String)> {
     vec![
         ("FunctionName", placeholder(&function)),
         ("Resource", format!("${{{function}}}:{ALIAS}")),
-        ("ExecutedVersion", placeholder(&format!("{function}.Version.Version"))),
+        (
+            "ExecutedVersion",
+            placeholder(&format!("{function}.Version.Version")),
+        ),
     ]
 }
 
@@ -275,7 +279,11 @@ fn kebab(camel: &str) -> String {
 
 fn canary_alarms(service: &Service) -> Vec<Alarm> {
     let name = service.name;
-    let p99 = if *service == BOOKING_API { API_P99 } else { WORKER_P99 };
+    let p99 = if *service == BOOKING_API {
+        API_P99
+    } else {
+        WORKER_P99
+    };
     let mut alarms = vec![
         canary(
             service,
@@ -422,7 +430,13 @@ fn throttles(service: &Service) -> Alarm {
     )
 }
 
-fn queue_holds_messages(id: &str, name: &str, queue: &str, description: String, runbook: &'static str) -> Alarm {
+fn queue_holds_messages(
+    id: &str,
+    name: &str,
+    queue: &str,
+    description: String,
+    runbook: &'static str,
+) -> Alarm {
     operational(
         id,
         format!("${{AWS::StackName}}-{name}"),
@@ -518,7 +532,11 @@ impl Alarm {
                 fields.insert("Namespace".into(), metric.namespace.into());
                 fields.insert("MetricName".into(), metric.name.into());
                 fields.insert("Dimensions".into(), metric.dimensions_json());
-                let key = if stat.starts_with('p') { "ExtendedStatistic" } else { "Statistic" };
+                let key = if stat.starts_with('p') {
+                    "ExtendedStatistic"
+                } else {
+                    "Statistic"
+                };
                 fields.insert(key.into(), (*stat).into());
                 fields.insert("Period".into(), self.period.into());
             }

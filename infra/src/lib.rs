@@ -32,6 +32,7 @@ pub mod alarms;
 pub mod dashboard_svg;
 pub mod dashboards;
 pub mod monitoring;
+pub mod placeholders;
 pub mod services;
 pub mod template;
 pub mod yaml;

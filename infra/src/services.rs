@@ -25,7 +25,10 @@ impl Service {
 
     /// Every metric it emits: Keel's catalogue, then its own entries.
     pub fn metrics(&self) -> impl Iterator<Item = &'static MetricDef> + '_ {
-        keel_catalog::keel::ALL.iter().copied().chain(self.own.iter().copied())
+        keel_catalog::keel::ALL
+            .iter()
+            .copied()
+            .chain(self.own.iter().copied())
     }
 }
 

@@ -122,6 +122,12 @@ impl Moto {
         aws_sdk_sqs::Client::new(&self.sdk_config())
     }
 
+    /// A CloudWatch client for this server (it speaks RPC v2 CBOR, which `tests/moto_server.py`
+    /// translates for moto).
+    pub fn cloudwatch(&self) -> aws_sdk_cloudwatch::Client {
+        aws_sdk_cloudwatch::Client::new(&self.sdk_config())
+    }
+
     /// Creates a uniquely named table with string key `id` (on-demand billing) and, when
     /// `ttl_attribute` is given, TTL on that attribute. Returns its name.
     pub async fn create_table(
