@@ -136,7 +136,10 @@ fn alarm_resource(alarm: &Alarm) -> Node {
             *threshold = reference(parameter.name);
         }
     }
-    map([("Type", s("AWS::CloudWatch::Alarm")), ("Properties", Node::Map(properties))])
+    map([
+        ("Type", s("AWS::CloudWatch::Alarm")),
+        ("Properties", Node::Map(properties)),
+    ])
 }
 
 /// The logical ids of `service`'s canary alarms (its deployment group's).
@@ -155,8 +158,14 @@ fn dashboard_resource(service: &Service) -> Node {
         (
             "Properties",
             map([
-                ("DashboardName", sub(&format!("${{AWS::StackName}}-{}", service.name))),
-                ("DashboardBody", sub(&crate::dashboards::body(service).to_string())),
+                (
+                    "DashboardName",
+                    sub(&format!("${{AWS::StackName}}-{}", service.name)),
+                ),
+                (
+                    "DashboardBody",
+                    sub(&crate::dashboards::body(service).to_string()),
+                ),
             ]),
         ),
     ])

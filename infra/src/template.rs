@@ -1112,10 +1112,7 @@ fn user_pool() -> [(String, Node); 2] {
                             )]),
                         ),
                         ("MfaConfiguration", s("OPTIONAL")),
-                        (
-                            "EnabledMfas",
-                            list([s("SOFTWARE_TOKEN_MFA")]),
-                        ),
+                        ("EnabledMfas", list([s("SOFTWARE_TOKEN_MFA")])),
                     ]),
                 ),
             ]),
@@ -1249,7 +1246,6 @@ fn outputs() -> Node {
                 reference(EXTENSION_LAYER),
             ),
         ),
-
         (
             "ErrorTopicArn",
             output(

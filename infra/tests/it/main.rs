@@ -1,8 +1,8 @@
 //! keel-infra's integration tests, in one test binary: the generated files are fresh, the
-//! metric catalogue, and what the YAML writer writes reads back as written.
-//! takes and reads back as sent, and what the YAML writer writes reads back as written.
-//! template lints clean and fits the code, the alarms and dashboards are what CloudWatch's API
-//! template lints clean and fits the code, the dashboards and alarms fit CloudWatch and the
+//! template lints clean and fits the code, the dashboards and alarms fit the metric catalogue and
+//! CloudWatch's API (validated offline, and taken and read back by moto as sent), and what the
+//! YAML writer writes reads back as written.
+
 mod cloudwatch;
 mod dashboards;
 mod generated;
