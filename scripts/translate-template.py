@@ -3,8 +3,8 @@ local code paths replaced by S3 URIs (as `sam package` would), no managed-policy
 
     python translate-template.py <template> <out.json> [Name=Value ...]
 
-Name=Value pairs are parameter values, resolved where the transform resolves them (the
-version a function publishes follows them). ExtensionLayerSha256 defaults to 64 zeros.
+Name=Value pairs are parameter values, resolved where the transform resolves them (a released
+function's version follows its <Id>VersionDigest). The version digests default to 64 zeros.
 """
 import json
 import sys
@@ -13,7 +13,7 @@ from cfnlint.decode import decode
 from samtranslator.translator.transform import transform
 
 template_path, out_path, *pairs = sys.argv[1:]
-parameters = {"ExtensionLayerSha256": "0" * 64}
+parameters = {"BookingApiVersionDigest": "0" * 64, "BookingWorkerVersionDigest": "0" * 64}
 for pair in pairs:
     name, _, value = pair.partition("=")
     parameters[name] = value

@@ -22,8 +22,9 @@ pub const RELAY_ADDR: &str = "127.0.0.1:9124";
 /// The Lambda architectures the template deploys to.
 pub const ARCHITECTURES: [&str; 2] = ["x86_64", "arm64"];
 
-/// The variable holding the digest of the extension layer zip a function runs beside.
-pub const EXTENSION_DIGEST_VARIABLE: &str = "KEEL_EXTENSION_LAYER_SHA256";
+/// The parameters whose values reach the functions (their configuration or environment): a
+/// released function's version digest covers them (`scripts/deploy.sh` lists the same).
+pub const FUNCTION_PARAMETERS: [&str; 2] = ["Architecture", "LogLevel"];
 
 /// The logical id of the Keel extension layer the functions carry.
 pub const EXTENSION_LAYER: &str = "KeelExtensionLayer";
@@ -204,7 +205,7 @@ pub fn template() -> Node {
 }
 
 fn parameters() -> Node {
-    let mut parameters = vec![
+    let mut parameters: Vec<(String, Node)> = [
         (
             "Architecture",
             map([
@@ -244,17 +245,6 @@ fn parameters() -> Node {
                 (
                     "Description",
                     s("How long function logs and API access logs are kept"),
-                ),
-            ]),
-        ),
-        (
-            "ExtensionLayerSha256",
-            map([
-                ("Type", s("String")),
-                ("AllowedPattern", s("^[0-9a-f]{64}$")),
-                (
-                    "Description",
-                    s("SHA-256 of the layer zip deployed (target/layers/keel-extension.zip; scripts/deploy.sh passes it): a new layer publishes new function versions, and so runs a canary"),
                 ),
             ]),
         ),
@@ -349,10 +339,26 @@ fn parameters() -> Node {
                 ),
             ]),
         ),
-    ];
+    ]
+    .into_iter()
+    .map(|(name, parameter)| (name.to_owned(), parameter))
+    .collect();
+    parameters.extend(crate::services::RELEASED.iter().map(|service| {
+        (
+            version_digest_parameter(service),
+            map([
+                ("Type", s("String")),
+                ("AllowedPattern", s("^[0-9a-f]{64}$")),
+                (
+                    "Description",
+                    s(format!("SHA-256 over what a {} version is made of (its bootstrap, the extension layer zip, the values of {}), computed by scripts/deploy.sh: a new value publishes a new version and releases it through CodeDeploy", service.name, FUNCTION_PARAMETERS.join(" and "))),
+                ),
+            ]),
+        )
+    }));
     parameters.extend(crate::alarms::PARAMETERS.iter().map(|parameter| {
         (
-            parameter.name,
+            parameter.name.to_owned(),
             map([
                 ("Type", s("Number")),
                 ("Default", parameter.default.into()),
@@ -383,13 +389,6 @@ fn globals() -> Node {
                     "Variables",
                     map([
                         ("KEEL_LOG_LEVEL", reference("LogLevel")),
-                        // SAM publishes a new version when a function's code, environment
-                        // (parameters resolved) or memory changes — not when only its layers
-                        // do. The layer zip's digest in the environment makes a new extension
-                        // publish new versions, and so run a canary. (`AutoPublishCodeSha256`
-                        // would not do: SAM then names the version after that value alone,
-                        // and a code change without a layer change would publish nothing.)
-                        (EXTENSION_DIGEST_VARIABLE, reference("ExtensionLayerSha256")),
                         ("KEEL_EXTENSION_ADDR", s(RELAY_ADDR)),
                         ("KEEL_ERROR_TOPIC_ARN", reference("ErrorTopic")),
                         ("KEEL_DLQ_URL", reference("ErrorDeadLetterQueue")),
@@ -770,6 +769,11 @@ struct KeelFunction {
     release: Option<Release>,
 }
 
+/// The parameter holding `service`'s version digest (`BookingApiVersionDigest`).
+pub fn version_digest_parameter(service: &Service) -> String {
+    format!("{}VersionDigest", service.id)
+}
+
 /// A function released through CodeDeploy: every change publishes a version behind the alias
 /// [`alarms::ALIAS`](crate::alarms::ALIAS), and traffic shifts to it as `DeploymentType` says,
 /// rolled back by the service's canary alarms.
@@ -781,8 +785,8 @@ struct Release {
 }
 
 impl Release {
-    /// `AutoPublishAlias` and `DeploymentPreference`.
-    fn properties(&self) -> [(&'static str, Node); 2] {
+    /// `AutoPublishAlias`, `AutoPublishCodeSha256` and `DeploymentPreference`.
+    fn properties(&self) -> [(&'static str, Node); 3] {
         let alarms = crate::monitoring::canary_alarm_ids(&self.service)
             .iter()
             .map(|id| reference(id))
@@ -796,6 +800,14 @@ impl Release {
         }
         [
             ("AutoPublishAlias", s(crate::alarms::ALIAS)),
+            // When given, SAM names the version after this value alone (else after the code's
+            // location, environment and memory — never after the layers, nor parameter values
+            // in the environment): the digest covers all a version is made of, so that a new
+            // extension or log level publishes a version and runs a canary like new code.
+            (
+                "AutoPublishCodeSha256",
+                reference(&version_digest_parameter(&self.service)),
+            ),
             ("DeploymentPreference", entries(preference)),
         ]
     }
@@ -1322,6 +1334,13 @@ fn outputs() -> Node {
     .map(|(name, value)| (name.to_owned(), value))
     .to_vec();
     for service in crate::services::RELEASED {
+        outputs.push((
+            version_digest_parameter(&service),
+            output(
+                &format!("The digest {}'s latest version was published for", service.name),
+                reference(&version_digest_parameter(&service)),
+            ),
+        ));
         outputs.push((
             format!("{}DashboardUrl", service.id),
             output(

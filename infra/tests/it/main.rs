@@ -7,4 +7,5 @@ mod cloudwatch;
 mod dashboards;
 mod generated;
 mod lint;
+mod release;
 mod yaml;
