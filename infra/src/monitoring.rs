@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::alarms::{self, Alarm, Role};
 use crate::services::{Service, RELEASED};
-use crate::template::{get_att, reference, sub};
+use crate::template::{conditional_resource, get_att, reference, resource, sub};
 use crate::yaml::{list, map, s, Node};
 
 /// A JSON value as a template node: a string holding placeholders becomes a reference —
@@ -54,24 +54,19 @@ fn alarm_topic() -> [(String, Node); 3] {
     [
         (
             ALARM_TOPIC.into(),
-            map([
-                ("Type", s("AWS::SNS::Topic")),
-                (
-                    "Properties",
-                    map([
+            resource(
+                "AWS::SNS::Topic",
+                map([
                         ("DisplayName", s("Keel alarms")),
                         ("KmsMasterKeyId", reference("KeelKey")),
-                    ]),
-                ),
-            ]),
+                ]),
+            ),
         ),
         (
             "AlarmTopicPolicy".into(),
-            map([
-                ("Type", s("AWS::SNS::TopicPolicy")),
-                (
-                    "Properties",
-                    map([
+            resource(
+                "AWS::SNS::TopicPolicy",
+                map([
                         ("Topics", list([reference(ALARM_TOPIC)])),
                         (
                             "PolicyDocument",
@@ -102,24 +97,20 @@ fn alarm_topic() -> [(String, Node); 3] {
                                 ),
                             ]),
                         ),
-                    ]),
-                ),
-            ]),
+                ]),
+            ),
         ),
         (
             "AlarmEmailSubscription".into(),
-            map([
-                ("Type", s("AWS::SNS::Subscription")),
-                ("Condition", s("HasAlarmEmail")),
-                (
-                    "Properties",
-                    map([
+            conditional_resource(
+                "HasAlarmEmail",
+                "AWS::SNS::Subscription",
+                map([
                         ("TopicArn", reference(ALARM_TOPIC)),
                         ("Protocol", s("email")),
                         ("Endpoint", reference("AlarmEmail")),
-                    ]),
-                ),
-            ]),
+                ]),
+            ),
         ),
     ]
 }
@@ -136,10 +127,7 @@ fn alarm_resource(alarm: &Alarm) -> Node {
             *threshold = reference(parameter.name);
         }
     }
-    map([
-        ("Type", s("AWS::CloudWatch::Alarm")),
-        ("Properties", Node::Map(properties)),
-    ])
+    resource("AWS::CloudWatch::Alarm", Node::Map(properties))
 }
 
 /// The logical ids of `service`'s canary alarms (its deployment group's).
@@ -153,22 +141,19 @@ pub fn canary_alarm_ids(service: &Service) -> Vec<String> {
 
 /// The dashboard of `service`: its body's JSON text, placeholders resolved by `Fn::Sub`.
 fn dashboard_resource(service: &Service) -> Node {
-    map([
-        ("Type", s("AWS::CloudWatch::Dashboard")),
-        (
-            "Properties",
-            map([
-                (
-                    "DashboardName",
-                    sub(&format!("${{AWS::StackName}}-{}", service.name)),
-                ),
-                (
-                    "DashboardBody",
-                    sub(&crate::dashboards::body(service).to_string()),
-                ),
-            ]),
-        ),
-    ])
+    resource(
+        "AWS::CloudWatch::Dashboard",
+        map([
+            (
+                "DashboardName",
+                sub(&format!("${{AWS::StackName}}-{}", service.name)),
+            ),
+            (
+                "DashboardBody",
+                sub(&crate::dashboards::body(service).to_string()),
+            ),
+        ]),
+    )
 }
 
 /// The logical id of `service`'s dashboard.

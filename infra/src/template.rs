@@ -146,8 +146,17 @@ fn entries<K: Into<String>>(entries: impl IntoIterator<Item = (K, Node)>) -> Nod
 }
 
 /// A resource of type `kind` with `properties`.
-fn resource(kind: &str, properties: Node) -> Node {
+pub(crate) fn resource(kind: &str, properties: Node) -> Node {
     map([("Type", s(kind)), ("Properties", properties)])
+}
+
+/// A resource of type `kind` with `properties`, created only when `condition` holds.
+pub(crate) fn conditional_resource(condition: &str, kind: &str, properties: Node) -> Node {
+    map([
+        ("Type", s(kind)),
+        ("Condition", s(condition)),
+        ("Properties", properties),
+    ])
 }
 
 /// One IAM statement allowing `actions` on `resource`.
@@ -204,167 +213,62 @@ pub fn template() -> Node {
     ])
 }
 
+/// A parameter of type `kind` with `settings` (its default, its allowed values or pattern, …)
+/// and what it sets.
+fn parameter<const N: usize>(
+    kind: &str,
+    settings: [(&str, Node); N],
+    description: impl Into<String>,
+) -> Node {
+    let mut all = vec![("Type", s(kind))];
+    all.extend(settings);
+    all.push(("Description", s(description)));
+    entries(all)
+}
+
+/// The values a string parameter may take.
+fn allowed(values: &[&str]) -> (&'static str, Node) {
+    (
+        "AllowedValues",
+        Node::List(values.iter().map(|v| s(*v)).collect()),
+    )
+}
+
+/// A price in USD, as CloudWatch metric math takes it.
+const PRICE_PATTERN: &str = "^[0-9]+(\\.[0-9]+)?$";
+
 fn parameters() -> Node {
-    let mut parameters: Vec<(String, Node)> = [
-        (
-            "Architecture",
-            map([
-                ("Type", s("String")),
-                ("Default", s("x86_64")),
-                (
-                    "AllowedValues",
-                    Node::List(ARCHITECTURES.iter().map(|a| s(*a)).collect()),
-                ),
-                (
-                    "Description",
-                    s("Instruction set of the functions and of the Keel extension layer they carry"),
-                ),
-            ]),
-        ),
-        (
-            "LogLevel",
-            map([
-                ("Type", s("String")),
-                ("Default", s("INFO")),
-                (
-                    "AllowedValues",
-                    list([s("TRACE"), s("DEBUG"), s("INFO"), s("WARN"), s("ERROR")]),
-                ),
-                ("Description", s("KEEL_LOG_LEVEL of every function")),
-            ]),
-        ),
-        (
-            "LogRetentionDays",
-            map([
-                ("Type", s("Number")),
-                ("Default", 30.into()),
-                (
-                    "AllowedValues",
-                    list([7.into(), 14.into(), 30.into(), 90.into(), 365.into()]),
-                ),
-                (
-                    "Description",
-                    s("How long function logs and API access logs are kept"),
-                ),
-            ]),
-        ),
-        (
-            "JwtIssuer",
-            map([
-                ("Type", s("String")),
-                ("Default", s("")),
-                ("AllowedPattern", s("^(https://.+)?$")),
-                (
-                    "Description",
-                    s("Issuer of the JWTs the booking API accepts (its `iss`), e.g. https://cognito-idp.<region>.amazonaws.com/<pool id>; empty: the stack creates a Cognito user pool and accepts its tokens"),
-                ),
-            ]),
-        ),
-        (
-            "JwtAudience",
-            map([
-                ("Type", s("String")),
-                ("Default", s("")),
-                (
-                    "Description",
-                    s("Audience of those JWTs (`aud`, or a Cognito app client id); ignored when JwtIssuer is empty (the stack's user pool client is the audience)"),
-                ),
-            ]),
-        ),
-        (
-            "ApiThrottlingRateLimit",
-            map([
-                ("Type", s("Number")),
-                ("Default", 100.into()),
-                ("MinValue", 1.into()),
-                ("Description", s("Requests per second the HTTP API's stage lets through (steady state)")),
-            ]),
-        ),
-        (
-            "ApiThrottlingBurstLimit",
-            map([
-                ("Type", s("Number")),
-                ("Default", 200.into()),
-                ("MinValue", 1.into()),
-                ("Description", s("Requests the HTTP API's stage lets through in a burst")),
-            ]),
-        ),
-        (
-            "DeploymentType",
-            map([
-                ("Type", s("String")),
-                ("Default", s(DEFAULT_DEPLOYMENT_TYPE)),
-                (
-                    "AllowedValues",
-                    Node::List(DEPLOYMENT_TYPES.iter().map(|t| s(*t)).collect()),
-                ),
-                (
-                    "Description",
-                    s("How CodeDeploy shifts traffic to a new version of the booking API and worker (the canary alarms roll it back)"),
-                ),
-            ]),
-        ),
-        (
-            "AlarmEmail",
-            map([
-                ("Type", s("String")),
-                ("Default", s("")),
-                (
-                    "Description",
-                    s("E-mail address the alarm topic notifies (confirm the subscription); empty: none"),
-                ),
-            ]),
-        ),
-        (
-            "PricePerGbSecond",
-            map([
-                ("Type", s("String")),
-                ("Default", s(crate::dashboards::DEFAULT_PRICE_PER_GB_SECOND)),
-                ("AllowedPattern", s("^[0-9]+(\\.[0-9]+)?$")),
-                (
-                    "Description",
-                    s("Lambda's price per GB-second of the architecture deployed (USD), for the dashboards' cost row"),
-                ),
-            ]),
-        ),
-        (
-            "PricePerMillionRequests",
-            map([
-                ("Type", s("String")),
-                ("Default", s(crate::dashboards::DEFAULT_PRICE_PER_MILLION_REQUESTS)),
-                ("AllowedPattern", s("^[0-9]+(\\.[0-9]+)?$")),
-                (
-                    "Description",
-                    s("Lambda's price per million requests (USD), for the dashboards' cost row"),
-                ),
-            ]),
-        ),
-    ]
-    .into_iter()
-    .map(|(name, parameter)| (name.to_owned(), parameter))
-    .collect();
+    let mut parameters: Vec<(String, Node)> = vec![
+        ("Architecture".into(), parameter("String", [("Default", s("x86_64")), allowed(&ARCHITECTURES)], "Instruction set of the functions and of the Keel extension layer they carry")),
+        ("LogLevel".into(), parameter("String", [("Default", s("INFO")), allowed(&["TRACE", "DEBUG", "INFO", "WARN", "ERROR"])], "KEEL_LOG_LEVEL of every function")),
+        ("LogRetentionDays".into(), parameter("Number", [("Default", 30.into()), ("AllowedValues", list([7.into(), 14.into(), 30.into(), 90.into(), 365.into()]))], "How long function logs and API access logs are kept")),
+        ("JwtIssuer".into(), parameter("String", [("Default", s("")), ("AllowedPattern", s("^(https://.+)?$"))], "Issuer of the JWTs the booking API accepts (its `iss`), e.g. https://cognito-idp.<region>.amazonaws.com/<pool id>; empty: the stack creates a Cognito user pool and accepts its tokens")),
+        ("JwtAudience".into(), parameter("String", [("Default", s(""))], "Audience of those JWTs (`aud`, or a Cognito app client id); ignored when JwtIssuer is empty (the stack's user pool client is the audience)")),
+        ("ApiThrottlingRateLimit".into(), parameter("Number", [("Default", 100.into()), ("MinValue", 1.into())], "Requests per second the HTTP API's stage lets through (steady state)")),
+        ("ApiThrottlingBurstLimit".into(), parameter("Number", [("Default", 200.into()), ("MinValue", 1.into())], "Requests the HTTP API's stage lets through in a burst")),
+        ("DeploymentType".into(), parameter("String", [("Default", s(DEFAULT_DEPLOYMENT_TYPE)), allowed(&DEPLOYMENT_TYPES)], "How CodeDeploy shifts traffic to a new version of the booking API and worker (the canary alarms roll it back)")),
+        ("AlarmEmail".into(), parameter("String", [("Default", s(""))], "E-mail address the alarm topic notifies (confirm the subscription); empty: none")),
+        ("PricePerGbSecond".into(), parameter("String", [("Default", s(crate::dashboards::DEFAULT_PRICE_PER_GB_SECOND)), ("AllowedPattern", s(PRICE_PATTERN))], "Lambda's price per GB-second of the architecture deployed (USD), for the dashboards' cost row")),
+        ("PricePerMillionRequests".into(), parameter("String", [("Default", s(crate::dashboards::DEFAULT_PRICE_PER_MILLION_REQUESTS)), ("AllowedPattern", s(PRICE_PATTERN))], "Lambda's price per million requests (USD), for the dashboards' cost row")),
+    ];
     parameters.extend(crate::services::RELEASED.iter().map(|service| {
         (
             version_digest_parameter(service),
-            map([
-                ("Type", s("String")),
-                ("AllowedPattern", s("^[0-9a-f]{64}$")),
-                (
-                    "Description",
-                    s(format!("SHA-256 over what a {} version is made of (its bootstrap, the extension layer zip, the values of {}), computed by scripts/deploy.sh: a new value publishes a new version and releases it through CodeDeploy", service.name, FUNCTION_PARAMETERS.join(" and "))),
-                ),
-            ]),
+            parameter(
+                "String",
+                [("AllowedPattern", s("^[0-9a-f]{64}$"))],
+                format!("SHA-256 over what a {} version is made of (its bootstrap, the extension layer zip, the values of {}), computed by scripts/deploy.sh: a new value publishes a new version and releases it through CodeDeploy", service.name, FUNCTION_PARAMETERS.join(" and ")),
+            ),
         )
     }));
-    parameters.extend(crate::alarms::PARAMETERS.iter().map(|parameter| {
+    parameters.extend(crate::alarms::PARAMETERS.iter().map(|threshold| {
         (
-            parameter.name.to_owned(),
-            map([
-                ("Type", s("Number")),
-                ("Default", parameter.default.into()),
-                ("MinValue", 0.into()),
-                ("Description", s(parameter.description)),
-            ]),
+            threshold.name.to_owned(),
+            parameter(
+                "Number",
+                [("Default", threshold.default.into()), ("MinValue", 0.into())],
+                threshold.description,
+            ),
         )
     }));
     entries(parameters)
@@ -1101,52 +1005,46 @@ fn user_pool() -> [(String, Node); 2] {
     [
         (
             "BookingUserPool".into(),
-            map([
-                ("Type", s("AWS::Cognito::UserPool")),
-                ("Condition", s("CreateUserPool")),
-                (
-                    "Properties",
-                    map([
-                        ("UserPoolName", sub("${AWS::StackName}-customers")),
-                        ("UsernameAttributes", list([s("email")])),
-                        ("AutoVerifiedAttributes", list([s("email")])),
-                        (
-                            "Policies",
-                            map([(
-                                "PasswordPolicy",
-                                map([
-                                    ("MinimumLength", 12.into()),
-                                    ("RequireLowercase", true.into()),
-                                    ("RequireUppercase", true.into()),
-                                    ("RequireNumbers", true.into()),
-                                    ("RequireSymbols", false.into()),
-                                ]),
-                            )]),
-                        ),
-                        ("MfaConfiguration", s("OPTIONAL")),
-                        ("EnabledMfas", list([s("SOFTWARE_TOKEN_MFA")])),
-                    ]),
-                ),
-            ]),
+            conditional_resource(
+                "CreateUserPool",
+                "AWS::Cognito::UserPool",
+                map([
+                    ("UserPoolName", sub("${AWS::StackName}-customers")),
+                    ("UsernameAttributes", list([s("email")])),
+                    ("AutoVerifiedAttributes", list([s("email")])),
+                    (
+                        "Policies",
+                        map([(
+                            "PasswordPolicy",
+                            map([
+                                ("MinimumLength", 12.into()),
+                                ("RequireLowercase", true.into()),
+                                ("RequireUppercase", true.into()),
+                                ("RequireNumbers", true.into()),
+                                ("RequireSymbols", false.into()),
+                            ]),
+                        )]),
+                    ),
+                    ("MfaConfiguration", s("OPTIONAL")),
+                    ("EnabledMfas", list([s("SOFTWARE_TOKEN_MFA")])),
+                ]),
+            ),
         ),
         (
             "BookingUserPoolClient".into(),
-            map([
-                ("Type", s("AWS::Cognito::UserPoolClient")),
-                ("Condition", s("CreateUserPool")),
-                (
-                    "Properties",
-                    map([
-                        ("UserPoolId", reference("BookingUserPool")),
-                        ("GenerateSecret", false.into()),
-                        (
-                            "ExplicitAuthFlows",
-                            list([s("ALLOW_USER_SRP_AUTH"), s("ALLOW_REFRESH_TOKEN_AUTH")]),
-                        ),
-                        ("PreventUserExistenceErrors", s("ENABLED")),
-                    ]),
-                ),
-            ]),
+            conditional_resource(
+                "CreateUserPool",
+                "AWS::Cognito::UserPoolClient",
+                map([
+                    ("UserPoolId", reference("BookingUserPool")),
+                    ("GenerateSecret", false.into()),
+                    (
+                        "ExplicitAuthFlows",
+                        list([s("ALLOW_USER_SRP_AUTH"), s("ALLOW_REFRESH_TOKEN_AUTH")]),
+                    ),
+                    ("PreventUserExistenceErrors", s("ENABLED")),
+                ]),
+            ),
         ),
     ]
 }
