@@ -2,8 +2,9 @@
 # Deploys the stack (infra/template.yaml) to the AWS account of the current credentials: builds
 # the booking functions and the Keel extension layer for one architecture, then runs
 # `sam deploy` with each released function's version digest (its bootstrap, the layer, the
-# parameters reaching it), so that a new extension or log level publishes new function versions
-# and goes through the canary like new code.
+# parameters reaching it, the template's definition of it), so that a new extension, log level or
+# configuration publishes new function versions and goes through the canary like new code.
+# Parameters go in KEEL_PARAMETERS (they are digested), not --parameter-overrides.
 #
 #   scripts/deploy.sh [--architecture x86_64|arm64] [sam deploy options …]
 #   KEEL_PARAMETERS="AlarmEmail=oncall@example.com JwtIssuer=https://…" scripts/deploy.sh --guided
@@ -37,25 +38,48 @@ build=(cargo lambda build --release -p booking-api -p booking-worker -p canary-h
 "${build[@]}"
 bash scripts/package-extension.sh --deploy "$architecture"
 
-# What a version is made of: its bootstrap, the layer, and the values of the parameters that
-# reach the functions (keel_infra::template::FUNCTION_PARAMETERS). SAM names the version after
-# this digest, so any change publishes a version and releases it through CodeDeploy.
+# What a version is made of: its bootstrap, the layer, the values of the parameters that reach
+# the functions (keel_infra::template::FUNCTION_PARAMETERS), and what the template says of the
+# function (`keel-infra --version-inputs`). SAM names the version after this digest, so a change
+# to any of them publishes a version and releases it through CodeDeploy. LogLevel is always
+# passed, so that the value digested is the value deployed (sam deploy would otherwise keep the
+# stack's previous one).
 log_level=INFO
+other_parameters=()
 for parameter in ${KEEL_PARAMETERS:-}; do
-    case "$parameter" in LogLevel=*) log_level="${parameter#LogLevel=}" ;; esac
+    case "$parameter" in
+        LogLevel=*) log_level="${parameter#LogLevel=}" ;;
+        Architecture=* | *VersionDigest=*)
+            echo "deploy.sh: $parameter is set by the script (use --architecture)" >&2
+            exit 2
+            ;;
+        *) other_parameters+=("$parameter") ;;
+    esac
+done
+for argument in "$@"; do
+    case "$argument" in
+        --parameter-overrides*)
+            echo "deploy.sh: give parameters in KEEL_PARAMETERS, not --parameter-overrides (they go into the version digests)" >&2
+            exit 2
+            ;;
+    esac
 done
 digest() {
-    { sha256sum "target/lambda/$1/bootstrap" target/layers/keel-extension.zip | cut -d' ' -f1
-      echo "Architecture=$architecture"
-      echo "LogLevel=$log_level"; } | sha256sum | cut -d' ' -f1
+    {
+        sha256sum "target/lambda/$1/bootstrap" target/layers/keel-extension.zip | cut -d' ' -f1
+        echo "Architecture=$architecture"
+        echo "LogLevel=$log_level"
+        cargo run --quiet -p keel-infra -- --version-inputs "$1"
+    } | sha256sum | cut -d' ' -f1
 }
+api_digest="$(digest booking-api)"
+worker_digest="$(digest booking-worker)"
 
-# shellcheck disable=SC2086 # KEEL_PARAMETERS is a list of Name=Value words.
 sam deploy \
     --template-file infra/template.yaml \
     --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND \
     --resolve-s3 \
-    --parameter-overrides "Architecture=$architecture" \
-        "BookingApiVersionDigest=$(digest booking-api)" "BookingWorkerVersionDigest=$(digest booking-worker)" \
-        ${KEEL_PARAMETERS:-} \
+    --parameter-overrides "Architecture=$architecture" "LogLevel=$log_level" \
+        "BookingApiVersionDigest=$api_digest" "BookingWorkerVersionDigest=$worker_digest" \
+        ${other_parameters[@]+"${other_parameters[@]}"} \
     "$@"

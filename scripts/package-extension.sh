@@ -5,7 +5,7 @@
 # binary's.
 #
 # infra/template.yaml deploys target/layers/keel-extension.zip: `--deploy <architecture>` copies
-# that architecture's zip there and prints its SHA-256 (the template's ExtensionLayerSha256), so
+# that architecture's zip there and prints its SHA-256 (scripts/deploy.sh digests it into each version), so
 # a deployment needs only the architecture it deploys.
 #
 #   scripts/package-extension.sh            # release build, into target/layers/

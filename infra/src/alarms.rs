@@ -376,7 +376,7 @@ fn canary_alarms(service: &Service) -> Vec<Alarm> {
             (1, None),
             "GreaterThanOrEqualToThreshold",
             (1, 1),
-            "The new version's process exited or failed (status error or failure in platform.runtimeDone): a panic outside the handler, a failed init, memory. CodeDeploy rolls back by itself; the envelope on the error topic holds the reason.",
+            "The new version's runtime failed (platform.runtimeDone with status failure): the process exited or was killed — a panic outside the handler, running out of memory. CodeDeploy rolls back by itself; the envelope on the error topic holds the reason.",
         ),
     ]);
     alarms

@@ -412,37 +412,42 @@ fn keel_row(service: &Service) -> Vec<Widget> {
     let name = service.name;
     let counters = |defs: &[&MetricDef]| -> Vec<Value> {
         defs.iter()
+            .filter(|def| service.emits(def))
             .map(|def| keel(name, def, &[], json!({ "label": def.name })))
             .collect()
     };
-    vec![
-        graph(
-            "Idempotency",
-            6,
-            "Sum",
-            PERIOD,
-            counters(&[
-                &catalogue::IDEMPOTENCY_REPLAY,
-                &catalogue::IDEMPOTENCY_IN_PROGRESS_CONFLICT,
-                &catalogue::IDEMPOTENCY_KEY_REUSED,
-                &catalogue::IDEMPOTENCY_STORE_ERROR,
-            ]),
-        ),
-        graph(
-            "Concurrency slots",
-            6,
-            "Sum",
-            PERIOD,
-            counters(&[&catalogue::CONCURRENCY_ACQUIRED, &catalogue::CONCURRENCY_REJECTED]),
-        ),
-        graph(
-            "Concurrency wait (ms)",
-            6,
-            "p99",
-            PERIOD,
-            lines(name, &catalogue::CONCURRENCY_WAIT_MS),
-        )
-        .with("yAxis", y_axis("ms")),
+    let mut widgets = vec![graph(
+        "Idempotency",
+        6,
+        "Sum",
+        PERIOD,
+        counters(&[
+            &catalogue::IDEMPOTENCY_REPLAY,
+            &catalogue::IDEMPOTENCY_IN_PROGRESS_CONFLICT,
+            &catalogue::IDEMPOTENCY_KEY_REUSED,
+            &catalogue::IDEMPOTENCY_STORE_ERROR,
+        ]),
+    )];
+    if service.guarded {
+        widgets.extend([
+            graph(
+                "Concurrency slots",
+                6,
+                "Sum",
+                PERIOD,
+                counters(&[&catalogue::CONCURRENCY_ACQUIRED, &catalogue::CONCURRENCY_REJECTED]),
+            ),
+            graph(
+                "Concurrency wait (ms)",
+                6,
+                "p99",
+                PERIOD,
+                lines(name, &catalogue::CONCURRENCY_WAIT_MS),
+            )
+            .with("yAxis", y_axis("ms")),
+        ]);
+    }
+    widgets.extend([
         graph(
             "Telemetry dropped",
             6,
@@ -542,7 +547,8 @@ fn keel_row(service: &Service) -> Vec<Widget> {
             "annotations",
             json!({ "horizontal": [{ "label": format!("MemorySize {MEMORY_MB} MB"), "value": MEMORY_MB }] }),
         ),
-    ]
+    ]);
+    widgets
 }
 
 /// The service's own entries, grouped into widgets by title; an entry no group names gets a

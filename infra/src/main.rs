@@ -1,5 +1,7 @@
-//! `keel-infra`: rewrites the generated files (`infra/template.yaml`), or with `--check` fails
-//! when one is stale. See the library docs.
+//! `keel-infra`: rewrites the generated files (`infra/template.yaml`, `alarms/`, `dashboards/`),
+//! or with `--check` fails when one is stale; `--version-inputs <service>` prints what the
+//! template says the service's versions are made of (`scripts/deploy.sh` digests it). See the
+//! library docs.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -17,8 +19,21 @@ fn main() -> ExitCode {
             }
         }),
         Some("--check") => keel_infra::check(&root).map(|()| println!("generated files are up to date")),
+        Some("--version-inputs") => {
+            let service = std::env::args().nth(2).unwrap_or_default();
+            match keel_infra::template::version_inputs(&service) {
+                Some(inputs) => {
+                    print!("{inputs}");
+                    Ok(())
+                }
+                None => {
+                    eprintln!("keel-infra: the template releases no service {service:?} (booking-api, booking-worker)");
+                    return ExitCode::from(2);
+                }
+            }
+        }
         Some(other) => {
-            eprintln!("keel-infra: unknown argument {other:?}; usage: keel-infra [--check]");
+            eprintln!("keel-infra: unknown argument {other:?}; usage: keel-infra [--check | --version-inputs <service>]");
             return ExitCode::from(2);
         }
     };

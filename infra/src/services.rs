@@ -15,6 +15,8 @@ pub struct Service {
     pub own: &'static [&'static MetricDef],
     /// Whether it answers HTTP requests (its 5xx answers are a canary signal).
     pub http: bool,
+    /// Whether it guards its invocations with a concurrency guard.
+    pub guarded: bool,
 }
 
 impl Service {
@@ -23,12 +25,28 @@ impl Service {
         format!("{}Function", self.id)
     }
 
-    /// Every metric it emits: Keel's catalogue, then its own entries.
+    /// Every metric it emits: Keel's catalogue (but what it cannot emit: HTTP answers when it
+    /// answers none, concurrency slots when it has no guard), then its own entries.
     pub fn metrics(&self) -> impl Iterator<Item = &'static MetricDef> + '_ {
         keel_catalog::keel::ALL
             .iter()
             .copied()
+            .filter(|def| self.emits(def))
             .chain(self.own.iter().copied())
+    }
+
+    /// Whether it can emit Keel's metric `def`.
+    pub fn emits(&self, def: &MetricDef) -> bool {
+        use keel_catalog::keel::{
+            CONCURRENCY_ACQUIRED, CONCURRENCY_REJECTED, CONCURRENCY_WAIT_MS, HTTP_SERVER_ERROR,
+        };
+        if *def == HTTP_SERVER_ERROR {
+            return self.http;
+        }
+        if [&CONCURRENCY_ACQUIRED, &CONCURRENCY_REJECTED, &CONCURRENCY_WAIT_MS].contains(&def) {
+            return self.guarded;
+        }
+        true
     }
 }
 
@@ -38,6 +56,7 @@ pub const BOOKING_API: Service = Service {
     id: "BookingApi",
     own: booking_metrics::api::CATALOGUE,
     http: true,
+    guarded: true,
 };
 
 /// The booking worker (booking queue).
@@ -46,6 +65,7 @@ pub const BOOKING_WORKER: Service = Service {
     id: "BookingWorker",
     own: booking_metrics::worker::CATALOGUE,
     http: false,
+    guarded: false,
 };
 
 /// The canary hook (CodeDeploy `PreTraffic` hook of the booking API).
@@ -54,6 +74,7 @@ pub const CANARY_HOOK: Service = Service {
     id: "CanaryHook",
     own: booking_metrics::hook::CATALOGUE,
     http: false,
+    guarded: false,
 };
 
 /// The services released through CodeDeploy (a weighted alias, canary alarms), each with a

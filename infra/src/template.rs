@@ -266,7 +266,9 @@ fn parameters() -> Node {
             threshold.name.to_owned(),
             parameter(
                 "Number",
-                [("Default", threshold.default.into()), ("MinValue", 0.into())],
+                // At least 1: Lambda publishes `Errors = 0` for every minute a version runs,
+                // and 0 would breach on every one of them.
+                [("Default", threshold.default.into()), ("MinValue", 1.into())],
                 threshold.description,
             ),
         )
@@ -429,10 +431,14 @@ fn kms_key() -> Node {
                                         )]),
                                     ),
                                 ]),
-                                // CloudWatch publishes this stack's alarms to the alarm topic,
-                                // which is encrypted with this key.
+                                // CloudWatch publishes alarms to the alarm topic, which is
+                                // encrypted with this key. The statement is AWS's documented
+                                // one, without a condition: CloudWatch's calls to KMS are not
+                                // documented to carry the alarm's ARN, and a condition they
+                                // failed would drop every notification silently. Which alarms
+                                // may publish is the topic policy's to say (this stack's).
                                 map([
-                                    ("Sid", s("ThisStacksAlarmsPublishToTheEncryptedAlarmTopic")),
+                                    ("Sid", s("CloudWatchAlarmsPublishToTheEncryptedAlarmTopic")),
                                     ("Effect", s("Allow")),
                                     ("Principal", cloudwatch),
                                     (
@@ -440,16 +446,6 @@ fn kms_key() -> Node {
                                         list([s("kms:GenerateDataKey*"), s("kms:Decrypt")]),
                                     ),
                                     ("Resource", s("*")),
-                                    (
-                                        "Condition",
-                                        map([(
-                                            "ArnLike",
-                                            map([(
-                                                "aws:SourceArn",
-                                                sub("arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:${AWS::StackName}-*"),
-                                            )]),
-                                        )]),
-                                    ),
                                 ]),
                             ]),
                         ),
@@ -671,6 +667,38 @@ struct KeelFunction {
     no_async_dlq: &'static str,
     /// How its new versions are released, when CodeDeploy releases them.
     release: Option<Release>,
+}
+
+/// What the template says a released service's versions are made of — the `Globals` of every
+/// function and the function's own properties, but how it is released — as YAML: what
+/// `scripts/deploy.sh` digests with the code, the layer and the parameters (`keel-infra
+/// --version-inputs <service>`), so that a change to them in the template publishes a version
+/// too. `None` for a service the template does not release.
+pub fn version_inputs(service: &str) -> Option<String> {
+    let service = crate::services::RELEASED.iter().find(|s| s.name == service)?;
+    let template = template();
+    let function = template
+        .get("Resources")?
+        .get(&service.function())?
+        .get("Properties")?;
+    let Node::Map(properties) = function else {
+        return None;
+    };
+    let made_of: Vec<(String, Node)> = properties
+        .iter()
+        .filter(|(key, _)| {
+            !matches!(
+                key.as_str(),
+                "AutoPublishAlias" | "AutoPublishCodeSha256" | "DeploymentPreference"
+            )
+        })
+        .cloned()
+        .collect();
+    let inputs = map([
+        ("Globals", template.get("Globals")?.clone()),
+        ("Properties", Node::Map(made_of)),
+    ]);
+    Some(inputs.to_yaml())
 }
 
 /// The parameter holding `service`'s version digest (`BookingApiVersionDigest`).

@@ -694,3 +694,18 @@ fn the_alarm_documents_fit_codedeploy_and_a_five_minute_canary() {
         }
     }
 }
+
+#[test]
+fn every_catalogue_metric_is_on_a_dashboard() {
+    let shown: Vec<&str> = RELEASED
+        .iter()
+        .flat_map(|service| expected(service).into_iter().map(|(_, def)| def.name))
+        .collect();
+    let own = RELEASED
+        .iter()
+        .chain([&CANARY_HOOK])
+        .flat_map(|service| service.own.iter());
+    for def in keel_catalog::keel::ALL.iter().chain(own) {
+        assert!(shown.contains(&def.name), "{} is on no dashboard", def.name);
+    }
+}

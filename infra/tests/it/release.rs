@@ -208,12 +208,21 @@ fn the_deploy_script_digests_every_parameter_that_reaches_a_function() {
         );
     }
     for service in &RELEASED {
-        assert!(script.contains(&format!(
-            "\"{}=$(digest {})\"",
-            version_digest_parameter(service),
-            service.name
-        )));
+        let parameter = version_digest_parameter(service);
+        assert!(
+            script.contains(&format!("\"{parameter}=$")),
+            "deploy.sh does not pass {parameter}"
+        );
+        assert!(keel_infra::template::version_inputs(service.name).is_some());
     }
+    assert!(
+        script.contains("--version-inputs \"$1\""),
+        "deploy.sh digests the template's definition"
+    );
+    assert!(
+        script.contains("\"LogLevel=$log_level\""),
+        "deploy.sh passes the LogLevel it digests"
+    );
     // And those are all the parameters the functions see.
     let template = keel_infra::template::template();
     let functions = template.get("Resources").unwrap();
