@@ -473,7 +473,11 @@ fn keel_row(service: &Service) -> Vec<Widget> {
                 .collect(),
         ),
         graph(
-            "Timeouts, crashes, HTTP 5xx",
+            if service.http {
+                "Timeouts, crashes, HTTP 5xx"
+            } else {
+                "Timeouts and crashes"
+            },
             6,
             "Sum",
             PERIOD,
