@@ -33,6 +33,7 @@ pub mod dashboard_svg;
 pub mod dashboards;
 pub mod monitoring;
 pub mod placeholders;
+pub mod replay;
 pub mod services;
 pub mod template;
 pub mod yaml;
