@@ -38,7 +38,18 @@ pub(crate) fn parse_var<T>(
     expected: &'static str,
     parse: impl FnOnce(&str) -> Option<T>,
 ) -> Result<Option<T>, ConfigError> {
-    match crate::function::var(name) {
+    parse_value(name, crate::function::var(name), expected, parse)
+}
+
+/// Parses `value`, the value of the variable `name` (`None` when it is unset or blank), with
+/// `parse`; a value `parse` refuses is [`ConfigError::InvalidVariable`].
+pub(crate) fn parse_value<T>(
+    name: &'static str,
+    value: Option<String>,
+    expected: &'static str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<Option<T>, ConfigError> {
+    match value {
         None => Ok(None),
         Some(value) => parse(&value).map(Some).ok_or(ConfigError::InvalidVariable {
             variable: name,

@@ -33,15 +33,19 @@
 //! - [`routing`]: every handler error delivered to on-call as an envelope (SNS topic, else the
 //!   dead-letter queue, else the log), through the Keel extension when it runs;
 //! - [`concurrency`]: at most N invocations at once per key, across execution environments;
-//! - [`batch`]: SQS batches processed record by record, reporting exactly the failed records.
+//! - [`batch`]: SQS batches processed record by record, reporting exactly the failed records;
+//! - [`fault`]: the fault switch, off by default: a share of one version's invocations failing
+//!   (`Keel.InjectedFault`) or slowed down, for canary replays (`KEEL_FAULT_*`).
 //!
 //! Layers run in this order, outermost first: logging (the invocation span) → metrics (flushed
 //! after every invocation) → error routing → idempotency (a replayed duplicate never reaches
-//! the handler, nor takes a slot) → concurrency guard → the typed handler (the event is
+//! the handler, nor takes a slot) → concurrency guard → the fault switch (an injected failure
+//! is an ordinary handler error; a pass-through when off) → the typed handler (the event is
 //! deserialized inside Keel, so a bad event is logged and answered with a clear
 //! `Keel.InvalidEvent` error). Each layer can also be used alone: see
 //! [`logging::LoggingLayer`], [`metrics::MetricsLayer`], [`routing::ErrorRoutingLayer`],
-//! [`idempotency::IdempotencyLayer`] and [`concurrency::ConcurrencyGuardLayer`].
+//! [`idempotency::IdempotencyLayer`], [`concurrency::ConcurrencyGuardLayer`] and
+//! [`fault::FaultLayer`].
 //! Response types serialize and deserialize (`serde`), so that they can be stored and replayed.
 //!
 //! What the layers share has a module of its own: [`classify`] (error classes and
@@ -68,6 +72,7 @@ pub mod clock;
 pub mod concurrency;
 mod config;
 mod event;
+pub mod fault;
 mod function;
 pub mod handler;
 mod hash;
@@ -96,6 +101,7 @@ pub use handler::{BoxError, InvocationError, RawEvent};
 pub use lambda_runtime::{service_fn, Context, LambdaEvent};
 
 use concurrency::{ConcurrencyGuard, ConcurrencyGuardLayer, ConcurrencyGuardService};
+use fault::{FaultInjection, FaultLayer, FaultService};
 use handler::TypedHandler;
 use idempotency::{Idempotency, IdempotencyLayer, IdempotencyService};
 use logging::{CorrelationId, LogConfig, LoggingLayer, LoggingService, StructuredLogLayer};
@@ -105,16 +111,19 @@ use routing::{ErrorRouting, ErrorRoutingLayer, ErrorRoutingService};
 
 /// Keel's own error types, each classified by its module (see [`classify::Classify`]): routing
 /// asks them after the types a handler registered.
-pub(crate) static KEEL_ERRORS: [classify::Classifier; 4] = [
+pub(crate) static KEEL_ERRORS: [classify::Classifier; 5] = [
     classify::classification_of::<idempotency::IdempotencyError>,
     classify::classification_of::<idempotency::StoreError>,
     classify::classification_of::<concurrency::ConcurrencyError>,
     classify::classification_of::<handler::Panicked>,
+    classify::classification_of::<fault::InjectedFault>,
 ];
 
 /// A handler wrapped in every Keel layer, as [`Keel::service`] builds it.
 pub type KeelService<H, T> = LoggingService<
-    MetricsService<ErrorRoutingService<IdempotencyService<ConcurrencyGuardService<TypedHandler<H, T>>>>>,
+    MetricsService<
+        ErrorRoutingService<IdempotencyService<ConcurrencyGuardService<FaultService<TypedHandler<H, T>>>>>,
+    >,
 >;
 
 /// The Keel builder: configuration for every layer, read from `KEEL_*` variables and adjusted
@@ -127,6 +136,7 @@ pub struct Keel {
     routing: ErrorRoutingLayer,
     idempotency: IdempotencyLayer,
     concurrency: ConcurrencyGuardLayer,
+    fault: FaultInjection,
 }
 
 impl Keel {
@@ -141,6 +151,7 @@ impl Keel {
             routing: ErrorRoutingLayer::disabled(),
             idempotency: IdempotencyLayer::disabled(),
             concurrency: ConcurrencyGuardLayer::disabled(),
+            fault: FaultInjection::new(),
         }
     }
 
@@ -151,7 +162,9 @@ impl Keel {
     /// pointer) says where the correlation id is; `KEEL_LOG_EVENT=true` logs each event at DEBUG.
     /// Errors are routed (see [`routing`]) when `KEEL_ERROR_TOPIC_ARN`, `KEEL_DLQ_URL` or
     /// `KEEL_EXTENSION_ADDR` is set. Idempotency is turned on in code, with
-    /// [`Keel::idempotency`] (its settings can come from [`Idempotency::from_env`]).
+    /// [`Keel::idempotency`] (its settings can come from [`Idempotency::from_env`]). The fault
+    /// switch reads `KEEL_FAULT_ERROR_RATE`, `KEEL_FAULT_LATENCY_MS`, `KEEL_FAULT_LATENCY_RATE`
+    /// and `KEEL_FAULT_VERSION` (see [`fault`]); unset, it is off.
     pub async fn from_env(service: impl Into<String>) -> Result<Self, ConfigError> {
         let service = service.into();
         let routed = ["KEEL_ERROR_TOPIC_ARN", "KEEL_DLQ_URL", "KEEL_EXTENSION_ADDR"]
@@ -163,6 +176,7 @@ impl Keel {
         };
         let log = LogConfig::from_env(service.clone())?;
         let metrics = MetricsConfig::from_env(service)?;
+        let fault = FaultInjection::from_env()?;
         let mut logging = LoggingLayer::new();
         if let Some(header) = function::var("KEEL_CORRELATION_ID_HEADER") {
             logging = logging.correlation_id(CorrelationId::Header(header));
@@ -180,6 +194,7 @@ impl Keel {
             routing: ErrorRoutingLayer::disabled(),
             idempotency: IdempotencyLayer::disabled(),
             concurrency: ConcurrencyGuardLayer::disabled(),
+            fault,
         };
         Ok(match routing {
             Some(routing) => keel.error_routing(routing),
@@ -208,6 +223,17 @@ impl Keel {
     #[must_use]
     pub fn concurrency(mut self, guard: ConcurrencyGuard) -> Self {
         self.concurrency = ConcurrencyGuardLayer::new(guard);
+        self
+    }
+
+    /// Injects errors and latency into a share of invocations, for canary replays (see
+    /// [`fault`]): innermost, around the typed handler, so an injected failure is an ordinary
+    /// handler error. Faults scoped to a version apply only when the function's version (as the
+    /// log configuration has it) is that one; otherwise, or with [`FaultInjection::new`], the
+    /// layer is a pass-through.
+    #[must_use]
+    pub fn fault(mut self, injection: FaultInjection) -> Self {
+        self.fault = injection;
         self
     }
 
@@ -263,8 +289,14 @@ impl Keel {
         self.wrap(&self.metrics_layer(), handler)
     }
 
+    /// The fault switch's layer for this function's version.
+    fn fault_layer(&self) -> FaultLayer {
+        FaultLayer::for_version(self.fault.clone(), &self.log.function.version)
+    }
+
     fn wrap<H, T>(&self, metrics: &MetricsLayer, handler: H) -> KeelService<H, T> {
-        let guarded = self.concurrency.layer(TypedHandler::new(handler));
+        let faulty = self.fault_layer().layer(TypedHandler::new(handler));
+        let guarded = self.concurrency.layer(faulty);
         let routed = self.routing.layer(self.idempotency.layer(guarded));
         self.logging.layer(metrics.layer(routed))
     }
@@ -273,7 +305,8 @@ impl Keel {
     /// redaction rules for outputs no configuration reaches (the `errorMessage` Lambda returns),
     /// and a panic hook that leaves the report of a handler's panic to Keel (it fails the
     /// invocation as `Keel.HandlerPanicked`, logged with its context and location and routed as
-    /// a `crash`). Returns an error naming what was installed already, if anything was.
+    /// a `crash`). When the fault switch injects faults into this version, says so in a WARN
+    /// line (see [`fault`]). Returns an error naming what was installed already, if anything was.
     pub fn init(&self) -> Result<MetricsLayer, InitError> {
         if !self.log.redactor.install() {
             eprintln!("keel: the process's redaction rules were set before Keel::init; error messages and EMF labels keep them");
@@ -281,6 +314,7 @@ impl Keel {
         handler::install_panic_hook();
         let subscriber = tracing_subscriber::registry().with(self.log_layer());
         let logs = tracing::subscriber::set_global_default(subscriber).is_ok();
+        fault::announce(&self.fault, &self.log.function.version);
         let metrics = self.metrics_layer();
         let recorder = metrics.install_recorder().is_ok();
         if logs && recorder {
