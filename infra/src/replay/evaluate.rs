@@ -446,7 +446,7 @@ fn decide(rule: &Rule, range: &mut [Evaluated], current: AlarmState) -> (AlarmSt
             rule.ignored_below().unwrap_or(0.0),
         );
         let reason = format!(
-            "the newest datapoint has {samples} samples, fewer than the {} p{} needs; low sample count ignored: {current} kept",
+            "the newest datapoint has {samples} samples, fewer than the {} p{} needs; low sample count ignored, the state is kept: {current}",
             num(min),
             num(p)
         );
@@ -458,6 +458,13 @@ fn decide(rule: &Rule, range: &mut [Evaluated], current: AlarmState) -> (AlarmSt
         .filter(|&k| range[k].breaching.is_some())
         .collect();
     let breach_count = |ks: &[usize]| ks.iter().filter(|&&k| range[k].breaching == Some(true)).count();
+    let alarm_if = |breached: usize| {
+        if breached >= m {
+            AlarmState::Alarm
+        } else {
+            AlarmState::Ok
+        }
+    };
     let values = |ks: &[usize]| {
         let shown: Vec<String> = ks.iter().rev().filter_map(|&k| range[k].value).map(num).collect();
         shown.join(", ")
@@ -465,11 +472,7 @@ fn decide(rule: &Rule, range: &mut [Evaluated], current: AlarmState) -> (AlarmSt
     if real.len() >= n {
         let used = &real[..n];
         let breached = breach_count(used);
-        let state = if breached >= m {
-            AlarmState::Alarm
-        } else {
-            AlarmState::Ok
-        };
+        let state = alarm_if(breached);
         let reason = format!(
             "{breached} of the last {n} datapoints [{}] breached ({condition}; {m} needed): {state}",
             values(used)
@@ -488,55 +491,40 @@ fn decide(rule: &Rule, range: &mut [Evaluated], current: AlarmState) -> (AlarmSt
         )
     } else {
         format!(
-            "{} of the {n} datapoints needed exist [{}], {breached} breaching ({condition}); {filled} missing",
+            "{} of the {n} datapoints needed exist [{}], {breached} breaching ({condition}, {m} needed); {filled} missing",
             real.len(),
             values(&real)
         )
     };
     let treatment = rule.treat_missing_data;
+    let counted = |count: usize| {
+        (
+            alarm_if(count),
+            format!("treated as {treatment}: {count} of {n} breached"),
+        )
+    };
     let (state, why) = match treatment {
-        TreatMissingData::Breaching | TreatMissingData::NotBreaching => {
-            let count = breached
-                + if treatment == TreatMissingData::Breaching {
-                    filled
-                } else {
-                    0
-                };
-            let state = if count >= m {
-                AlarmState::Alarm
-            } else {
-                AlarmState::Ok
-            };
-            (
-                state,
-                format!("treated as {treatment}: {count} of {n} breached ({m} needed)"),
-            )
-        }
+        TreatMissingData::Breaching => counted(breached + filled),
+        TreatMissingData::NotBreaching => counted(breached),
         TreatMissingData::Missing if real.is_empty() => {
-            (AlarmState::InsufficientData, "treated as missing".to_owned())
+            (AlarmState::InsufficientData, "treated as missing".into())
         }
-        TreatMissingData::Ignore if real.is_empty() => (current, "ignored: state kept".to_owned()),
-        _ if breached >= m => (
-            AlarmState::Alarm,
-            format!("treated as {treatment}: {breached} breached ({m} needed)"),
-        ),
-        _ if breached < real.len() => (
-            AlarmState::Ok,
-            format!("treated as {treatment}: {breached} breached ({m} needed)"),
-        ),
+        TreatMissingData::Ignore if real.is_empty() => (current, "ignored, the state is kept".into()),
+        // Enough breach, or one does not: the datapoints that exist decide.
+        _ if breached >= m || breached < real.len() => counted(breached),
         _ => {
-            // Every real datapoint breaches: the documented rule against premature alarms.
+            // Every real datapoint breaches, fewer than M: the rule against premature alarms.
             let age = real.last().map_or(0, |&oldest| range.len() - oldest);
+            let why = format!("treated as {treatment}, all breached and the oldest is {age} periods old");
             match (treatment, age >= m) {
-                (TreatMissingData::Missing, true) => (
-                    AlarmState::Alarm,
-                    format!("treated as missing, the oldest datapoint is {age} periods old and all breach ({m} needed, premature-alarm rule)"),
-                ),
-                (_, true) => (current, format!("ignored, all breach and the oldest is {age} periods old (premature-alarm rule): state kept")),
-                (_, false) => (
+                (TreatMissingData::Missing, true) => {
+                    (AlarmState::Alarm, format!("{why} (premature-alarm rule)"))
+                }
+                (_, true) => (
                     current,
-                    format!("treated as {treatment}, all breach but the oldest is only {age} periods old ({m} needed to alarm early): state kept"),
+                    format!("{why} (premature-alarm rule), the state is kept"),
                 ),
+                (_, false) => (current, format!("{why}, too recent to alarm: the state is kept")),
             }
         }
     };
@@ -790,7 +778,7 @@ mod tests {
             steps[6].evaluation.reason
         );
         assert!(
-            steps[7].evaluation.reason.contains("ignored: state kept"),
+            steps[7].evaluation.reason.contains("ignored, the state is kept"),
             "{}",
             steps[7].evaluation.reason
         );
