@@ -140,9 +140,10 @@ pub static INVOCATION_DURATION_MS: MetricDef = MetricDef {
     kind: Kind::Histogram,
     dimensions: &["service"],
     resolution: Resolution::Standard,
-    description: "How long the function ran for an invocation (platform.report)",
+    description: "How long the function ran for an invocation (platform.report); by version too, \
+                  so that the canary replay reads a version's invocations and duration from it",
     emitter: Emitter::Extension,
-    canary: false,
+    canary: true,
 };
 
 /// The duration Lambda billed for an invocation (platform.report).
@@ -179,6 +180,22 @@ pub static INIT_DURATION_MS: MetricDef = MetricDef {
     description: "How long the execution environment took to start, on cold starts (platform.report)",
     emitter: Emitter::Extension,
     canary: false,
+};
+
+/// Invocations the runtime reported failed (platform.report status `error`, `timeout` or
+/// `failure`): what `AWS/Lambda Errors` counts, seen from inside the execution environment.
+/// Published by version too, so that the canary replay derives a version's `Errors` from it
+/// where no CloudWatch is (a local run).
+pub static INVOCATION_ERROR: MetricDef = MetricDef {
+    name: "InvocationError",
+    unit: Unit::Count,
+    kind: Kind::Counter,
+    dimensions: &["service"],
+    resolution: Resolution::Standard,
+    description: "Invocations the runtime reported failed (platform.report status error, timeout or \
+                  failure): what AWS/Lambda Errors counts, by version",
+    emitter: Emitter::Extension,
+    canary: true,
 };
 
 /// Invocations that ran out of time (platform.runtimeDone status timeout).
@@ -234,6 +251,7 @@ pub static ALL: &[&MetricDef] = &[
     &BILLED_DURATION_MS,
     &MAX_MEMORY_USED_MB,
     &INIT_DURATION_MS,
+    &INVOCATION_ERROR,
     &INVOCATION_TIMEOUT,
     &RUNTIME_CRASH,
     &TELEMETRY_DROPPED,
@@ -264,6 +282,15 @@ mod tests {
     #[test]
     fn the_canary_critical_entries() {
         let canary: Vec<&str> = ALL.iter().filter(|def| def.canary).map(|def| def.name).collect();
-        assert_eq!(canary, ["HttpServerError", "InvocationTimeout", "RuntimeCrash"]);
+        assert_eq!(
+            canary,
+            [
+                "HttpServerError",
+                "DurationMs",
+                "InvocationError",
+                "InvocationTimeout",
+                "RuntimeCrash"
+            ]
+        );
     }
 }

@@ -4,7 +4,8 @@
 //! the function hands over, after the response.
 //!
 //! - [`telemetry`]: `platform.report` becomes metrics (`DurationMs`, `BilledDurationMs`,
-//!   `MaxMemoryUsedMB`, `InitDurationMs`); a `platform.runtimeDone`/`platform.report` with status
+//!   `MaxMemoryUsedMB`, `InitDurationMs`, and `InvocationError` when its status is not
+//!   `success`; `DurationMs` and `InvocationError` by version too); a `platform.runtimeDone`/`platform.report` with status
 //!   `timeout` or `failure` becomes `InvocationTimeout`/`RuntimeCrash` and a routed envelope
 //!   (`source: extension`) holding the last lines the function logged for that request (those
 //!   that name no request too, when invocations come one at a time).

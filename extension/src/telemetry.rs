@@ -496,6 +496,9 @@ impl Telemetry {
             record_ms(&catalog::keel::BILLED_DURATION_MS, &metrics.billed_duration_ms);
             record_ms(&catalog::keel::MAX_MEMORY_USED_MB, &metrics.max_memory_used_mb);
             record_ms(&catalog::keel::INIT_DURATION_MS, &metrics.init_duration_ms);
+            if !matches!(done.status, Status::Success | Status::Other) {
+                catalog::keel::INVOCATION_ERROR.increment(1);
+            }
         }
         let mut requests = self.lock();
         // The invocation under way ends here: a line printed after names no request.

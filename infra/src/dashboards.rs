@@ -474,14 +474,15 @@ fn keel_row(service: &Service) -> Vec<Widget> {
         ),
         graph(
             if service.http {
-                "Timeouts, crashes, HTTP 5xx"
+                "Failed invocations, timeouts, crashes, HTTP 5xx"
             } else {
-                "Timeouts and crashes"
+                "Failed invocations, timeouts, crashes"
             },
             6,
             "Sum",
             PERIOD,
             counters(&[
+                &catalogue::INVOCATION_ERROR,
                 &catalogue::INVOCATION_TIMEOUT,
                 &catalogue::RUNTIME_CRASH,
                 &catalogue::HTTP_SERVER_ERROR,
@@ -788,7 +789,7 @@ fn canary_row(service: &Service) -> Vec<Widget> {
             PERIOD,
             service
                 .metrics()
-                .filter(|def| def.canary)
+                .filter(|def| def.canary && def.kind == Kind::Counter)
                 .map(|def| {
                     expression(
                         keel_search(service.name, def, true, default_stat(def.kind), PERIOD),

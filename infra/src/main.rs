@@ -1,7 +1,8 @@
 //! `keel-infra`: rewrites the generated files (`infra/template.yaml`, `alarms/`, `dashboards/`),
 //! or with `--check` fails when one is stale; `--version-inputs <service>` prints what the
-//! template says the service's versions are made of (`scripts/deploy.sh` digests it). See the
-//! library docs.
+//! template says the service's versions are made of (`scripts/deploy.sh` digests it);
+//! `canary-replay` replays a version's EMF through a service's canary alarms (exit code 0:
+//! PROMOTE, 1: ROLLBACK, 2: the replay could not run). See the library docs.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -32,8 +33,12 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some("canary-replay") => return canary_replay(std::env::args().skip(2)),
         Some(other) => {
-            eprintln!("keel-infra: unknown argument {other:?}; usage: keel-infra [--check | --version-inputs <service>]");
+            eprintln!(
+                "keel-infra: unknown argument {other:?}; usage: keel-infra [--check | --version-inputs <service> | \
+                 canary-replay …]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -44,4 +49,96 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+const REPLAY_USAGE: &str = "usage: keel-infra canary-replay --alarms alarms/<service>.json --version <V> \
+[--window-minutes N (5)] [--json FILE|-] [--charts DIR] <EMF file|->...";
+
+/// `keel-infra canary-replay`: see [`keel_infra::replay`].
+fn canary_replay(args: impl Iterator<Item = String>) -> ExitCode {
+    match run_replay(args) {
+        Ok(promoted) => ExitCode::from(if promoted { 0 } else { 1 }),
+        Err(error) => {
+            eprintln!("keel-infra canary-replay: {error}\n{REPLAY_USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs the replay; whether it promotes.
+fn run_replay(mut args: impl Iterator<Item = String>) -> Result<bool, String> {
+    let mut alarms = None;
+    let mut version = None;
+    let mut window_minutes = 5_u64;
+    let mut json_out = None;
+    let mut charts = None;
+    let mut inputs = Vec::new();
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{arg} takes a value"));
+        match arg.as_str() {
+            "--alarms" => alarms = Some(value()?),
+            "--version" => version = Some(value()?),
+            "--window-minutes" => {
+                window_minutes = value()?
+                    .parse()
+                    .ok()
+                    .filter(|m| (1..=1440).contains(m))
+                    .ok_or("--window-minutes takes a number of minutes from 1 to 1440")?;
+            }
+            "--json" => json_out = Some(value()?),
+            "--charts" => charts = Some(value()?),
+            flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
+            _ => inputs.push(arg),
+        }
+    }
+    let alarms_path = alarms.ok_or("--alarms is required")?;
+    let version = version.ok_or("--version is required (the version under test, e.g. 2)")?;
+    if inputs.is_empty() {
+        return Err("no EMF input: name the files (or - for standard input)".into());
+    }
+    let read = |path: &str| -> Result<String, String> {
+        if path == "-" {
+            std::io::read_to_string(std::io::stdin()).map_err(|e| format!("standard input: {e}"))
+        } else {
+            std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))
+        }
+    };
+    let alarms: serde_json::Value =
+        serde_json::from_str(&read(&alarms_path)?).map_err(|e| format!("{alarms_path}: {e}"))?;
+    let mut emf = String::new();
+    for input in &inputs {
+        emf.push_str(&read(input)?);
+        emf.push('\n');
+    }
+    let replay = keel_infra::replay::canary::replay(&keel_infra::replay::canary::Input {
+        alarms: &alarms,
+        emf: &emf,
+        version: &version,
+        window: std::time::Duration::from_secs(window_minutes * 60),
+    })
+    .map_err(|e| e.to_string())?;
+    // With `--json -`, standard output is the JSON alone and the text goes to standard error.
+    let json_on_stdout = json_out.as_deref() == Some("-");
+    if json_on_stdout {
+        eprint!("{}", replay.text());
+    } else {
+        print!("{}", replay.text());
+    }
+    if let Some(path) = json_out {
+        let text = format!("{:#}\n", replay.json());
+        if path == "-" {
+            print!("{text}");
+        } else {
+            std::fs::write(&path, text).map_err(|e| format!("{path}: {e}"))?;
+        }
+    }
+    if let Some(dir) = charts {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{dir}: {e}"))?;
+        for (id, svg) in replay.charts() {
+            let path = Path::new(&dir).join(format!("{id}.svg"));
+            std::fs::write(&path, svg).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        eprintln!("charts: {dir}/<alarm>.svg");
+    }
+    Ok(replay.decision == keel_infra::replay::canary::Decision::Promote)
 }

@@ -11,6 +11,15 @@
 //! request without the header is sent without `apiId`, as a local run or a direct invocation
 //! is, which booking-api serves trusting the `customer_id` it is given.
 //!
+//! Telemetry: Lambda's Telemetry API sends an extension each invocation's
+//! `platform.runtimeDone` and `platform.report`; the emulator sends none. Given the address of
+//! a Telemetry API listener (the extension's `KEEL_TELEMETRY_ADDR`), the stand-in posts both
+//! after each invocation, as one batch: the status (`success`, or `error` when the function
+//! failed, `timeout` when the integration timed out) and the duration it measured around the
+//! invocation (so that the extension's `DurationMs`, `BilledDurationMs` and `InvocationError`
+//! reflect a local run). The request id is the stand-in's own (the emulator does not tell the
+//! invocation's).
+//!
 //! Bounds: request bodies up to [`MAX_BODY_BYTES`] (larger: `413`), [`MAX_CONNECTIONS`]
 //! connections at once (more wait to be accepted; a connection's next request headers are
 //! awaited 30 s at most), 30 s per invocation (then `503`).
@@ -55,12 +64,16 @@ struct Route {
     domain: String,
     agent: ureq::Agent,
     next_id: AtomicU64,
+    /// Where each invocation's telemetry is posted.
+    telemetry: Option<String>,
 }
 
 impl ApiGateway {
     /// Serves on `127.0.0.1:port` (0: a free port), sending every request to the function
-    /// behind `invoke_url` (the Lambda `Invoke` URL of [`crate::Emulator::invoke_url`]).
-    pub fn start(port: u16, invoke_url: &str) -> Result<Self, HarnessError> {
+    /// behind `invoke_url` (the Lambda `Invoke` URL of [`crate::Emulator::invoke_url`]) and,
+    /// when `telemetry` names a Telemetry API listener (`host:port`), each invocation's
+    /// `platform.runtimeDone` and `platform.report` to it.
+    pub fn start(port: u16, invoke_url: &str, telemetry: Option<&str>) -> Result<Self, HarnessError> {
         let bind_failed = |source| HarnessError::Spawn {
             name: format!("the API Gateway stand-in on 127.0.0.1:{port}"),
             source,
@@ -78,6 +91,7 @@ impl ApiGateway {
             domain: format!("127.0.0.1:{port}"),
             agent: crate::http_agent(INTEGRATION_TIMEOUT),
             next_id: AtomicU64::new(0),
+            telemetry: telemetry.map(|addr| format!("http://{addr}/")),
         });
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let thread = std::thread::spawn(move || {
@@ -166,11 +180,28 @@ async fn answer(route: Arc<Route>, request: Request<Incoming>) -> Result<Respons
     };
     let invoke = {
         let route = Arc::clone(&route);
+        let request_id = request_id.clone();
         tokio::task::spawn_blocking(move || {
-            let mut response = route.agent.post(&route.invoke_url).send(event.to_string())?;
-            let status = response.status().as_u16();
-            let text = response.body_mut().read_to_string()?;
-            Ok::<_, ureq::Error>((status, text))
+            let invoked = std::time::Instant::now();
+            let outcome = route
+                .agent
+                .post(&route.invoke_url)
+                .send(event.to_string())
+                .and_then(|mut response| {
+                    let status = response.status().as_u16();
+                    Ok((status, response.body_mut().read_to_string()?))
+                });
+            if let Some(listener) = &route.telemetry {
+                let status = match &outcome {
+                    Ok((200, _)) => "success",
+                    Err(ureq::Error::Timeout(_)) => "timeout",
+                    _ => "error",
+                };
+                let batch = telemetry_batch(&request_id, status, invoked.elapsed(), SystemTime::now());
+                // Best effort, as telemetry is: a listener that is gone loses the records.
+                let _ = route.agent.post(listener).send(batch.to_string());
+            }
+            outcome
         })
     };
     let mut response = match invoke.await {
@@ -183,6 +214,26 @@ async fn answer(route: Arc<Route>, request: Request<Incoming>) -> Result<Respons
         response.headers_mut().insert("apigw-requestid", id);
     }
     Ok(response)
+}
+
+/// The Telemetry API batch of one invocation that ended with `status` after `duration`:
+/// its `platform.runtimeDone` and `platform.report` (billed duration rounded up to the
+/// millisecond, memory as the emulator's functions are given).
+pub fn telemetry_batch(request_id: &str, status: &str, duration: Duration, now: SystemTime) -> Value {
+    let time = humantime::format_rfc3339_millis(now).to_string();
+    let duration_ms = (duration.as_secs_f64() * 1_000_000.0).round() / 1_000.0;
+    json!([
+        {"time": time, "type": "platform.runtimeDone", "record": {
+            "requestId": request_id, "status": status,
+            "metrics": {"durationMs": duration_ms}}},
+        {"time": time, "type": "platform.report", "record": {
+            "requestId": request_id, "status": status,
+            "metrics": {
+                "durationMs": duration_ms,
+                "billedDurationMs": duration_ms.ceil(),
+                "memorySizeMB": 128,
+            }}},
+    ])
 }
 
 /// `{"message": text}` with `status`: API Gateway's own answers.

@@ -232,9 +232,19 @@ async fn telemetry_batches_become_metrics_and_failures_are_routed_once_with_thei
     );
     assert_eq!(listener.metric_total("InvocationTimeout"), 1.0);
     assert_eq!(listener.metric_total("RuntimeCrash"), 1.0);
+    // What AWS/Lambda Errors counts: each failed report, as each report's DurationMs counts
+    // (the timeout's, and the crash's delivered twice above).
+    assert_eq!(listener.metric_total("InvocationError"), 3.0);
 
-    // Timeouts and crashes are canary-critical: also published for the function's version.
-    for name in ["InvocationTimeout", "RuntimeCrash"] {
+    // Durations, failed invocations, timeouts and crashes are canary-critical: also published
+    // for the function's version.
+    for name in [
+        "DurationMs",
+        "InvocationError",
+        "InvocationTimeout",
+        "RuntimeCrash",
+    ] {
+        assert!(!listener.documents_of(name).is_empty(), "{name} published");
         for document in listener.documents_of(name) {
             assert_eq!(
                 document["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
@@ -245,7 +255,7 @@ async fn telemetry_batches_become_metrics_and_failures_are_routed_once_with_thei
             keel_tests::emf_spec::validate(&document).unwrap();
         }
     }
-    for document in listener.documents_of("DurationMs") {
+    for document in listener.documents_of("BilledDurationMs") {
         assert_eq!(
             document["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
             json!([["service"]])

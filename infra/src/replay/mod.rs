@@ -6,6 +6,7 @@
 //! CloudWatch's rules ([`evaluate`]) and tells the decision CodeDeploy would take, with one
 //! picture per alarm ([`chart`]).
 
+pub mod canary;
 pub mod chart;
 pub mod emf;
 pub mod evaluate;
@@ -31,4 +32,11 @@ pub struct Series {
     pub period_s: u32,
     /// One entry per period, oldest first.
     pub points: Vec<Option<Datapoint>>,
+}
+
+/// `ms` since the epoch as an RFC 3339 UTC time, to the second (times before the epoch as the
+/// epoch): `2026-12-01T12:00:00Z`.
+pub fn utc(ms: i64) -> String {
+    let since_epoch = std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + since_epoch).to_string()
 }

@@ -8,4 +8,5 @@ mod dashboards;
 mod generated;
 mod lint;
 mod release;
+mod replay;
 mod yaml;

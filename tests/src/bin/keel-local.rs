@@ -13,7 +13,7 @@
 //! the metrics emitted.
 //!
 //! ```text
-//! keel-local [--serve] [--no-tour] [--port N] [--api-processes N]
+//! keel-local [--serve] [--no-tour] [--port N] [--api-processes N] [--function-version V] [--capture FILE]
 //! ```
 //!
 //! `--serve` keeps everything up for your own requests (`curl http://127.0.0.1:PORT/...`), with
@@ -22,6 +22,13 @@
 //! free one); `--api-processes` runs that many booking-api processes, which serve requests at
 //! once as concurrent execution environments do. Everything started is stopped on exit, on
 //! Ctrl-C, or if this process dies.
+//!
+//! `--function-version` is the version booking-api and its extension run as
+//! (`AWS_LAMBDA_FUNCTION_VERSION`, default `$LATEST`): the `function_version` of their
+//! canary-critical metrics. `KEEL_FAULT_*` variables set for `keel-local` are handed to
+//! booking-api (the fault switch). `--capture` writes every line booking-api, booking-worker and
+//! the extension printed to `FILE` when everything stops: the input of
+//! `keel-infra canary-replay` (`scripts/canary-replay.sh` runs both).
 //!
 //! `scripts/local.sh` installs the tools and runs this.
 
@@ -44,11 +51,14 @@ struct Options {
     tour: bool,
     port: u16,
     api_processes: usize,
+    function_version: Option<String>,
+    capture: Option<std::path::PathBuf>,
 }
 
 fn usage(reason: &str) -> HarnessError {
     HarnessError::Setup(format!(
-        "{reason}\nusage: keel-local [--serve] [--no-tour] [--port N] [--api-processes N]"
+        "{reason}\nusage: keel-local [--serve] [--no-tour] [--port N] [--api-processes N] \
+         [--function-version V] [--capture FILE]"
     ))
 }
 
@@ -58,6 +68,8 @@ fn options() -> Result<Options, HarnessError> {
         tour: true,
         port: DEFAULT_PORT,
         api_processes: 1,
+        function_version: None,
+        capture: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -76,6 +88,20 @@ fn options() -> Result<Options, HarnessError> {
                     .and_then(|n| n.parse().ok())
                     .filter(|n| (1..=16).contains(n))
                     .ok_or_else(|| usage("--api-processes takes a number from 1 to 16"))?;
+            }
+            "--function-version" => {
+                options.function_version = Some(
+                    args.next()
+                        .filter(|v| !v.trim().is_empty())
+                        .ok_or_else(|| usage("--function-version takes a version, such as 2"))?,
+                );
+            }
+            "--capture" => {
+                options.capture = Some(
+                    args.next()
+                        .map(Into::into)
+                        .ok_or_else(|| usage("--capture takes a file to write"))?,
+                );
             }
             other => return Err(usage(&format!("unknown argument `{other}`"))),
         }
@@ -169,6 +195,11 @@ impl Stack {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned())),
         );
+        if let Some(version) = &options.function_version {
+            api_env.push(("AWS_LAMBDA_FUNCTION_VERSION".to_owned(), version.clone()));
+        }
+        // The fault switch, for a local canary replay.
+        api_env.extend(std::env::vars().filter(|(name, _)| name.starts_with("KEEL_FAULT_")));
 
         step("starting the Lambda emulators (cargo-lambda) …");
         let api_emulator = Emulator::start()?;
@@ -204,12 +235,13 @@ impl Stack {
         env.push(("KEEL_SERVICE".to_owned(), "booking-worker".to_owned()));
         let worker = worker_emulator.start_function(&built.join("booking-worker"), &env)?;
         step(&format!("booking-worker: pid {}", worker.pid()));
-        let gateway = ApiGateway::start(options.port, &api_emulator.invoke_url()).map_err(|e| {
-            usage(&format!(
-                "{e}\nis port {} taken? pick another with --port",
-                options.port
-            ))
-        })?;
+        let gateway =
+            ApiGateway::start(options.port, &api_emulator.invoke_url(), Some(&telemetry)).map_err(|e| {
+                usage(&format!(
+                    "{e}\nis port {} taken? pick another with --port",
+                    options.port
+                ))
+            })?;
         step(&format!("API Gateway stand-in: {}", gateway.url()));
         let stack = Stack {
             moto,
@@ -755,6 +787,13 @@ fn run() -> Result<(), HarnessError> {
     }
     if options.serve {
         serve(&stack)?;
+    }
+    if let Some(path) = &options.capture {
+        let mut text = stack.all_lines().join("\n");
+        text.push('\n');
+        std::fs::write(path, text)
+            .map_err(|e| setup_failed("--capture")(format!("{}: {e}", path.display())))?;
+        step(&format!("wrote every function line to {}", path.display()));
     }
     Ok(())
 }

@@ -537,7 +537,7 @@ async fn the_worker_confirms_what_the_api_created_and_rejects_a_closed_resources
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_through_the_api_gateway_stand_in_reaches_booking_api() {
     let api = Api::start(1).await;
-    let gateway = ApiGateway::start(0, &api.emulator.invoke_url()).expect("the gateway listens");
+    let gateway = ApiGateway::start(0, &api.emulator.invoke_url(), None).expect("the gateway listens");
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
