@@ -36,7 +36,7 @@
 //! slot and the idempotency record, as a slow handler would, and counts against the deadline: a
 //! latency beyond the function's timeout makes the invocation time out.
 //!
-//! **Off costs nothing.** When no fault is set, or [`KEEL_FAULT_VERSION`](self) names another
+//! **Off costs nothing.** When no fault is set, or `KEEL_FAULT_VERSION` names another
 //! version, the layer is built [disabled](FaultLayer::disabled): each call goes straight to the
 //! handler, with no counter, clock or allocation. When on, [`FaultLayer::announce`] (which
 //! `Keel::init` calls once the log subscriber is installed) writes a WARN line saying faults are

@@ -4,7 +4,7 @@
 
 use keel_runtime::{ConfigError, Keel};
 
-const VARIABLES: [&str; 8] = [
+const VARIABLES: [&str; 12] = [
     "KEEL_SERVICE",
     "KEEL_NAMESPACE",
     "KEEL_LOG_LEVEL",
@@ -13,6 +13,10 @@ const VARIABLES: [&str; 8] = [
     "KEEL_LOG_BUFFER_SIZE",
     "AWS_LAMBDA_LOG_FORMAT",
     "KEEL_LOG_EVENT",
+    "KEEL_FAULT_ERROR_RATE",
+    "KEEL_FAULT_LATENCY_MS",
+    "KEEL_FAULT_LATENCY_RATE",
+    "KEEL_FAULT_VERSION",
 ];
 
 fn from_env() -> Result<Keel, ConfigError> {
@@ -61,6 +65,10 @@ fn variables_are_read_and_bad_values_named() {
     std::env::set_var("KEEL_LOG_SAMPLE_RATE", "0.25");
     std::env::set_var("AWS_LAMBDA_LOG_FORMAT", "Text");
     std::env::set_var("KEEL_NAMESPACE", "Keel/Bookings");
+    std::env::set_var("KEEL_FAULT_ERROR_RATE", "0.1");
+    std::env::set_var("KEEL_FAULT_LATENCY_MS", "250");
+    std::env::set_var("KEEL_FAULT_LATENCY_RATE", "0.5");
+    std::env::set_var("KEEL_FAULT_VERSION", "7");
     let keel = from_env().expect("valid values");
     let debug = format!("{keel:?}");
     for expected in [
@@ -68,6 +76,10 @@ fn variables_are_read_and_bad_values_named() {
         "level: Level(Debug)",
         "sample_rate: 0.25",
         "format: Text",
+        "error_rate: 0.1",
+        "latency: 250ms",
+        "latency_rate: 0.5",
+        "version: Some(\"7\")",
     ] {
         assert!(debug.contains(expected), "{expected} not in {debug}");
     }
@@ -80,6 +92,10 @@ fn variables_are_read_and_bad_values_named() {
         ("AWS_LAMBDA_LOG_FORMAT", "xml"),
         ("KEEL_NAMESPACE", "AWS/Lambda"),
         ("KEEL_LOG_EVENT", "yes please"),
+        ("KEEL_FAULT_ERROR_RATE", "1.5"),
+        ("KEEL_FAULT_LATENCY_MS", "-200"),
+        ("KEEL_FAULT_LATENCY_RATE", "2"),
+        ("KEEL_FAULT_VERSION", "live"),
     ];
     for (name, value) in bad {
         let previous = std::env::var(name).ok();

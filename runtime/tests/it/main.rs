@@ -7,6 +7,7 @@ mod batch;
 mod common;
 mod concurrency;
 mod config;
+mod fault;
 mod idempotency;
 mod logging;
 mod metrics;
