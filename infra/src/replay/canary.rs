@@ -232,11 +232,14 @@ fn decide(alarms: &[AlarmReplay], until_ms: i64) -> Decision {
 }
 
 /// `PutMetricAlarm` input with its placeholders resolved: the version's number as
-/// `${<Function>.Version.Version}`, every other placeholder as its own name.
+/// `${<Function>.Version.Version}`, the stack's name as `<stack>`, every other placeholder as
+/// its own name.
 fn resolve(alarm: &Value, version: &str) -> Result<Value, String> {
     let text = placeholders::resolve(&alarm.to_string(), |name| {
         Some(if name.ends_with(".Version.Version") {
             version.to_owned()
+        } else if name == "AWS::StackName" {
+            "<stack>".to_owned()
         } else {
             name.to_owned()
         })
