@@ -18,6 +18,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+. scripts/lib/stack.sh
 bash scripts/install-tools.sh
 target="${CARGO_TARGET_DIR:-$root/target}"
 # The test build's profile by default (CI has built it already); PROFILE=release for release builds.
@@ -34,8 +35,7 @@ mkdir -p "$out"
 stack=""
 stop_stack() {
   if [ -n "$stack" ]; then
-    kill -TERM "$stack" 2>/dev/null || true
-    wait "$stack" 2>/dev/null || true
+    stop_process "$stack"
     stack=""
   fi
 }
@@ -46,32 +46,24 @@ trap stop_stack EXIT
 run() {
   local name="$1"
   shift
-  local dir="$out/$name"
+  local dir="$out/$name" load_code=0
   mkdir -p "$dir"
   echo "canary-replay: $name run: starting the local stack as version $version (its output: $dir/stack.log) …" >&2
   env "$@" "$bin/keel-local" --serve --no-tour --port 0 --api-processes 2 \
     --function-version "$version" --capture "$dir/functions.out" >"$dir/stack.log" 2>&1 &
   stack=$!
-  local url=""
-  for _ in $(seq 1 600); do
-    url="$(sed -n 's/^Serving booking-api at \(http:[^ ]*\) .*/\1/p' "$dir/stack.log" | head -n 1)"
-    [ -n "$url" ] && break
-    if ! kill -0 "$stack" 2>/dev/null; then
-      echo "canary-replay: the local stack stopped before serving:" >&2
-      tail -n 40 "$dir/stack.log" >&2
-      exit 1
-    fi
-    sleep 0.5
-  done
-  if [ -z "$url" ]; then
-    echo "canary-replay: the local stack did not serve within 5 minutes:" >&2
+  local url
+  url="$(wait_serving canary-replay "$dir/stack.log" "$stack")"
+  echo "canary-replay: $name run: ${run_seconds} s of load on $url …" >&2
+  "$bin/keel-load" --url "$url" --seconds "$((run_seconds / 2))" \
+    --concurrency "${CONCURRENCY:-1}" >"$dir/load.txt" 2>&1 || load_code=$?
+  sed 's/^/  /' "$dir/load.txt" >&2
+  # A run without answers proves nothing: keel-load fails when a phase got no expected answer.
+  if [ "$load_code" != 0 ]; then
+    echo "canary-replay: the $name run's load failed (exit $load_code); the stack's last lines:" >&2
     tail -n 40 "$dir/stack.log" >&2
     exit 1
   fi
-  echo "canary-replay: $name run: ${run_seconds} s of load on $url …" >&2
-  "$bin/keel-load" --url "$url" --seconds "$((run_seconds / 2))" \
-    --concurrency "${CONCURRENCY:-1}" >"$dir/load.txt" 2>&1 || true
-  sed 's/^/  /' "$dir/load.txt" >&2
   stop_stack
   if [ ! -s "$dir/functions.out" ]; then
     echo "canary-replay: the $name run captured nothing:" >&2

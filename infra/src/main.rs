@@ -96,6 +96,9 @@ fn run_replay(mut args: impl Iterator<Item = String>) -> Result<bool, String> {
     if inputs.is_empty() {
         return Err("no EMF input: name the files (or - for standard input)".into());
     }
+    if inputs.iter().filter(|input| *input == "-").count() > 1 {
+        return Err("standard input (-) can be read only once".into());
+    }
     let read = |path: &str| -> Result<String, String> {
         if path == "-" {
             std::io::read_to_string(std::io::stdin()).map_err(|e| format!("standard input: {e}"))

@@ -9,14 +9,14 @@
 //! `Invocations` = one per `DurationMs` sample, `Duration` = its values, `Errors` = the
 //! `InvocationError` count, 0 in a period with invocations and none.
 //!
-//! The canary window starts at the first datapoint of the input (traffic starts shifting when
-//! the new version is published) and lasts `window` (five minutes for CodeDeploy's
+//! The canary window starts at the first datapoint of the version under test (traffic starts
+//! shifting to it when it is published; with no versioned metric at all, at the input's first) and lasts `window` (five minutes for CodeDeploy's
 //! `Canary10Percent5Minutes`). Every canary alarm is evaluated at the end of each of its periods
-//! from there to the end of the input, starting in `INSUFFICIENT_DATA` as a new alarm does;
+//! from there to the end of the input (a note says so when the input ends first), starting in `INSUFFICIENT_DATA` as a new alarm does;
 //! the first alarm in `ALARM` inside the window rolls the release back. Operational alarms never
 //! block a release: they are listed, not replayed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -65,6 +65,19 @@ pub enum ReplayError {
     NoMetrics {
         /// Lines read.
         lines: usize,
+    },
+    /// No metric of the input carries the version under test: replaying it would promote a
+    /// version nothing was measured of.
+    #[error(
+        "no metric in the input carries version {version} (as `{}` or `ExecutedVersion`); versions in it: {}",
+        keel_catalog::VERSION_DIMENSION,
+        if seen.is_empty() { "none".to_owned() } else { seen.join(", ") }
+    )]
+    NoVersion {
+        /// The version asked for.
+        version: String,
+        /// The versions the input holds.
+        seen: Vec<String>,
     },
 }
 
@@ -148,7 +161,33 @@ pub fn replay(input: &Input<'_>) -> Result<Replay, ReplayError> {
     let mut observations = reading.observations;
     let (first_ms, last_ms) =
         series::observed_range(&observations).ok_or(ReplayError::NoMetrics { lines: reading.lines })?;
+    let first_of_version = observations
+        .iter()
+        .filter(|o| version_of(o) == Some(input.version))
+        .map(|o| o.timestamp_ms)
+        .min();
+    let seen: BTreeSet<&str> = observations.iter().filter_map(version_of).collect();
+    let first_ms = match first_of_version {
+        Some(first_ms) => first_ms,
+        // Metrics without versions (alarms of one's own): the window starts with the input.
+        None if seen.is_empty() => {
+            notes.push("no metric carries a version: the canary window starts with the input".into());
+            first_ms
+        }
+        None => {
+            return Err(ReplayError::NoVersion {
+                version: input.version.to_owned(),
+                seen: seen.into_iter().map(str::to_owned).collect(),
+            })
+        }
+    };
     let window_ms = (first_ms, first_ms.saturating_add(millis(input.window)));
+    if last_ms < window_ms.1 {
+        notes.push(format!(
+            "the input ends at {}, before the canary window does: the alarms are replayed only as far as it goes",
+            utc(last_ms)
+        ));
+    }
 
     let mut alarms = Vec::new();
     let mut operational = Vec::new();
@@ -167,21 +206,21 @@ pub fn replay(input: &Input<'_>) -> Result<Replay, ReplayError> {
         if !derived && reads_lambda(&alarm) && !observations.iter().any(|o| o.namespace == LAMBDA_NAMESPACE) {
             let lambda = derive_lambda(&observations, &service, &alarm);
             notes.push(format!(
-                "AWS/Lambda Invocations, Errors and Duration of version {} are derived from the extension's \
-                 DurationMs and InvocationError (platform.report): {} invocations",
-                input.version,
+                "AWS/Lambda Invocations, Errors and Duration by version are derived from the extension's \
+                 DurationMs and InvocationError (platform.report): {} invocations of version {}",
                 lambda
                     .iter()
-                    .filter(|o| o.name == "Invocations")
+                    .filter(|o| o.name == "Invocations" && version_of(o) == Some(input.version))
                     .flat_map(|o| &o.values)
                     .map(|(_, count)| count)
-                    .sum::<f64>()
+                    .sum::<f64>(),
+                input.version
             ));
             observations.extend(lambda);
             derived = true;
         }
-        // From the start of the first minute: a standard-resolution datapoint is stored at the
-        // start of its minute, whatever the period.
+        // From the start of the window's first minute: a standard-resolution datapoint is stored
+        // at the start of its minute, whatever the period.
         let from_ms = first_ms - first_ms.rem_euclid(60_000);
         let replayed = replay_alarm(&id, &alarm, &observations, from_ms, last_ms).map_err(|reason| {
             ReplayError::Alarm {
@@ -246,6 +285,16 @@ fn resolve(alarm: &Value, version: &str) -> Result<Value, String> {
     })
     .map_err(|e| e.to_string())?;
     serde_json::from_str(&text).map_err(|e| e.to_string())
+}
+
+/// The version an observation is of: its `function_version` (Keel's metrics) or
+/// `ExecutedVersion` (Lambda's).
+fn version_of(observation: &Observation) -> Option<&str> {
+    observation
+        .dimensions
+        .iter()
+        .find(|(name, _)| name == keel_catalog::VERSION_DIMENSION || name == "ExecutedVersion")
+        .map(|(_, value)| value.as_str())
 }
 
 /// Whether an alarm reads a metric of `AWS/Lambda`.
@@ -410,8 +459,15 @@ fn replay_alarm(
             let period = period(&stat["Period"])?;
             let statistic: Statistic = text(stat, "Stat")?.parse().map_err(|e| format!("{e}"))?;
             let metric = metric_id(&stat["Metric"])?;
-            let series = series::aggregate(observations, &metric, statistic, period, from_ms, to_ms + 1)
-                .map_err(|e| format!("{query_id}: {e}"))?;
+            let series = series::aggregate(
+                observations,
+                &metric,
+                statistic,
+                period,
+                from_ms,
+                to_ms.saturating_add(1),
+            )
+            .map_err(|e| format!("{query_id}: {e}"))?;
             inputs.insert(query_id, series);
         }
         let (expression, label) = result.ok_or("no expression returns data")?;
@@ -427,8 +483,15 @@ fn replay_alarm(
             .parse()
             .map_err(|e| format!("{e}"))?;
         let period = period(&alarm["Period"])?;
-        let series = series::aggregate(observations, &metric, statistic, period, from_ms, to_ms + 1)
-            .map_err(|e| e.to_string())?;
+        let series = series::aggregate(
+            observations,
+            &metric,
+            statistic,
+            period,
+            from_ms,
+            to_ms.saturating_add(1),
+        )
+        .map_err(|e| e.to_string())?;
         let percentile = match statistic {
             Statistic::Percentile(p) => Some(p),
             _ => None,
@@ -462,7 +525,7 @@ fn replay_alarm(
         evaluate::timeline(&rule, &series, AlarmState::InsufficientData).map_err(|e| e.to_string())?;
     let summary = format!(
         "{summary} {} {threshold} in {datapoints_to_alarm} of {evaluation_periods}, missing data: {}",
-        comparison_symbol(comparison),
+        comparison.symbol(),
         treat_missing_data.as_str()
     );
     Ok(AlarmReplay {
@@ -474,17 +537,6 @@ fn replay_alarm(
         series,
         steps,
     })
-}
-
-/// A comparison as a symbol.
-fn comparison_symbol(comparison: Comparison) -> &'static str {
-    match comparison {
-        Comparison::GreaterThanOrEqualToThreshold => ">=",
-        Comparison::GreaterThanThreshold => ">",
-        Comparison::LessThanThreshold => "<",
-        Comparison::LessThanOrEqualToThreshold => "<=",
-        _ => comparison.as_str(),
-    }
 }
 
 /// A string member.

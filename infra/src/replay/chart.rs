@@ -26,7 +26,7 @@
 
 use std::fmt::Write;
 
-use super::{utc, Series};
+use super::{number, significant, utc, Series};
 use crate::dashboard_svg::escape;
 
 /// Width of the picture, in pixels.
@@ -390,7 +390,7 @@ fn threshold_line(out: &mut String, axis: &Axis, threshold: f64, unit: &str) {
         px(RIGHT),
         px(RIGHT - 4.0),
         px(label_y),
-        escape(&with_unit(&value_text(threshold), unit)),
+        escape(&with_unit(&significant(threshold, 4), unit)),
         y = px(y),
     );
 }
@@ -433,7 +433,7 @@ fn datapoints(out: &mut String, chart: &Chart<'_>, x: &TimeScale, axis: &Axis, v
             px(x.middle(index)),
             px(axis.y(*value)),
             x.offset(index),
-            escape(&with_unit(&value_text(*value), chart.unit)),
+            escape(&with_unit(&significant(*value, 4), chart.unit)),
         );
     }
 }
@@ -594,39 +594,6 @@ fn px(value: f64) -> String {
     } else {
         "0".to_owned()
     }
-}
-
-/// `value` with at most `decimals` decimals (no trailing zeros), in scientific notation when
-/// very large or very small.
-fn number(value: f64, decimals: usize) -> String {
-    if !value.is_finite() {
-        return "?".to_owned();
-    }
-    let magnitude = value.abs();
-    if magnitude >= 1e9 || (magnitude > 0.0 && magnitude < 1e-6) {
-        return format!("{value:.3e}");
-    }
-    let mut text = format!("{value:.decimals$}");
-    if text.contains('.') {
-        let kept = text.trim_end_matches('0').trim_end_matches('.').len();
-        text.truncate(kept);
-    }
-    if text == "-0" {
-        text = "0".to_owned();
-    }
-    text
-}
-
-/// A datapoint's or the threshold's value, to about four significant digits.
-fn value_text(value: f64) -> String {
-    let magnitude = value.abs();
-    let decimals = if magnitude > 0.0 && magnitude.is_finite() {
-        // Between 0 and 9: the conversion is exact.
-        (3.0 - magnitude.log10().floor()).clamp(0.0, 9.0) as usize
-    } else {
-        0
-    };
-    number(value, decimals)
 }
 
 /// `number` followed by `unit`: `%` without a space, nothing for no unit.
@@ -1178,9 +1145,9 @@ mod tests {
         assert_eq!(number(-0.0001, 2), "0");
         assert_eq!(number(1200.0, 0), "1200");
         assert_eq!(number(2.5e12, 0), "2.500e12");
-        assert_eq!(value_text(720.26), "720.3");
-        assert_eq!(value_text(0.012346), "0.01235");
-        assert_eq!(value_text(0.0), "0");
+        assert_eq!(significant(720.26, 4), "720.3");
+        assert_eq!(significant(0.012346, 4), "0.01235");
+        assert_eq!(significant(0.0, 4), "0");
         assert_eq!(px(f64::NAN), "0");
         assert_eq!(relative_time(0), "+0:00");
         assert_eq!(relative_time(90), "+1:30");

@@ -104,6 +104,11 @@ fn observations(document: &Map<String, Value>) -> Result<Vec<Observation>, Strin
     let timestamp_ms = aws["Timestamp"]
         .as_i64()
         .ok_or("`_aws.Timestamp` is not a number of milliseconds")?;
+    if !(0..super::TIMESTAMP_LIMIT_MS).contains(&timestamp_ms) {
+        return Err(format!(
+            "`_aws.Timestamp` {timestamp_ms} is not milliseconds since the epoch (1970 to 9999)"
+        ));
+    }
     let directives = aws["CloudWatchMetrics"]
         .as_array()
         .ok_or("`_aws.CloudWatchMetrics` is not a list")?;
@@ -256,6 +261,14 @@ mod tests {
             (
                 r#"{"_aws":{"CloudWatchMetrics":[]}}"#,
                 "`_aws.Timestamp` is not a number",
+            ),
+            (
+                r#"{"_aws":{"Timestamp":-1,"CloudWatchMetrics":[]}}"#,
+                "`_aws.Timestamp` -1 is not milliseconds since the epoch",
+            ),
+            (
+                r#"{"_aws":{"Timestamp":253402300800000,"CloudWatchMetrics":[]}}"#,
+                "is not milliseconds since the epoch (1970 to 9999)",
             ),
             (
                 r#"{"_aws":{"Timestamp":1,"CloudWatchMetrics":[{"Namespace":"N","Dimensions":[["service"]],"Metrics":[{"Name":"A"}]}]},"A":1}"#,

@@ -27,7 +27,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::{Datapoint, Series};
+use super::{significant, Datapoint, Series};
 
 /// An enum of names AWS spells in one way: `ALL`, `as_str`, [`FromStr`] and [`fmt::Display`].
 macro_rules! named {
@@ -134,6 +134,17 @@ impl Comparison {
                 | Comparison::LessThanLowerThreshold
                 | Comparison::GreaterThanUpperThreshold
         )
+    }
+
+    /// The operator as a symbol (`>=`, `>`, `<`, `<=`); a band operator by its name.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Comparison::GreaterThanOrEqualToThreshold => ">=",
+            Comparison::GreaterThanThreshold => ">",
+            Comparison::LessThanThreshold => "<",
+            Comparison::LessThanOrEqualToThreshold => "<=",
+            _ => self.as_str(),
+        }
     }
 }
 
@@ -332,12 +343,15 @@ impl Rule {
     /// What breaching means, for reasons: "> 1", "outside [1, 2]".
     fn condition(&self) -> String {
         let (lower, upper) = self.bounds();
-        let (lower, upper) = (num(lower), num(upper));
+        let (lower, upper) = (significant(lower, 6), significant(upper, 6));
+        let symbol = self.comparison.symbol();
         match self.comparison {
-            Comparison::GreaterThanOrEqualToThreshold => format!(">= {upper}"),
-            Comparison::GreaterThanThreshold => format!("> {upper}"),
-            Comparison::LessThanThreshold => format!("< {lower}"),
-            Comparison::LessThanOrEqualToThreshold => format!("<= {lower}"),
+            Comparison::GreaterThanOrEqualToThreshold | Comparison::GreaterThanThreshold => {
+                format!("{symbol} {upper}")
+            }
+            Comparison::LessThanThreshold | Comparison::LessThanOrEqualToThreshold => {
+                format!("{symbol} {lower}")
+            }
             Comparison::LessThanLowerOrGreaterThanUpperThreshold => format!("outside [{lower}, {upper}]"),
             Comparison::LessThanLowerThreshold => format!("< {lower}, the band's lower bound"),
             Comparison::GreaterThanUpperThreshold => format!("> {upper}, the band's upper bound"),
@@ -440,15 +454,15 @@ fn decide(rule: &Rule, range: &mut [Evaluated], current: AlarmState) -> (AlarmSt
     let (n, m) = (rule.evaluation_periods, rule.datapoints_to_alarm);
     let condition = rule.condition();
     if let Some(newest) = range.last().filter(|p| p.low_samples) {
-        let samples = num(newest.samples.unwrap_or(0.0));
+        let samples = significant(newest.samples.unwrap_or(0.0), 6);
         let (p, min) = (
             rule.percentile.unwrap_or(0.0),
             rule.ignored_below().unwrap_or(0.0),
         );
         let reason = format!(
             "the newest datapoint has {samples} samples, fewer than the {} p{} needs; low sample count ignored, the state is kept: {current}",
-            num(min),
-            num(p)
+            significant(min, 6),
+            significant(p, 6)
         );
         return (current, 0, reason);
     }
@@ -466,7 +480,12 @@ fn decide(rule: &Rule, range: &mut [Evaluated], current: AlarmState) -> (AlarmSt
         }
     };
     let values = |ks: &[usize]| {
-        let shown: Vec<String> = ks.iter().rev().filter_map(|&k| range[k].value).map(num).collect();
+        let shown: Vec<String> = ks
+            .iter()
+            .rev()
+            .filter_map(|&k| range[k].value)
+            .map(|v| significant(v, 6))
+            .collect();
         shown.join(", ")
     };
     if real.len() >= n {
@@ -588,20 +607,6 @@ pub fn timeline(rule: &Rule, series: &Series, initial: AlarmState) -> Result<Vec
         });
     }
     Ok(steps)
-}
-
-/// A number for reasons: six significant digits, no trailing zeros.
-fn num(v: f64) -> String {
-    if v == 0.0 || !v.is_finite() {
-        return if v == 0.0 { "0".to_owned() } else { v.to_string() };
-    }
-    let decimals = (5.0 - v.abs().log10().floor()).clamp(0.0, 9.0) as usize;
-    let text = format!("{v:.decimals$}");
-    if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_owned()
-    } else {
-        text
-    }
 }
 
 #[cfg(test)]

@@ -69,30 +69,11 @@ pub fn evaluate(expression: &str, inputs: &BTreeMap<String, Series>) -> Result<S
     }
 }
 
-/// The ids an expression names (every identifier not called as a function).
-pub fn ids(expression: &str) -> Result<Vec<String>, MathError> {
-    let tokens = tokenize(expression)?;
-    Ok(tokens
-        .iter()
-        .enumerate()
-        .filter_map(|(i, (_, token))| match token {
-            Token::Name(name) if !matches!(tokens.get(i + 1), Some((_, Token::Open))) => {
-                (!is_keyword(name)).then(|| name.clone())
-            }
-            _ => None,
-        })
-        .collect())
-}
-
 fn syntax(at: usize, reason: impl Into<String>) -> MathError {
     MathError::Syntax {
         at,
         reason: reason.into(),
     }
-}
-
-fn is_keyword(name: &str) -> bool {
-    matches!(name, "AND" | "OR")
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -460,15 +441,6 @@ mod tests {
                 samples: 0.0
             })]
         );
-    }
-
-    #[test]
-    fn ids_are_the_queries_named() {
-        assert_eq!(
-            ids("100 * FILL(errors, 0) / invocations").unwrap(),
-            ["errors", "invocations"]
-        );
-        assert_eq!(ids("IF(a > 1 AND b, c)").unwrap(), ["a", "b", "c"]);
     }
 
     #[test]

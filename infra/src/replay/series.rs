@@ -42,6 +42,21 @@ pub enum SeriesError {
         "a period of {0} s: an alarm's period is 10, 30 or a multiple of 60 seconds (1 and 5 for metrics)"
     )]
     Period(u32),
+    /// The range holds more periods than a replay keeps in memory.
+    #[error(
+        "{periods} periods of {period_s} s from {from_ms} to {to_ms}: more than {} (is a timestamp far off?)",
+        MAX_PERIODS
+    )]
+    TooManyPeriods {
+        /// Periods the range holds.
+        periods: i128,
+        /// Seconds per period.
+        period_s: u32,
+        /// Start, milliseconds since the epoch.
+        from_ms: i64,
+        /// End, milliseconds since the epoch.
+        to_ms: i64,
+    },
     /// `to_ms` before `from_ms`.
     #[error("the range ends ({to_ms}) before it starts ({from_ms})")]
     Range {
@@ -103,6 +118,10 @@ impl MetricId {
     }
 }
 
+/// The most periods one series holds: 100,000 (more than a day at 1 s, 69 days at 60 s), so a
+/// stray timestamp cannot make a replay take all the memory there is.
+pub const MAX_PERIODS: usize = 100_000;
+
 /// The periods CloudWatch stores: 1, 5, 10, 30 seconds (high resolution) or whole minutes.
 fn check_period(period_s: u32) -> Result<(), SeriesError> {
     match period_s {
@@ -127,20 +146,34 @@ pub fn aggregate(
         return Err(SeriesError::Range { from_ms, to_ms });
     }
     let period_ms = i64::from(period_s) * 1000;
-    let start_ms = from_ms - from_ms.rem_euclid(period_ms);
-    let periods = usize::try_from((to_ms - start_ms + period_ms - 1) / period_ms).unwrap_or(0);
+    let start_ms = from_ms.saturating_sub(from_ms.rem_euclid(period_ms));
+    // In i128: no range of i64 milliseconds overflows it.
+    let periods =
+        (i128::from(to_ms) - i128::from(start_ms) + i128::from(period_ms) - 1) / i128::from(period_ms);
+    let periods = usize::try_from(periods)
+        .ok()
+        .filter(|p| *p <= MAX_PERIODS)
+        .ok_or(SeriesError::TooManyPeriods {
+            periods,
+            period_s,
+            from_ms,
+            to_ms,
+        })?;
     let mut values: Vec<Vec<(f64, f64)>> = vec![Vec::new(); periods];
     for observation in observations.iter().filter(|o| metric.matches(o)) {
         let stored_ms = if observation.high_resolution {
             observation.timestamp_ms
         } else {
-            observation.timestamp_ms - observation.timestamp_ms.rem_euclid(60_000)
+            observation
+                .timestamp_ms
+                .saturating_sub(observation.timestamp_ms.rem_euclid(60_000))
         };
         if stored_ms < start_ms {
             continue;
         }
-        if let Some(period) = usize::try_from((stored_ms - start_ms) / period_ms)
-            .ok()
+        if let Some(period) = stored_ms
+            .checked_sub(start_ms)
+            .and_then(|offset| usize::try_from(offset / period_ms).ok())
             .and_then(|index| values.get_mut(index))
         {
             period.extend(observation.values.iter().filter(|(_, count)| *count > 0.0));
@@ -327,6 +360,14 @@ mod tests {
             assert_eq!(error, SeriesError::Period(period));
         }
         assert!(aggregate(&[], &metric(), Statistic::Sum, 60, 10, 5).is_err());
+        let far = aggregate(&[], &metric(), Statistic::Sum, 1, 0, i64::MAX).unwrap_err();
+        assert!(
+            matches!(far, SeriesError::TooManyPeriods { period_s: 1, .. }),
+            "{far}"
+        );
+        assert!(far.to_string().contains("more than 100000"), "{far}");
+        let most = aggregate(&[], &metric(), Statistic::Sum, 1, 0, 100_000_000).unwrap();
+        assert_eq!(most.points.len(), MAX_PERIODS);
         assert_eq!(observed_range(&[]), None);
         let obs = [observation(9, &[], false), observation(3, &[], false)];
         assert_eq!(observed_range(&obs), Some((3, 9)));

@@ -64,10 +64,22 @@ fn traffic(
     duration: f64,
     failing: impl Fn(i64, i64) -> u32,
 ) -> String {
+    traffic_from(T0, version, minutes, per_batch, duration, failing)
+}
+
+/// [`traffic`] from `start_ms`.
+fn traffic_from(
+    start_ms: i64,
+    version: &str,
+    minutes: i64,
+    per_batch: usize,
+    duration: f64,
+    failing: impl Fn(i64, i64) -> u32,
+) -> String {
     let mut lines = Vec::new();
     for minute in 0..minutes {
         for batch in 0..12 {
-            let at = T0 + minute * MINUTE + batch * 5_000 + 1_000;
+            let at = start_ms + minute * MINUTE + batch * 5_000 + 1_000;
             lines.push(r#"{"level":"INFO","message":"booking created"}"#.to_owned());
             lines.push(extension_doc(
                 at,
@@ -230,6 +242,85 @@ fn only_the_version_under_test_is_judged() {
     let emf = format!("{failing_old_version}\n{}", traffic("2", 4, 5, 40.0, |_, _| 0));
     let replay = run(&generated_alarms(), &emf);
     assert_eq!(replay.decision, Decision::Promote, "{}", replay.text());
+    assert!(
+        replay
+            .notes
+            .iter()
+            .any(|n| n.contains("240 invocations of version 2")),
+        "only version 2's invocations are counted: {:?}",
+        replay.notes
+    );
+}
+
+#[test]
+fn the_window_starts_when_the_version_under_test_is_first_seen() {
+    // Version 1 serves alone for ten minutes; then version 2 arrives and fails from its second
+    // minute: inside its own window, though ten minutes after the input's start.
+    let old = traffic("1", 10, 5, 40.0, |_, _| 0);
+    let new = traffic_from(T0 + 10 * MINUTE, "2", 4, 5, 40.0, |minute, batch| {
+        u32::from(minute >= 1 && batch % 2 == 0)
+    });
+    let replay = run(&generated_alarms(), &format!("{old}\n{new}"));
+    assert_eq!(replay.window_ms.0, T0 + 10 * MINUTE + 1_000, "{}", replay.text());
+    let (at_ms, alarm) = rollback(&replay);
+    assert_eq!(alarm, "BookingApiCanaryErrorsAlarm", "{}", replay.text());
+    assert!(at_ms <= replay.window_ms.1, "{}", replay.text());
+    assert!(
+        replay
+            .notes
+            .iter()
+            .any(|n| n.contains("before the canary window does")),
+        "the input stops 4 minutes into a 5-minute window: {:?}",
+        replay.notes
+    );
+}
+
+#[test]
+fn a_version_the_input_never_saw_is_an_error_not_a_promotion() {
+    let error = replay(&Input {
+        alarms: &generated_alarms(),
+        emf: &traffic("1", 4, 5, 40.0, |_, _| 0),
+        version: "7",
+        window: Duration::from_secs(300),
+    })
+    .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "no metric in the input carries version 7 (as `function_version` or `ExecutedVersion`); versions in it: 1"
+    );
+}
+
+#[test]
+fn stray_timestamps_are_skipped_or_refused_never_a_panic_or_all_the_memory() {
+    let healthy = traffic("2", 4, 5, 40.0, |_, _| 0);
+    // Year 10000: not a timestamp EMF can hold; skipped with the reason.
+    let far = extension_doc(253_402_300_800_000, "2", &[40.0], 1);
+    let replay = run(&generated_alarms(), &format!("{healthy}\n{far}"));
+    assert_eq!(replay.decision, Decision::Promote, "{}", replay.text());
+    assert!(
+        replay
+            .notes
+            .iter()
+            .any(|n| n.contains("skipped") && n.contains("not milliseconds since the epoch")),
+        "{:?}",
+        replay.notes
+    );
+    // The year 9000: a timestamp, but a series to it would not fit in memory.
+    let stray = extension_doc(221_845_392_000_000, "2", &[40.0], 1);
+    let error = replay_error(&format!("{healthy}\n{stray}"));
+    assert!(error.contains("is a timestamp far off?"), "{error}");
+}
+
+fn replay_error(emf: &str) -> String {
+    replay(&Input {
+        alarms: &generated_alarms(),
+        emf,
+        version: "2",
+        window: Duration::from_secs(300),
+    })
+    .map(|replay| replay.text())
+    .expect_err("the replay refuses")
+    .to_string()
 }
 
 #[test]
@@ -300,6 +391,14 @@ fn a_ten_second_high_resolution_alarm_fires_within_seconds() {
     let (at_ms, _) = rollback(&replay);
     assert_eq!(at_ms, T0 + 50_000, "{}", replay.text());
     assert_eq!(replay.alarms[0].series.period_s, 10);
+    assert!(
+        replay
+            .notes
+            .iter()
+            .any(|n| n.contains("no metric carries a version")),
+        "{:?}",
+        replay.notes
+    );
     // The same counts at one-minute periods: one breaching minute is not 2 of 3.
     let replay = run(&own_alarm(60), &emf);
     assert_eq!(replay.decision, Decision::Promote, "{}", replay.text());
