@@ -25,7 +25,11 @@ target="${CARGO_TARGET_DIR:-$root/target}"
 profile="${PROFILE:-dev}"
 cargo build --profile "$profile" --locked -p keel-tests --bin keel-local --bin keel-load
 cargo build --profile "$profile" --locked --bin booking-api --bin booking-worker --bin keel-extension --bin keel-infra
-bin="$target/$([ "$profile" = dev ] && echo debug || echo "$profile")"
+case "$profile" in
+  dev | test) bin="$target/debug" ;;
+  release | bench) bin="$target/release" ;;
+  *) bin="$target/$profile" ;;
+esac
 run_seconds="${RUN_SECONDS:-130}"
 version="${VERSION:-2}"
 out="$target/canary-replay"
@@ -49,7 +53,9 @@ run() {
   local dir="$out/$name" load_code=0
   mkdir -p "$dir"
   echo "canary-replay: $name run: starting the local stack as version $version (its output: $dir/stack.log) …" >&2
-  env "$@" "$bin/keel-local" --serve --no-tour --port 0 --api-processes 2 \
+  # The fault switch is on only where a run asks for it, whatever the caller's environment holds.
+  env -u KEEL_FAULT_ERROR_RATE -u KEEL_FAULT_LATENCY_MS -u KEEL_FAULT_LATENCY_RATE -u KEEL_FAULT_VERSION \
+    "$@" "$bin/keel-local" --serve --no-tour --port 0 --api-processes 2 \
     --function-version "$version" --capture "$dir/functions.out" >"$dir/stack.log" 2>&1 &
   stack=$!
   local url

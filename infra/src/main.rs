@@ -7,6 +7,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use keel_infra::replay::canary::Source;
+
 fn main() -> ExitCode {
     // infra/ is one level under the workspace root.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -56,17 +58,31 @@ const REPLAY_USAGE: &str = "usage: keel-infra canary-replay --alarms alarms/<ser
 
 /// `keel-infra canary-replay`: see [`keel_infra::replay`].
 fn canary_replay(args: impl Iterator<Item = String>) -> ExitCode {
-    match run_replay(args) {
+    let outcome = match replay_args(args) {
+        Ok(args) => run_replay(args),
+        Err(error) => Err(format!("{error}\n{REPLAY_USAGE}")),
+    };
+    match outcome {
         Ok(promoted) => ExitCode::from(if promoted { 0 } else { 1 }),
         Err(error) => {
-            eprintln!("keel-infra canary-replay: {error}\n{REPLAY_USAGE}");
+            eprintln!("keel-infra canary-replay: {error}");
             ExitCode::from(2)
         }
     }
 }
 
-/// Runs the replay; whether it promotes.
-fn run_replay(mut args: impl Iterator<Item = String>) -> Result<bool, String> {
+/// What `canary-replay` was asked.
+struct ReplayArgs {
+    alarms_path: String,
+    version: String,
+    window_minutes: u64,
+    json_out: Option<String>,
+    charts: Option<String>,
+    inputs: Vec<String>,
+}
+
+/// The command line of `canary-replay`, or what is wrong with it.
+fn replay_args(mut args: impl Iterator<Item = String>) -> Result<ReplayArgs, String> {
     let mut alarms = None;
     let mut version = None;
     let mut window_minutes = 5_u64;
@@ -96,9 +112,35 @@ fn run_replay(mut args: impl Iterator<Item = String>) -> Result<bool, String> {
     if inputs.is_empty() {
         return Err("no EMF input: name the files (or - for standard input)".into());
     }
-    if inputs.iter().filter(|input| *input == "-").count() > 1 {
+    if inputs
+        .iter()
+        .chain([&alarms_path])
+        .filter(|input| *input == "-")
+        .count()
+        > 1
+    {
         return Err("standard input (-) can be read only once".into());
     }
+    Ok(ReplayArgs {
+        alarms_path,
+        version,
+        window_minutes,
+        json_out,
+        charts,
+        inputs,
+    })
+}
+
+/// Runs the replay; whether it promotes.
+fn run_replay(args: ReplayArgs) -> Result<bool, String> {
+    let ReplayArgs {
+        alarms_path,
+        version,
+        window_minutes,
+        json_out,
+        charts,
+        inputs,
+    } = args;
     let read = |path: &str| -> Result<String, String> {
         if path == "-" {
             std::io::read_to_string(std::io::stdin()).map_err(|e| format!("standard input: {e}"))
@@ -108,32 +150,36 @@ fn run_replay(mut args: impl Iterator<Item = String>) -> Result<bool, String> {
     };
     let alarms: serde_json::Value =
         serde_json::from_str(&read(&alarms_path)?).map_err(|e| format!("{alarms_path}: {e}"))?;
-    let mut emf = String::new();
-    for input in &inputs {
-        emf.push_str(&read(input)?);
-        emf.push('\n');
-    }
+    let texts = inputs
+        .iter()
+        .map(|input| read(input))
+        .collect::<Result<Vec<_>, _>>()?;
+    let sources: Vec<Source<'_>> = inputs
+        .iter()
+        .zip(&texts)
+        .map(|(name, text)| Source {
+            name: if name == "-" { "standard input" } else { name },
+            text,
+        })
+        .collect();
     let replay = keel_infra::replay::canary::replay(&keel_infra::replay::canary::Input {
         alarms: &alarms,
-        emf: &emf,
+        emf: &sources,
         version: &version,
         window: std::time::Duration::from_secs(window_minutes * 60),
     })
     .map_err(|e| e.to_string())?;
     // With `--json -`, standard output is the JSON alone and the text goes to standard error.
-    let json_on_stdout = json_out.as_deref() == Some("-");
-    if json_on_stdout {
-        eprint!("{}", replay.text());
-    } else {
-        print!("{}", replay.text());
-    }
-    if let Some(path) = json_out {
-        let text = format!("{:#}\n", replay.json());
-        if path == "-" {
-            print!("{text}");
-        } else {
-            std::fs::write(&path, text).map_err(|e| format!("{path}: {e}"))?;
+    match json_out.as_deref() {
+        Some("-") => {
+            write(&mut std::io::stderr(), &replay.text())?;
+            write(&mut std::io::stdout(), &format!("{:#}\n", replay.json()))?;
         }
+        Some(path) => {
+            write(&mut std::io::stdout(), &replay.text())?;
+            std::fs::write(path, format!("{:#}\n", replay.json())).map_err(|e| format!("{path}: {e}"))?;
+        }
+        None => write(&mut std::io::stdout(), &replay.text())?,
     }
     if let Some(dir) = charts {
         std::fs::create_dir_all(&dir).map_err(|e| format!("{dir}: {e}"))?;
@@ -144,4 +190,11 @@ fn run_replay(mut args: impl Iterator<Item = String>) -> Result<bool, String> {
         eprintln!("charts: {dir}/<alarm>.svg");
     }
     Ok(replay.decision == keel_infra::replay::canary::Decision::Promote)
+}
+
+/// Writes `text` whole, or says why it could not (a closed pipe is an error, not a panic).
+fn write(out: &mut impl std::io::Write, text: &str) -> Result<(), String> {
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("writing the output: {e}"))
 }

@@ -37,13 +37,22 @@ const LAMBDA_NAMESPACE: &str = "AWS/Lambda";
 pub struct Input<'a> {
     /// `alarms/<service>.json`, parsed.
     pub alarms: &'a Value,
-    /// EMF documents, one per line, mixed with any other output.
-    pub emf: &'a str,
+    /// The outputs to read: EMF documents, one per line, mixed with any other output.
+    pub emf: &'a [Source<'a>],
     /// The version under test (`function_version` of its metrics, `ExecutedVersion` of
     /// Lambda's).
     pub version: &'a str,
     /// How long the canary runs before all traffic shifts.
     pub window: Duration,
+}
+
+/// One output a replay reads: a run's standard output, a CloudWatch Logs export.
+#[derive(Clone, Copy, Debug)]
+pub struct Source<'a> {
+    /// What it is called in notes (a file's path).
+    pub name: &'a str,
+    /// Its text.
+    pub text: &'a str,
 }
 
 /// The replay could not run.
@@ -69,11 +78,13 @@ pub enum ReplayError {
     /// No metric of the input carries the version under test: replaying it would promote a
     /// version nothing was measured of.
     #[error(
-        "no metric in the input carries version {version} (as `{}` or `ExecutedVersion`); versions in it: {}",
+        "no metric of {service} in the input carries version {version} (as `{}` or `ExecutedVersion`); versions in it: {}",
         keel_catalog::VERSION_DIMENSION,
         if seen.is_empty() { "none".to_owned() } else { seen.join(", ") }
     )]
     NoVersion {
+        /// The service of the alarms.
+        service: String,
         /// The version asked for.
         version: String,
         /// The versions the input holds.
@@ -152,30 +163,49 @@ pub fn replay(input: &Input<'_>) -> Result<Replay, ReplayError> {
     let entries = input.alarms["Alarms"]
         .as_array()
         .ok_or_else(|| ReplayError::Alarms("no `Alarms` list".into()))?;
-    let reading = emf::read(input.emf);
-    let mut notes: Vec<String> = reading
-        .skipped
-        .iter()
-        .map(|skipped| format!("line {}: skipped: {}", skipped.line, skipped.reason))
-        .collect();
-    let mut observations = reading.observations;
+    let mut notes = Vec::new();
+    let (mut observations, mut lines, mut documents) = (Vec::new(), 0, 0);
+    for source in input.emf {
+        let reading = emf::read(source.text);
+        notes.extend(reading.skipped.iter().map(|skipped| {
+            format!(
+                "{} line {}: skipped: {}",
+                source.name, skipped.line, skipped.reason
+            )
+        }));
+        observations.extend(reading.observations);
+        lines += reading.lines;
+        documents += reading.documents;
+    }
     let (first_ms, last_ms) =
-        series::observed_range(&observations).ok_or(ReplayError::NoMetrics { lines: reading.lines })?;
-    let first_of_version = observations
-        .iter()
-        .filter(|o| version_of(o) == Some(input.version))
-        .map(|o| o.timestamp_ms)
+        series::observed_range(&observations).ok_or(ReplayError::NoMetrics { lines })?;
+    // The service's versions: Keel's metrics of that service, and Lambda's.
+    let versions = || {
+        observations
+            .iter()
+            .filter(|o| {
+                o.namespace == LAMBDA_NAMESPACE
+                    || o.dimensions.iter().any(|(k, v)| k == "service" && *v == service)
+            })
+            .filter_map(|o| version_of(o).map(|version| (version, o.timestamp_ms)))
+    };
+    let first_of_version = versions()
+        .filter(|(version, _)| *version == input.version)
+        .map(|(_, at_ms)| at_ms)
         .min();
-    let seen: BTreeSet<&str> = observations.iter().filter_map(version_of).collect();
+    let seen: BTreeSet<&str> = versions().map(|(version, _)| version).collect();
     let first_ms = match first_of_version {
         Some(first_ms) => first_ms,
         // Metrics without versions (alarms of one's own): the window starts with the input.
         None if seen.is_empty() => {
-            notes.push("no metric carries a version: the canary window starts with the input".into());
+            notes.push(format!(
+                "no metric of {service} carries a version: the canary window starts with the input"
+            ));
             first_ms
         }
         None => {
             return Err(ReplayError::NoVersion {
+                service: service.clone(),
                 version: input.version.to_owned(),
                 seen: seen.into_iter().map(str::to_owned).collect(),
             })
@@ -241,8 +271,8 @@ pub fn replay(input: &Input<'_>) -> Result<Replay, ReplayError> {
         version: input.version.to_owned(),
         window_ms,
         end_ms,
-        documents: reading.documents,
-        lines: reading.lines,
+        documents,
+        lines,
         notes,
         alarms,
         operational,
@@ -276,7 +306,9 @@ fn decide(alarms: &[AlarmReplay], until_ms: i64) -> Decision {
 fn resolve(alarm: &Value, version: &str) -> Result<Value, String> {
     let text = placeholders::resolve(&alarm.to_string(), |name| {
         Some(if name.ends_with(".Version.Version") {
-            version.to_owned()
+            // Pasted into JSON text: escaped as a JSON string's content.
+            let quoted = Value::from(version).to_string();
+            quoted[1..quoted.len() - 1].to_owned()
         } else if name == "AWS::StackName" {
             "<stack>".to_owned()
         } else {
@@ -508,6 +540,7 @@ fn replay_alarm(
             unit,
         )
     };
+    check_range(evaluation_periods, &series)?;
     let mut rule = Rule::new(
         comparison,
         Threshold::Static(threshold),
@@ -537,6 +570,44 @@ fn replay_alarm(
         series,
         steps,
     })
+}
+
+/// The most evaluations × periods in their ranges one alarm's replay computes (each evaluation
+/// keeps its range): ten million, some hundreds of megabytes at most.
+const MAX_EVALUATED_PERIODS: usize = 10_000_000;
+
+/// Refuses what CloudWatch refuses (`EvaluationPeriods` × `Period` over a day, or seven days
+/// with periods of an hour or more) and a replay too long to hold.
+fn check_range(evaluation_periods: usize, series: &Series) -> Result<(), String> {
+    let period = u64::from(series.period_s);
+    let limit = if period < 3600 { 86_400 } else { 604_800 };
+    let total = u64::try_from(evaluation_periods)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(period);
+    if total > limit {
+        return Err(format!(
+            "EvaluationPeriods × Period is {total} s: CloudWatch allows at most {limit} s{}",
+            if period < 3600 {
+                " with periods under an hour"
+            } else {
+                ""
+            }
+        ));
+    }
+    let evaluated = series
+        .points
+        .len()
+        .saturating_mul(evaluate::range_len(evaluation_periods));
+    if evaluated > MAX_EVALUATED_PERIODS {
+        return Err(format!(
+            "{} periods of {} s, each evaluated over {} periods, is more than the replay computes ({MAX_EVALUATED_PERIODS}): \
+             replay a shorter input",
+            series.points.len(),
+            series.period_s,
+            evaluate::range_len(evaluation_periods)
+        ));
+    }
+    Ok(())
 }
 
 /// A string member.

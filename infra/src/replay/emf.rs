@@ -9,9 +9,23 @@
 //! canary-critical metric written with the dimension sets `[service]` and
 //! `[service, function_version]` is two metrics. A metric's value is a number, an array of
 //! numbers, or `{"Values": [...], "Counts": [...]}` (each value seen `Counts[i]` times). A
-//! document CloudWatch would reject is skipped whole, with the reason.
+//! document CloudWatch would reject is skipped whole, with the reason — among them one over the
+//! specification's limits (256 KB, 100 metrics a directive, 100 values a metric, 30 dimensions
+//! a set), so that what a replay holds stays proportional to its input.
 
 use serde_json::{Map, Value};
+
+/// The longest log event CloudWatch Logs takes, so the longest EMF document: 256 KB.
+const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+/// The most metrics one directive declares.
+const MAX_METRICS: usize = 100;
+/// The most values one metric holds.
+const MAX_VALUES: usize = 100;
+/// The most dimensions in one dimension set.
+const MAX_DIMENSIONS: usize = 30;
+/// The most metrics (dimension sets × metrics) one document yields: more is refused, so that a
+/// short line cannot expand into all the memory there is.
+const MAX_OBSERVATIONS: usize = 1_000;
 
 /// One metric's values of one EMF document under one dimension set.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,6 +82,15 @@ pub fn read(text: &str) -> Reading {
     let mut reading = Reading::default();
     for (index, line) in text.lines().enumerate() {
         reading.lines += 1;
+        if line.len() > MAX_DOCUMENT_BYTES {
+            if line.contains("\"_aws\"") {
+                reading.skipped.push(Skipped {
+                    line: index + 1,
+                    reason: format!("{} bytes: longer than a log event can be (256 KB)", line.len()),
+                });
+            }
+            continue;
+        }
         let Some(document) = document(line) else {
             continue;
         };
@@ -121,6 +144,17 @@ fn observations(document: &Map<String, Value>) -> Result<Vec<Observation>, Strin
         let metrics = directive["Metrics"]
             .as_array()
             .ok_or("a directive has no `Metrics` list")?;
+        if metrics.len() > MAX_METRICS {
+            return Err(format!(
+                "a directive declares {} metrics, more than {MAX_METRICS}",
+                metrics.len()
+            ));
+        }
+        if found.len() + sets.len() * metrics.len() > MAX_OBSERVATIONS {
+            return Err(format!(
+                "the document yields more than {MAX_OBSERVATIONS} metrics (dimension sets × metrics)"
+            ));
+        }
         for metric in metrics {
             let name = metric["Name"].as_str().ok_or("a metric has no `Name`")?;
             let values = values(document.get(name)).map_err(|why| format!("metric {name}: {why}"))?;
@@ -154,6 +188,12 @@ fn dimension_sets(
     sets.iter()
         .map(|set| {
             let names = set.as_array().ok_or("`Dimensions` is not a list of lists")?;
+            if names.len() > MAX_DIMENSIONS {
+                return Err(format!(
+                    "a dimension set of {} dimensions, more than {MAX_DIMENSIONS}",
+                    names.len()
+                ));
+            }
             let mut pairs = names
                 .iter()
                 .map(|name| {
@@ -174,6 +214,10 @@ fn dimension_sets(
 /// A metric's values as `(value, count)` pairs.
 fn values(member: Option<&Value>) -> Result<Vec<(f64, f64)>, String> {
     let number = |value: &Value| value.as_f64().ok_or_else(|| format!("{value} is not a number"));
+    let too_many = |list: &Value| list.as_array().is_some_and(|items| items.len() > MAX_VALUES);
+    if member.is_some_and(|m| too_many(m) || too_many(&m["Values"])) {
+        return Err(format!("more than {MAX_VALUES} values"));
+    }
     match member {
         None => Err("no root member holds its value".into()),
         Some(Value::Array(items)) => items.iter().map(|v| Ok((number(v)?, 1.0))).collect(),
@@ -287,6 +331,39 @@ mod tests {
                 "metric A: 1 Values and 0 Counts",
             ),
         ];
+        let many_values = format!(
+            r#"{{"_aws":{{"Timestamp":1,"CloudWatchMetrics":[{{"Namespace":"N","Metrics":[{{"Name":"A"}}]}}]}},"A":[{}]}}"#,
+            vec!["1"; 101].join(",")
+        );
+        let many_metrics = format!(
+            r#"{{"_aws":{{"Timestamp":1,"CloudWatchMetrics":[{{"Namespace":"N","Metrics":[{}]}}]}}}}"#,
+            vec![r#"{"Name":"A"}"#; 101].join(",")
+        );
+        // A short line that would expand to 100 × 100 × 1000 values.
+        let expanding = format!(
+            r#"{{"_aws":{{"Timestamp":1,"CloudWatchMetrics":[{{"Namespace":"N","Dimensions":[{}],"Metrics":[{}]}}]}},"A":[{}]}}"#,
+            vec!["[]"; 1000].join(","),
+            vec![r#"{"Name":"A"}"#; 100].join(","),
+            vec!["1"; 100].join(",")
+        );
+        let wide_set = format!(
+            r#"{{"_aws":{{"Timestamp":1,"CloudWatchMetrics":[{{"Namespace":"N","Dimensions":[[{}]],"Metrics":[{{"Name":"A"}}]}}]}},"A":1}}"#,
+            vec![r#""d""#; 31].join(",")
+        );
+        let long = format!(
+            r#"{{"_aws":{{"Timestamp":1,"CloudWatchMetrics":[]}},"pad":"{}"}}"#,
+            "x".repeat(MAX_DOCUMENT_BYTES)
+        );
+        let cases = cases.into_iter().chain([
+            (many_values.as_str(), "metric A: more than 100 values"),
+            (many_metrics.as_str(), "declares 101 metrics, more than 100"),
+            (expanding.as_str(), "yields more than 1000 metrics"),
+            (
+                wide_set.as_str(),
+                "a dimension set of 31 dimensions, more than 30",
+            ),
+            (long.as_str(), "longer than a log event can be (256 KB)"),
+        ]);
         for (line, reason) in cases {
             let reading = read(line);
             assert_eq!(reading.documents, 0, "{line}");

@@ -479,14 +479,22 @@ fn decide(rule: &Rule, range: &mut [Evaluated], current: AlarmState) -> (AlarmSt
             AlarmState::Ok
         }
     };
+    // The values, oldest first; of many, the newest ten.
     let values = |ks: &[usize]| {
         let shown: Vec<String> = ks
             .iter()
+            .take(10)
             .rev()
             .filter_map(|&k| range[k].value)
             .map(|v| significant(v, 6))
             .collect();
-        shown.join(", ")
+        let earlier = ks.len().saturating_sub(10);
+        let prefix = if earlier > 0 {
+            format!("{earlier} earlier, ")
+        } else {
+            String::new()
+        };
+        format!("{prefix}{}", shown.join(", "))
     };
     if real.len() >= n {
         let used = &real[..n];

@@ -58,6 +58,7 @@ pub fn evaluate(expression: &str, inputs: &BTreeMap<String, Series>) -> Result<S
         tokens: tokenize(expression)?,
         next: 0,
         inputs,
+        depth: 0,
     };
     let value = parser.expression()?;
     if let Some((at, token)) = parser.tokens.get(parser.next) {
@@ -144,7 +145,12 @@ struct Parser<'a> {
     tokens: Vec<(usize, Token)>,
     next: usize,
     inputs: &'a BTreeMap<String, Series>,
+    /// How deep the parser is in parentheses, calls and unary minuses.
+    depth: usize,
 }
+
+/// The deepest nesting read: deeper would risk the stack, and no alarm needs it.
+const MAX_DEPTH: usize = 64;
 
 /// Binary operators by precedence, loosest first.
 const LEVELS: [&[&str]; 5] = [
@@ -194,12 +200,20 @@ impl Parser<'_> {
     }
 
     fn unary(&mut self) -> Result<Operand, MathError> {
-        if self.peek() == Some(&Token::Operator("-")) {
-            self.next += 1;
-            let operand = self.unary()?;
-            return combine(&[operand], |v| Some(-v[0]));
+        let at = self.position();
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(syntax(at, format!("nested more than {MAX_DEPTH} deep")));
         }
-        self.primary()
+        let operand = if self.peek() == Some(&Token::Operator("-")) {
+            self.next += 1;
+            self.unary()
+                .and_then(|operand| combine(&[operand], |v| Some(-v[0])))
+        } else {
+            self.primary()
+        };
+        self.depth -= 1;
+        operand
     }
 
     fn expect(&mut self, expected: Token, what: &str) -> Result<(), MathError> {
@@ -464,6 +478,14 @@ mod tests {
             let error = run(expression).unwrap_err().to_string();
             assert!(error.contains(message), "{expression}: {error}");
         }
+        // Deep nesting is refused before it can exhaust the stack.
+        let deep = format!("{}errors{}", "(".repeat(10_000), ")".repeat(10_000));
+        let minuses = format!("{}errors", "-".repeat(10_000));
+        for expression in [&deep, &minuses] {
+            let error = run(expression).unwrap_err().to_string();
+            assert!(error.contains("nested more than 64 deep"), "{error}");
+        }
+        assert!(run(&format!("{}errors{}", "(".repeat(60), ")".repeat(60))).is_ok());
         let mut inputs = BTreeMap::from([("a".to_owned(), series(&[Some(1.0)]))]);
         inputs.insert(
             "b".to_owned(),

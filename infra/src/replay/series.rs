@@ -39,7 +39,7 @@ pub enum SeriesError {
     Statistic(String),
     /// Not a period an alarm can have.
     #[error(
-        "a period of {0} s: an alarm's period is 10, 30 or a multiple of 60 seconds (1 and 5 for metrics)"
+        "a period of {0} s: an alarm's period is 10, 20, 30 or a multiple of 60 seconds (1 and 5 for metrics)"
     )]
     Period(u32),
     /// The range holds more periods than a replay keeps in memory.
@@ -122,10 +122,11 @@ impl MetricId {
 /// stray timestamp cannot make a replay take all the memory there is.
 pub const MAX_PERIODS: usize = 100_000;
 
-/// The periods CloudWatch stores: 1, 5, 10, 30 seconds (high resolution) or whole minutes.
+/// The periods CloudWatch aggregates into: 1, 5, 10, 20, 30 seconds (high resolution) or whole
+/// minutes.
 fn check_period(period_s: u32) -> Result<(), SeriesError> {
     match period_s {
-        1 | 5 | 10 | 30 => Ok(()),
+        1 | 5 | 10 | 20 | 30 => Ok(()),
         p if p > 0 && p % 60 == 0 => Ok(()),
         p => Err(SeriesError::Period(p)),
     }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use keel_infra::replay::canary::{replay, Decision, Input, Replay};
+use keel_infra::replay::canary::{replay, Decision, Input, Replay, Source};
 use serde_json::{json, Value};
 
 /// The start of a minute (CloudWatch aligns one-minute periods on minutes).
@@ -92,10 +92,15 @@ fn traffic_from(
     lines.join("\n")
 }
 
+/// `text` as the one output replayed.
+fn output(text: &str) -> Source<'_> {
+    Source { name: "output", text }
+}
+
 fn run(alarms: &Value, emf: &str) -> Replay {
     replay(&Input {
         alarms,
-        emf,
+        emf: &[output(emf)],
         version: "2",
         window: Duration::from_secs(300),
     })
@@ -279,15 +284,64 @@ fn the_window_starts_when_the_version_under_test_is_first_seen() {
 fn a_version_the_input_never_saw_is_an_error_not_a_promotion() {
     let error = replay(&Input {
         alarms: &generated_alarms(),
-        emf: &traffic("1", 4, 5, 40.0, |_, _| 0),
+        emf: &[output(&traffic("1", 4, 5, 40.0, |_, _| 0))],
         version: "7",
         window: Duration::from_secs(300),
     })
     .unwrap_err();
     assert_eq!(
         error.to_string(),
-        "no metric in the input carries version 7 (as `function_version` or `ExecutedVersion`); versions in it: 1"
+        "no metric of booking-api in the input carries version 7 (as `function_version` or `ExecutedVersion`); versions in it: 1"
     );
+}
+
+#[test]
+fn another_services_version_is_not_the_version_under_test() {
+    // booking-worker's version 2 and booking-api's version 1: booking-api has no version 2.
+    let worker = traffic("2", 4, 5, 40.0, |_, _| 0).replace("booking-api", "booking-worker");
+    let emf = format!("{worker}\n{}", traffic("1", 4, 5, 40.0, |_, _| 0));
+    let error = replay_error(&emf);
+    assert!(
+        error.starts_with("no metric of booking-api in the input carries version 2"),
+        "{error}"
+    );
+    assert!(error.ends_with("versions in it: 1"), "{error}");
+}
+
+#[test]
+fn alarms_beyond_cloudwatchs_limits_or_too_long_to_replay_are_refused() {
+    let emf = [
+        checkout_doc(T0 + 1_000, 0, true),
+        checkout_doc(T0 + 55_000, 1, true),
+    ]
+    .join("\n");
+    let mut alarm = own_alarm(10);
+    alarm["Alarms"][0]["PutMetricAlarm"]["EvaluationPeriods"] = json!(8641);
+    alarm["Alarms"][0]["PutMetricAlarm"]["DatapointsToAlarm"] = json!(1);
+    let error = replay(&Input {
+        alarms: &alarm,
+        emf: &[output(&emf)],
+        version: "2",
+        window: Duration::from_secs(300),
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("EvaluationPeriods × Period is 86410 s: CloudWatch allows at most 86400 s"),
+        "{error}"
+    );
+    // A legal alarm over 11 days of 10 s periods: 95,040 evaluations of 8,642 periods each.
+    alarm["Alarms"][0]["PutMetricAlarm"]["EvaluationPeriods"] = json!(8640);
+    let stray = checkout_doc(T0 + 11 * 86_400_000, 1, true);
+    let error = replay(&Input {
+        alarms: &alarm,
+        emf: &[output(&format!("{emf}\n{stray}"))],
+        version: "2",
+        window: Duration::from_secs(300),
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("replay a shorter input"), "{error}");
 }
 
 #[test]
@@ -305,6 +359,15 @@ fn stray_timestamps_are_skipped_or_refused_never_a_panic_or_all_the_memory() {
         "{:?}",
         replay.notes
     );
+    // Notes name the output and its line.
+    assert!(
+        replay
+            .notes
+            .iter()
+            .any(|n| n.starts_with("output line 97: skipped")),
+        "{:?}",
+        replay.notes
+    );
     // The year 9000: a timestamp, but a series to it would not fit in memory.
     let stray = extension_doc(221_845_392_000_000, "2", &[40.0], 1);
     let error = replay_error(&format!("{healthy}\n{stray}"));
@@ -314,7 +377,7 @@ fn stray_timestamps_are_skipped_or_refused_never_a_panic_or_all_the_memory() {
 fn replay_error(emf: &str) -> String {
     replay(&Input {
         alarms: &generated_alarms(),
-        emf,
+        emf: &[output(emf)],
         version: "2",
         window: Duration::from_secs(300),
     })
@@ -395,7 +458,7 @@ fn a_ten_second_high_resolution_alarm_fires_within_seconds() {
         replay
             .notes
             .iter()
-            .any(|n| n.contains("no metric carries a version")),
+            .any(|n| n.contains("no metric of svc carries a version")),
         "{:?}",
         replay.notes
     );
@@ -446,7 +509,7 @@ fn charts_are_drawn_for_every_canary_alarm() {
 fn input_without_metrics_or_with_a_broken_alarm_is_a_clear_error() {
     let error = replay(&Input {
         alarms: &generated_alarms(),
-        emf: "not EMF\n{\"level\":\"INFO\"}\n",
+        emf: &[output("not EMF\n{\"level\":\"INFO\"}\n")],
         version: "2",
         window: Duration::from_secs(300),
     })
@@ -456,7 +519,7 @@ fn input_without_metrics_or_with_a_broken_alarm_is_a_clear_error() {
     broken["Alarms"][0]["PutMetricAlarm"]["ComparisonOperator"] = json!("Sideways");
     let error = replay(&Input {
         alarms: &broken,
-        emf: &checkout_doc(T0, 1, false),
+        emf: &[output(&checkout_doc(T0, 1, false))],
         version: "2",
         window: Duration::from_secs(300),
     })
