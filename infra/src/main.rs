@@ -133,14 +133,6 @@ fn replay_args(mut args: impl Iterator<Item = String>) -> Result<ReplayArgs, Str
 
 /// Runs the replay; whether it promotes.
 fn run_replay(args: ReplayArgs) -> Result<bool, String> {
-    let ReplayArgs {
-        alarms_path,
-        version,
-        window_minutes,
-        json_out,
-        charts,
-        inputs,
-    } = args;
     let read = |path: &str| -> Result<String, String> {
         if path == "-" {
             std::io::read_to_string(std::io::stdin()).map_err(|e| format!("standard input: {e}"))
@@ -149,12 +141,14 @@ fn run_replay(args: ReplayArgs) -> Result<bool, String> {
         }
     };
     let alarms: serde_json::Value =
-        serde_json::from_str(&read(&alarms_path)?).map_err(|e| format!("{alarms_path}: {e}"))?;
-    let texts = inputs
+        serde_json::from_str(&read(&args.alarms_path)?).map_err(|e| format!("{}: {e}", args.alarms_path))?;
+    let texts = args
+        .inputs
         .iter()
         .map(|input| read(input))
         .collect::<Result<Vec<_>, _>>()?;
-    let sources: Vec<Source<'_>> = inputs
+    let sources: Vec<Source<'_>> = args
+        .inputs
         .iter()
         .zip(&texts)
         .map(|(name, text)| Source {
@@ -165,12 +159,12 @@ fn run_replay(args: ReplayArgs) -> Result<bool, String> {
     let replay = keel_infra::replay::canary::replay(&keel_infra::replay::canary::Input {
         alarms: &alarms,
         emf: &sources,
-        version: &version,
-        window: std::time::Duration::from_secs(window_minutes * 60),
+        version: &args.version,
+        window: std::time::Duration::from_secs(args.window_minutes * 60),
     })
     .map_err(|e| e.to_string())?;
     // With `--json -`, standard output is the JSON alone and the text goes to standard error.
-    match json_out.as_deref() {
+    match args.json_out.as_deref() {
         Some("-") => {
             write(&mut std::io::stderr(), &replay.text())?;
             write(&mut std::io::stdout(), &format!("{:#}\n", replay.json()))?;
@@ -181,7 +175,7 @@ fn run_replay(args: ReplayArgs) -> Result<bool, String> {
         }
         None => write(&mut std::io::stdout(), &replay.text())?,
     }
-    if let Some(dir) = charts {
+    if let Some(dir) = args.charts {
         std::fs::create_dir_all(&dir).map_err(|e| format!("{dir}: {e}"))?;
         for (id, svg) in replay.charts() {
             let path = Path::new(&dir).join(format!("{id}.svg"));

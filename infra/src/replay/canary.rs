@@ -473,6 +473,16 @@ fn replay_alarm(
         .transpose()
         .map_err(|e| format!("{e}"))?;
 
+    let aggregate = |metric: &MetricId, statistic, period| {
+        series::aggregate(
+            observations,
+            metric,
+            statistic,
+            period,
+            from_ms,
+            to_ms.saturating_add(1),
+        )
+    };
     let (series, percentile, summary, unit) = if let Some(queries) = alarm["Metrics"].as_array() {
         let mut inputs = BTreeMap::new();
         let mut result = None;
@@ -491,15 +501,7 @@ fn replay_alarm(
             let period = period(&stat["Period"])?;
             let statistic: Statistic = text(stat, "Stat")?.parse().map_err(|e| format!("{e}"))?;
             let metric = metric_id(&stat["Metric"])?;
-            let series = series::aggregate(
-                observations,
-                &metric,
-                statistic,
-                period,
-                from_ms,
-                to_ms.saturating_add(1),
-            )
-            .map_err(|e| format!("{query_id}: {e}"))?;
+            let series = aggregate(&metric, statistic, period).map_err(|e| format!("{query_id}: {e}"))?;
             inputs.insert(query_id, series);
         }
         let (expression, label) = result.ok_or("no expression returns data")?;
@@ -515,15 +517,7 @@ fn replay_alarm(
             .parse()
             .map_err(|e| format!("{e}"))?;
         let period = period(&alarm["Period"])?;
-        let series = series::aggregate(
-            observations,
-            &metric,
-            statistic,
-            period,
-            from_ms,
-            to_ms.saturating_add(1),
-        )
-        .map_err(|e| e.to_string())?;
+        let series = aggregate(&metric, statistic, period).map_err(|e| e.to_string())?;
         let percentile = match statistic {
             Statistic::Percentile(p) => Some(p),
             _ => None,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use keel_infra::replay::canary::{replay, Decision, Input, Replay, Source};
+use keel_infra::replay::canary::{replay, Decision, Input, Replay, ReplayError, Source};
 use serde_json::{json, Value};
 
 /// The start of a minute (CloudWatch aligns one-minute periods on minutes).
@@ -97,14 +97,26 @@ fn output(text: &str) -> Source<'_> {
     Source { name: "output", text }
 }
 
-fn run(alarms: &Value, emf: &str) -> Replay {
+/// Replays `emf` as `version` through `alarms`, in a five-minute window.
+fn try_replay(alarms: &Value, emf: &str, version: &str) -> Result<Replay, ReplayError> {
     replay(&Input {
         alarms,
         emf: &[output(emf)],
-        version: "2",
+        version,
         window: Duration::from_secs(300),
     })
-    .unwrap_or_else(|e| panic!("the replay runs: {e}"))
+}
+
+fn run(alarms: &Value, emf: &str) -> Replay {
+    try_replay(alarms, emf, "2").unwrap_or_else(|e| panic!("the replay runs: {e}"))
+}
+
+/// Why the replay of `emf` as `version` through `alarms` is refused.
+fn refused(alarms: &Value, emf: &str, version: &str) -> String {
+    try_replay(alarms, emf, version)
+        .map(|replay| replay.text())
+        .expect_err("the replay refuses")
+        .to_string()
 }
 
 fn rollback(replay: &Replay) -> (i64, String) {
@@ -282,13 +294,7 @@ fn the_window_starts_when_the_version_under_test_is_first_seen() {
 
 #[test]
 fn a_version_the_input_never_saw_is_an_error_not_a_promotion() {
-    let error = replay(&Input {
-        alarms: &generated_alarms(),
-        emf: &[output(&traffic("1", 4, 5, 40.0, |_, _| 0))],
-        version: "7",
-        window: Duration::from_secs(300),
-    })
-    .unwrap_err();
+    let error = try_replay(&generated_alarms(), &traffic("1", 4, 5, 40.0, |_, _| 0), "7").unwrap_err();
     assert_eq!(
         error.to_string(),
         "no metric of booking-api in the input carries version 7 (as `function_version` or `ExecutedVersion`); versions in it: 1"
@@ -300,7 +306,7 @@ fn another_services_version_is_not_the_version_under_test() {
     // booking-worker's version 2 and booking-api's version 1: booking-api has no version 2.
     let worker = traffic("2", 4, 5, 40.0, |_, _| 0).replace("booking-api", "booking-worker");
     let emf = format!("{worker}\n{}", traffic("1", 4, 5, 40.0, |_, _| 0));
-    let error = replay_error(&emf);
+    let error = refused(&generated_alarms(), &emf, "2");
     assert!(
         error.starts_with("no metric of booking-api in the input carries version 2"),
         "{error}"
@@ -318,14 +324,7 @@ fn alarms_beyond_cloudwatchs_limits_or_too_long_to_replay_are_refused() {
     let mut alarm = own_alarm(10);
     alarm["Alarms"][0]["PutMetricAlarm"]["EvaluationPeriods"] = json!(8641);
     alarm["Alarms"][0]["PutMetricAlarm"]["DatapointsToAlarm"] = json!(1);
-    let error = replay(&Input {
-        alarms: &alarm,
-        emf: &[output(&emf)],
-        version: "2",
-        window: Duration::from_secs(300),
-    })
-    .unwrap_err()
-    .to_string();
+    let error = refused(&alarm, &emf, "2");
     assert!(
         error.contains("EvaluationPeriods × Period is 86410 s: CloudWatch allows at most 86400 s"),
         "{error}"
@@ -333,14 +332,7 @@ fn alarms_beyond_cloudwatchs_limits_or_too_long_to_replay_are_refused() {
     // A legal alarm over 11 days of 10 s periods: 95,040 evaluations of 8,642 periods each.
     alarm["Alarms"][0]["PutMetricAlarm"]["EvaluationPeriods"] = json!(8640);
     let stray = checkout_doc(T0 + 11 * 86_400_000, 1, true);
-    let error = replay(&Input {
-        alarms: &alarm,
-        emf: &[output(&format!("{emf}\n{stray}"))],
-        version: "2",
-        window: Duration::from_secs(300),
-    })
-    .unwrap_err()
-    .to_string();
+    let error = refused(&alarm, &format!("{emf}\n{stray}"), "2");
     assert!(error.contains("replay a shorter input"), "{error}");
 }
 
@@ -370,20 +362,8 @@ fn stray_timestamps_are_skipped_or_refused_never_a_panic_or_all_the_memory() {
     );
     // The year 9000: a timestamp, but a series to it would not fit in memory.
     let stray = extension_doc(221_845_392_000_000, "2", &[40.0], 1);
-    let error = replay_error(&format!("{healthy}\n{stray}"));
+    let error = refused(&generated_alarms(), &format!("{healthy}\n{stray}"), "2");
     assert!(error.contains("is a timestamp far off?"), "{error}");
-}
-
-fn replay_error(emf: &str) -> String {
-    replay(&Input {
-        alarms: &generated_alarms(),
-        emf: &[output(emf)],
-        version: "2",
-        window: Duration::from_secs(300),
-    })
-    .map(|replay| replay.text())
-    .expect_err("the replay refuses")
-    .to_string()
 }
 
 #[test]
@@ -507,23 +487,11 @@ fn charts_are_drawn_for_every_canary_alarm() {
 
 #[test]
 fn input_without_metrics_or_with_a_broken_alarm_is_a_clear_error() {
-    let error = replay(&Input {
-        alarms: &generated_alarms(),
-        emf: &[output("not EMF\n{\"level\":\"INFO\"}\n")],
-        version: "2",
-        window: Duration::from_secs(300),
-    })
-    .unwrap_err();
+    let error = try_replay(&generated_alarms(), "not EMF\n{\"level\":\"INFO\"}\n", "2").unwrap_err();
     assert_eq!(error.to_string(), "no EMF document in the input (2 lines read)");
     let mut broken = own_alarm(60);
     broken["Alarms"][0]["PutMetricAlarm"]["ComparisonOperator"] = json!("Sideways");
-    let error = replay(&Input {
-        alarms: &broken,
-        emf: &[output(&checkout_doc(T0, 1, false))],
-        version: "2",
-        window: Duration::from_secs(300),
-    })
-    .unwrap_err();
+    let error = try_replay(&broken, &checkout_doc(T0, 1, false), "2").unwrap_err();
     assert!(
         error.to_string().starts_with("alarm CheckoutFailures: "),
         "{error}"
