@@ -38,12 +38,11 @@ build=(cargo lambda build --release -p booking-api -p booking-worker -p canary-h
 "${build[@]}"
 bash scripts/package-extension.sh --deploy "$architecture"
 
-# What a version is made of: its bootstrap, the layer, the values of the parameters that reach
-# the functions (keel_infra::template::FUNCTION_PARAMETERS), and what the template says of the
-# function (`keel-infra --version-inputs`). SAM names the version after this digest, so a change
-# to any of them publishes a version and releases it through CodeDeploy. LogLevel is always
-# passed, so that the value digested is the value deployed (sam deploy would otherwise keep the
-# stack's previous one).
+# What a version is made of (scripts/version-digest.sh): its bootstrap, the layer, the values of
+# the parameters that reach the functions and what the template says of the function. SAM names
+# the version after this digest, so a change to any of them publishes a version and releases it
+# through CodeDeploy. LogLevel is always passed, so that the value digested is the value deployed
+# (sam deploy would otherwise keep the stack's previous one).
 log_level=INFO
 other_parameters=()
 for parameter in ${KEEL_PARAMETERS:-}; do
@@ -65,12 +64,8 @@ for argument in "$@"; do
     esac
 done
 digest() {
-    {
-        sha256sum "target/lambda/$1/bootstrap" target/layers/keel-extension.zip | cut -d' ' -f1
-        echo "Architecture=$architecture"
-        echo "LogLevel=$log_level"
-        cargo run --quiet -p keel-infra -- --version-inputs "$1"
-    } | sha256sum | cut -d' ' -f1
+    bash scripts/version-digest.sh "$1" "target/lambda/$1/bootstrap" target/layers/keel-extension.zip \
+        "Architecture=$architecture" "LogLevel=$log_level"
 }
 api_digest="$(digest booking-api)"
 worker_digest="$(digest booking-worker)"

@@ -192,6 +192,37 @@ pub fn template() -> Node {
         ),
         ("Parameters", parameters()),
         (
+            "Rules",
+            map([(
+                "JwtAudienceWithIssuer",
+                map([
+                    (
+                        "RuleCondition",
+                        map([(
+                            "Fn::Not",
+                            list([map([("Fn::Equals", list([reference("JwtIssuer"), s("")]))])]),
+                        )]),
+                    ),
+                    (
+                        "Assertions",
+                        list([map([
+                            (
+                                "Assert",
+                                map([(
+                                    "Fn::Not",
+                                    list([map([("Fn::Equals", list([reference("JwtAudience"), s("")]))])]),
+                                )]),
+                            ),
+                            (
+                                "AssertDescription",
+                                s("JwtAudience is required with JwtIssuer: the authorizer accepts only tokens for that audience"),
+                            ),
+                        ])]),
+                    ),
+                ]),
+            )]),
+        ),
+        (
             "Conditions",
             map([
                 (
@@ -243,7 +274,7 @@ fn parameters() -> Node {
         ("LogLevel".into(), parameter("String", [("Default", s("INFO")), allowed(&["TRACE", "DEBUG", "INFO", "WARN", "ERROR"])], "KEEL_LOG_LEVEL of every function")),
         ("LogRetentionDays".into(), parameter("Number", [("Default", 30.into()), ("AllowedValues", list([7.into(), 14.into(), 30.into(), 90.into(), 365.into()]))], "How long function logs and API access logs are kept")),
         ("JwtIssuer".into(), parameter("String", [("Default", s("")), ("AllowedPattern", s("^(https://.+)?$"))], "Issuer of the JWTs the booking API accepts (its `iss`), e.g. https://cognito-idp.<region>.amazonaws.com/<pool id>; empty: the stack creates a Cognito user pool and accepts its tokens")),
-        ("JwtAudience".into(), parameter("String", [("Default", s(""))], "Audience of those JWTs (`aud`, or a Cognito app client id); ignored when JwtIssuer is empty (the stack's user pool client is the audience)")),
+        ("JwtAudience".into(), parameter("String", [("Default", s(""))], "Audience of those JWTs (`aud`, or a Cognito app client id); required with JwtIssuer, ignored when JwtIssuer is empty (the stack's user pool client is the audience)")),
         ("ApiThrottlingRateLimit".into(), parameter("Number", [("Default", 100.into()), ("MinValue", 1.into())], "Requests per second the HTTP API's stage lets through (steady state)")),
         ("ApiThrottlingBurstLimit".into(), parameter("Number", [("Default", 200.into()), ("MinValue", 1.into())], "Requests the HTTP API's stage lets through in a burst")),
         ("DeploymentType".into(), parameter("String", [("Default", s(DEFAULT_DEPLOYMENT_TYPE)), allowed(&DEPLOYMENT_TYPES)], "How CodeDeploy shifts traffic to a new version of the booking API and worker (the canary alarms roll it back)")),
@@ -257,7 +288,7 @@ fn parameters() -> Node {
             parameter(
                 "String",
                 [("AllowedPattern", s("^[0-9a-f]{64}$"))],
-                format!("SHA-256 over what a {} version is made of (its bootstrap, the extension layer zip, the values of {}), computed by scripts/deploy.sh: a new value publishes a new version and releases it through CodeDeploy", service.name, FUNCTION_PARAMETERS.join(" and ")),
+                format!("SHA-256 over what a {} version is made of (its bootstrap, the extension layer zip, the values of {}, the template's definition of the function), computed by scripts/version-digest.sh (scripts/deploy.sh runs it): a new value publishes a new version and releases it through CodeDeploy", service.name, FUNCTION_PARAMETERS.join(" and ")),
             ),
         )
     }));

@@ -17,7 +17,7 @@ use std::sync::LazyLock;
 
 use keel_infra::template::{KeelTable, EXTENSION_LAYER, RELAY_ADDR, SLOT_ACTIONS};
 use regex::Regex;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The variables the template must set for each function, by binary: those it cannot start
 /// without, and `QUEUE_MAX_RECEIVE_COUNT`, whose default would not follow the queue's redrive
@@ -731,4 +731,35 @@ fn the_canary_hook_is_named_for_codedeploy_and_checks_the_api_within_its_time() 
 #[test]
 fn the_template_points_the_functions_at_the_relay_the_extension_serves() {
     assert_eq!(RELAY_ADDR, keel_runtime::routing::DEFAULT_RELAY_ADDR);
+}
+
+#[test]
+fn every_route_but_health_needs_a_jwt_and_an_issuer_needs_its_audience() {
+    let api = resources()
+        .values()
+        .find(|resource| resource["Type"] == "AWS::ApiGatewayV2::Api")
+        .expect("the HTTP API");
+    let body = &api["Properties"]["Body"];
+    let paths = body["paths"].as_object().unwrap();
+    assert!(paths.contains_key("/health") && paths.len() > 1, "{paths:?}");
+    for (path, operations) in paths {
+        for (method, operation) in operations.as_object().unwrap() {
+            let scheme = if path == "/health" { "NONE" } else { "BookingJwt" };
+            assert_eq!(operation["security"], json!([{ scheme: [] }]), "{method} {path}");
+        }
+    }
+    let authorizer = &body["components"]["securitySchemes"]["BookingJwt"]["x-amazon-apigateway-authorizer"];
+    assert_eq!(authorizer["type"], "jwt", "{authorizer}");
+    // A JwtIssuer without its JwtAudience is refused before anything is created.
+    let rule = &translated()["Rules"]["JwtAudienceWithIssuer"];
+    assert_eq!(
+        rule["RuleCondition"],
+        json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "JwtIssuer"}, ""]}]}),
+        "{rule}"
+    );
+    assert_eq!(
+        rule["Assertions"][0]["Assert"],
+        json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "JwtAudience"}, ""]}]}),
+        "{rule}"
+    );
 }

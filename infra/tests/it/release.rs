@@ -11,7 +11,6 @@ use keel_infra::alarms::{self, Role, ALIAS, MAX_DEPLOYMENT_GROUP_ALARMS};
 use keel_infra::services::{Service, RELEASED};
 use keel_infra::template::{version_digest_parameter, FUNCTION_PARAMETERS};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use crate::lint::{resources, translated};
 
@@ -179,32 +178,40 @@ fn versions_with(parameters: &[(&str, String)]) -> Vec<String> {
     versions
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A released function's version digest as `scripts/deploy.sh` computes it: the SHA-256 of its
-/// bootstrap's and the layer zip's digests (as `sha256sum` prints them) and the values of the
-/// parameters that reach the functions.
-fn version_digest(bootstrap: &Path, layer: &Path, values: &[(&str, &str)]) -> String {
-    let mut text = format!(
-        "{}\n{}\n",
-        sha256_hex(&std::fs::read(bootstrap).unwrap()),
-        sha256_hex(&std::fs::read(layer).unwrap())
+/// `service`'s version digest as `scripts/deploy.sh` computes it (`scripts/version-digest.sh`),
+/// over `bootstrap`, the layer zip `layer` and the parameters' `values`.
+fn version_digest(service: &str, bootstrap: &Path, layer: &Path, values: &[(&str, &str)]) -> String {
+    let output = std::process::Command::new("bash")
+        .arg(keel_tests::workspace_root().join("scripts/version-digest.sh"))
+        .args([service.as_ref(), bootstrap.as_os_str(), layer.as_os_str()])
+        .args(values.iter().map(|(name, value)| format!("{name}={value}")))
+        .env("KEEL_INFRA", env!("CARGO_BIN_EXE_keel-infra"))
+        .output()
+        .unwrap();
+    let digest = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(
+        output.status.success() && digest.len() == 64,
+        "version-digest.sh {service}: {output:?}"
     );
-    for (name, value) in values {
-        text.push_str(&format!("{name}={value}\n"));
-    }
-    sha256_hex(text.as_bytes())
+    digest
 }
 
 #[test]
 fn the_deploy_script_digests_every_parameter_that_reaches_a_function() {
     let script = std::fs::read_to_string(keel_tests::workspace_root().join("scripts/deploy.sh")).unwrap();
+    let digest = script
+        .split("digest() {")
+        .nth(1)
+        .and_then(|rest| rest.split("\n}").next())
+        .expect("deploy.sh has a digest function");
+    assert!(
+        digest.contains("scripts/version-digest.sh \"$1\" \"target/lambda/$1/bootstrap\" target/layers/keel-extension.zip"),
+        "deploy.sh digests each function's bootstrap and the layer it deploys: {digest}"
+    );
     for parameter in FUNCTION_PARAMETERS {
         assert!(
-            script.contains(&format!("echo \"{parameter}=")),
-            "deploy.sh does not digest {parameter}"
+            digest.contains(&format!("\"{parameter}=$")),
+            "deploy.sh does not digest {parameter}: {digest}"
         );
     }
     for service in &RELEASED {
@@ -215,9 +222,11 @@ fn the_deploy_script_digests_every_parameter_that_reaches_a_function() {
         );
         assert!(keel_infra::template::version_inputs(service.name).is_some());
     }
+    let digest_script =
+        std::fs::read_to_string(keel_tests::workspace_root().join("scripts/version-digest.sh")).unwrap();
     assert!(
-        script.contains("--version-inputs \"$1\""),
-        "deploy.sh digests the template's definition"
+        digest_script.contains("--version-inputs \"$service\""),
+        "version-digest.sh digests the template's definition"
     );
     assert!(
         script.contains("\"LogLevel=$log_level\""),
@@ -257,7 +266,7 @@ fn a_new_layer_zip_or_a_parameter_reaching_a_function_publishes_new_versions() {
             .map(|service| {
                 (
                     version_digest_parameter(service),
-                    version_digest(&bootstrap, &zip, values),
+                    version_digest(service.name, &bootstrap, &zip, values),
                 )
             })
             .collect()
