@@ -181,7 +181,7 @@ fn versions_with(parameters: &[(&str, String)]) -> Vec<String> {
 /// `service`'s version digest as `scripts/deploy.sh` computes it (`scripts/version-digest.sh`),
 /// over `bootstrap`, the layer zip `layer` and the parameters' `values`.
 fn version_digest(service: &str, bootstrap: &Path, layer: &Path, values: &[(&str, &str)]) -> String {
-    let output = std::process::Command::new("bash")
+    let output = Command::new("bash")
         .arg(keel_tests::workspace_root().join("scripts/version-digest.sh"))
         .args([service.as_ref(), bootstrap.as_os_str(), layer.as_os_str()])
         .args(values.iter().map(|(name, value)| format!("{name}={value}")))
