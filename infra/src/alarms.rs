@@ -29,6 +29,9 @@ pub const KEEL_NAMESPACE: &str = "Keel";
 /// The alias CodeDeploy shifts traffic on.
 pub const ALIAS: &str = "live";
 
+/// The `AWS/Lambda` dimension naming the version that ran an invocation.
+pub const EXECUTED_VERSION: &str = "ExecutedVersion";
+
 /// CodeDeploy takes at most this many alarms per deployment group.
 pub const MAX_DEPLOYMENT_GROUP_ALARMS: usize = 10;
 
@@ -203,7 +206,7 @@ fn new_version_dimensions(service: &Service) -> Vec<(&'static str, String)> {
         ("FunctionName", placeholder(&function)),
         ("Resource", format!("${{{function}}}:{ALIAS}")),
         (
-            "ExecutedVersion",
+            EXECUTED_VERSION,
             placeholder(&format!("{function}.Version.Version")),
         ),
     ]

@@ -198,20 +198,14 @@ pub fn template() -> Node {
                 map([
                     (
                         "RuleCondition",
-                        map([(
-                            "Fn::Not",
-                            list([map([("Fn::Equals", list([reference("JwtIssuer"), s("")]))])]),
-                        )]),
+                        not_empty("JwtIssuer"),
                     ),
                     (
                         "Assertions",
                         list([map([
                             (
                                 "Assert",
-                                map([(
-                                    "Fn::Not",
-                                    list([map([("Fn::Equals", list([reference("JwtAudience"), s("")]))])]),
-                                )]),
+                                not_empty("JwtAudience"),
                             ),
                             (
                                 "AssertDescription",
@@ -231,10 +225,7 @@ pub fn template() -> Node {
                 ),
                 (
                     "HasAlarmEmail",
-                    map([(
-                        "Fn::Not",
-                        list([map([("Fn::Equals", list([reference("AlarmEmail"), s("")]))])]),
-                    )]),
+                    not_empty("AlarmEmail"),
                 ),
             ]),
         ),
@@ -1050,6 +1041,15 @@ fn canary_hook() -> KeelFunction {
         // The hook is deployed as it is: it decides releases, it is not released itself.
         release: None,
     }
+}
+
+/// Whether the string parameter `name` is set: `Fn::Not [Fn::Equals [Ref name, ""]]`, for a
+/// condition or a rule.
+fn not_empty(name: &str) -> Node {
+    map([(
+        "Fn::Not",
+        list([map([("Fn::Equals", list([reference(name), s("")]))])]),
+    )])
 }
 
 /// `if_user_pool` when the stack creates the user pool (no `JwtIssuer` given), else

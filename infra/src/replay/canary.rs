@@ -10,9 +10,10 @@
 //! `InvocationError` count, 0 in a period with invocations and none.
 //!
 //! The canary window starts at the first datapoint of the version under test (traffic starts
-//! shifting to it when it is published; with no versioned metric at all, at the input's first) and lasts `window` (five minutes for CodeDeploy's
-//! `Canary10Percent5Minutes`). Every canary alarm is evaluated at the end of each of its periods
-//! from there to the end of the input (a note says so when the input ends first), starting in `INSUFFICIENT_DATA` as a new alarm does;
+//! shifting to it when it is published; with no versioned metric at all, at the input's first)
+//! and lasts `window` (five minutes for CodeDeploy's `Canary10Percent5Minutes`). Every canary
+//! alarm is evaluated at the end of each of its periods from there to the end of the input (a
+//! note says so when the input ends first), starting in `INSUFFICIENT_DATA` as a new alarm does;
 //! the first alarm in `ALARM` inside the window rolls the release back. Operational alarms never
 //! block a release: they are listed, not replayed.
 
@@ -27,6 +28,7 @@ use super::evaluate::{
 };
 use super::series::{self, MetricId, Statistic};
 use super::{chart, math, utc, Series};
+use crate::alarms::EXECUTED_VERSION;
 use crate::placeholders;
 
 /// The namespace of Lambda's own metrics.
@@ -325,7 +327,7 @@ fn version_of(observation: &Observation) -> Option<&str> {
     observation
         .dimensions
         .iter()
-        .find(|(name, _)| name == keel_catalog::VERSION_DIMENSION || name == "ExecutedVersion")
+        .find(|(name, _)| name == keel_catalog::VERSION_DIMENSION || name == EXECUTED_VERSION)
         .map(|(_, value)| value.as_str())
 }
 
@@ -400,7 +402,7 @@ fn derive_lambda(observations: &[Observation], service: &str, alarm: &Value) -> 
             .map(|(k, v)| {
                 (
                     k.clone(),
-                    if k == "ExecutedVersion" {
+                    if k == EXECUTED_VERSION {
                         version.clone()
                     } else {
                         v.clone()
