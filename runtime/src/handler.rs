@@ -18,6 +18,7 @@ use std::task::{Context, Poll};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use pin_project_lite::pin_project;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::value::RawValue;
 use tower::Service;
 
@@ -26,6 +27,10 @@ pub type BoxError = lambda_runtime::Error;
 
 /// An event as Keel's layers carry it: valid JSON text, parsed only where needed.
 pub type RawEvent = Box<RawValue>;
+
+/// A response as Keel's layers carry it: the handler's response serialized once, as JSON text
+/// (see [`JsonResponse`]).
+pub type RawResponse = Box<RawValue>;
 
 /// The error type every Keel layer sees: a stable `error_type` and the error that caused it.
 ///
@@ -50,6 +55,9 @@ pub struct InvocationError {
 
 /// `error_type` of an event that does not match the handler's payload type.
 pub const INVALID_EVENT: &str = "Keel.InvalidEvent";
+
+/// `error_type` of a handler whose response does not serialize to JSON.
+pub const UNSERIALIZABLE_RESPONSE: &str = "Keel.UnserializableResponse";
 
 /// `error_type` of a handler that panicked.
 pub const HANDLER_PANICKED: &str = "Keel.HandlerPanicked";
@@ -387,6 +395,83 @@ fn mask_quoted(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Serializes a handler's responses into the [`RawResponse`] Keel's layers carry, once: the
+/// idempotency layer stores that text as it is, replays it as it is, and `lambda_runtime` posts
+/// it as it is (where it would otherwise serialize the handler's response type again). The
+/// handler's error keeps its type (see [`InvocationError::from_handler`]).
+///
+/// ```
+/// use keel_runtime::handler::JsonResponse;
+/// use lambda_runtime::{service_fn, LambdaEvent};
+/// use tower::{Service, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let mut handler = JsonResponse::new(service_fn(|e: LambdaEvent<u32>| async move {
+///     Ok::<_, lambda_runtime::Error>(serde_json::json!({"seats": e.payload}))
+/// }));
+/// let response = handler.ready().await.unwrap().call(LambdaEvent::new(2, Default::default())).await.unwrap();
+/// assert_eq!(response.get(), r#"{"seats":2}"#);
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct JsonResponse<H> {
+    inner: H,
+}
+
+impl<H> JsonResponse<H> {
+    /// Wraps `inner`, a handler whose response serializes.
+    pub fn new(inner: H) -> Self {
+        Self { inner }
+    }
+}
+
+impl<H, T> Service<LambdaEvent<T>> for JsonResponse<H>
+where
+    H: Service<LambdaEvent<T>>,
+    H::Response: Serialize,
+    H::Error: Into<BoxError> + 'static,
+{
+    type Response = RawResponse;
+    type Error = InvocationError;
+    type Future = JsonFuture<H::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(InvocationError::from_handler)
+    }
+
+    fn call(&mut self, event: LambdaEvent<T>) -> Self::Future {
+        JsonFuture {
+            handler: self.inner.call(event),
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`JsonResponse`].
+    pub struct JsonFuture<F> {
+        #[pin]
+        handler: F,
+    }
+}
+
+impl<F, R, E> Future for JsonFuture<F>
+where
+    F: Future<Output = Result<R, E>>,
+    R: Serialize,
+    E: Into<BoxError> + 'static,
+{
+    type Output = Result<RawResponse, InvocationError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let response =
+            std::task::ready!(self.project().handler.poll(cx)).map_err(InvocationError::from_handler)?;
+        Poll::Ready(
+            serde_json::value::to_raw_value(&response)
+                .map_err(|error| InvocationError::new(UNSERIALIZABLE_RESPONSE, error)),
+        )
+    }
 }
 
 pin_project! {

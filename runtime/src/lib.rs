@@ -46,7 +46,9 @@
 //! [`logging::LoggingLayer`], [`metrics::MetricsLayer`], [`routing::ErrorRoutingLayer`],
 //! [`idempotency::IdempotencyLayer`], [`concurrency::ConcurrencyGuardLayer`] and
 //! [`fault::FaultLayer`].
-//! Response types serialize and deserialize (`serde`), so that they can be stored and replayed.
+//! A handler's response is serialized once, as the handler returns it ([`handler::JsonResponse`]):
+//! the layers carry that JSON text, the idempotency layer stores and replays it as it is, and
+//! the runtime posts it as it is.
 //!
 //! What the layers share has a module of its own: [`classify`] (error classes and
 //! back-pressure), [`redact`] (masking for every output), [`clock`] (epoch milliseconds,
@@ -88,21 +90,20 @@ pub mod routing;
 
 use std::fmt;
 
-use lambda_runtime::{IntoFunctionResponse, Runtime};
+use lambda_runtime::Runtime;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio_stream::Stream;
 use tower::{Layer, Service};
 use tracing_subscriber::layer::SubscriberExt;
 
 pub use config::ConfigError;
 pub use function::FunctionInfo;
-pub use handler::{BoxError, InvocationError, RawEvent};
+pub use handler::{BoxError, InvocationError, RawEvent, RawResponse};
 pub use lambda_runtime::{service_fn, Context, LambdaEvent};
 
 use concurrency::{ConcurrencyGuard, ConcurrencyGuardLayer, ConcurrencyGuardService};
 use fault::{FaultInjection, FaultLayer, FaultService};
-use handler::TypedHandler;
+use handler::{JsonResponse, TypedHandler};
 use idempotency::{Idempotency, IdempotencyLayer, IdempotencyService};
 use logging::{CorrelationId, LogConfig, LoggingLayer, LoggingService, StructuredLogLayer};
 use metrics::{MetricsConfig, MetricsLayer, MetricsService};
@@ -119,10 +120,13 @@ pub(crate) static KEEL_ERRORS: [classify::Classifier; 5] = [
     classify::classification_of::<fault::InjectedFault>,
 ];
 
-/// A handler wrapped in every Keel layer, as [`Keel::service`] builds it.
+/// A handler wrapped in every Keel layer, as [`Keel::service`] builds it: events in and
+/// responses out as JSON text ([`RawEvent`], [`RawResponse`]), each parsed or serialized once.
 pub type KeelService<H, T> = LoggingService<
     MetricsService<
-        ErrorRoutingService<IdempotencyService<ConcurrencyGuardService<FaultService<TypedHandler<H, T>>>>>,
+        ErrorRoutingService<
+            IdempotencyService<ConcurrencyGuardService<FaultService<TypedHandler<JsonResponse<H>, T>>>>,
+        >,
     >,
 >;
 
@@ -295,7 +299,9 @@ impl Keel {
     }
 
     fn wrap<H, T>(&self, metrics: &MetricsLayer, handler: H) -> KeelService<H, T> {
-        let faulty = self.fault_layer().layer(TypedHandler::new(handler));
+        let faulty = self
+            .fault_layer()
+            .layer(TypedHandler::new(JsonResponse::new(handler)));
         let guarded = self.concurrency.layer(faulty);
         let routed = self.routing.layer(self.idempotency.layer(guarded));
         self.logging.layer(metrics.layer(routed))
@@ -331,17 +337,13 @@ impl Keel {
     ///
     /// Like `lambda_runtime`, when the variables Lambda sets (`AWS_LAMBDA_RUNTIME_API`,
     /// `AWS_LAMBDA_FUNCTION_NAME`, …) are missing.
-    pub async fn run<H, T, R, B, S, D, E>(self, handler: H) -> Result<(), BoxError>
+    pub async fn run<H, T>(self, handler: H) -> Result<(), BoxError>
     where
-        H: Service<LambdaEvent<T>, Response = R> + Clone + Send + 'static,
+        H: Service<LambdaEvent<T>> + Clone + Send + 'static,
         H::Future: Send + 'static,
         H::Error: Into<BoxError> + 'static,
+        H::Response: Serialize + Send + 'static,
         T: DeserializeOwned + Send + 'static,
-        R: IntoFunctionResponse<B, S> + Serialize + DeserializeOwned + Send + 'static,
-        B: Serialize + Send + 'static,
-        S: Stream<Item = Result<D, E>> + Unpin + Send + 'static,
-        D: Into<bytes::Bytes> + Send + 'static,
-        E: Into<BoxError> + Send + fmt::Debug + 'static,
     {
         let metrics = match self.init() {
             Ok(metrics) => metrics,

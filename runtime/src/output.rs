@@ -1,10 +1,12 @@
 //! Where Keel writes its lines: log records and EMF documents share one output.
 //!
 //! On Lambda that is standard output (one line = one CloudWatch Logs event). Tests and
-//! benchmarks use [`Output::memory`] to capture lines instead.
+//! benchmarks use [`Output::memory`] to capture lines instead, or [`Output::file`] to write them
+//! to a file.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::fs::File;
+use std::io::{LineWriter, Write};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// A cloneable handle to the destination of Keel's log lines and EMF documents.
 ///
@@ -27,6 +29,7 @@ pub struct Output {
 enum Target {
     #[default]
     Stdout,
+    File(Arc<Mutex<LineWriter<File>>>),
     Memory(CapturedLines),
 }
 
@@ -47,16 +50,20 @@ impl Output {
         (output, captured)
     }
 
+    /// A file, written a line at a time as standard output is (a line is written whole once
+    /// its newline is).
+    pub fn file(file: File) -> Self {
+        Self {
+            target: Target::File(Arc::new(Mutex::new(LineWriter::new(file)))),
+        }
+    }
+
     /// Writes `line` followed by a newline, as a single write.
     pub fn write_line(&self, line: &str) {
         match &self.target {
-            Target::Stdout => {
-                let mut stdout = std::io::stdout().lock();
-                // Standard output closed under us: nothing better to do than drop the line.
-                let _ = stdout
-                    .write_all(line.as_bytes())
-                    .and_then(|()| stdout.write_all(b"\n"))
-                    .and_then(|()| stdout.flush());
+            Target::Stdout => write_whole_line(&mut std::io::stdout().lock(), line),
+            Target::File(file) => {
+                write_whole_line(&mut *file.lock().unwrap_or_else(PoisonError::into_inner), line)
             }
             Target::Memory(captured) => captured.push(line),
         }
@@ -67,9 +74,19 @@ impl std::fmt::Debug for Output {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.target {
             Target::Stdout => f.write_str("Output::Stdout"),
+            Target::File(_) => f.write_str("Output::File"),
             Target::Memory(_) => f.write_str("Output::Memory"),
         }
     }
+}
+
+/// Writes `line` and its newline to a line-buffered writer, and flushes.
+fn write_whole_line(writer: &mut impl Write, line: &str) {
+    // The output closed under us: nothing better to do than drop the line.
+    let _ = writer
+        .write_all(line.as_bytes())
+        .and_then(|()| writer.write_all(b"\n"))
+        .and_then(|()| writer.flush());
 }
 
 /// The lines written to an in-memory [`Output`].

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::event;
-use crate::hash::sha256_hex;
+use crate::hash::{hex_digest, sha256_hex};
 use crate::json::{canonical as json_canonical, reader};
 
 /// Which part of the event is the idempotency key.
@@ -76,11 +77,16 @@ pub(crate) fn request_key(
     let event = event.get();
     let top = top_level_members(event, key);
     let http = top.as_deref().filter(|members| event::is_http_members(members));
-    let caller = http.and_then(caller);
+    // The members of an HTTP event's `requestContext`, read once for its caller and method.
+    let context = http
+        .and_then(|members| reader::get(members, "requestContext"))
+        .and_then(reader::members)
+        .unwrap_or_default();
+    let caller = http.and_then(|_| caller(&context));
     // The request is an HTTP event's method, path, query, body and caller, otherwise the whole
     // event.
     let request_hash = |role| match http {
-        Some(members) => http_request_hash(members, caller),
+        Some(members) => http_request_hash(members, &context, caller),
         None => canonical_hash(event, role),
     };
     // A key chosen by the caller is scoped to the caller, when the event says who it is.
@@ -167,12 +173,16 @@ const CALLER_POINTERS: &[&str] = &[
     "/authorizer/lambda",
 ];
 
-/// The caller identity of an HTTP event (JSON text), if it carries one.
-fn caller<'a>(members: &[(Cow<'_, str>, &'a str)]) -> Option<&'a str> {
-    let context = reader::get(members, "requestContext")?;
-    CALLER_POINTERS
-        .iter()
-        .find_map(|pointer| reader::pointer(context, pointer).filter(|v| *v != "null"))
+/// The caller identity of an HTTP event (JSON text), if it carries one; `context` is the
+/// members of its `requestContext`.
+fn caller<'a>(context: &[(Cow<'_, str>, &'a str)]) -> Option<&'a str> {
+    CALLER_POINTERS.iter().find_map(|pointer| {
+        // The first step from the members already read, the rest (`/…`) within that member.
+        let first = pointer[1..].split('/').next().unwrap_or_default();
+        let member = reader::get(context, first)?;
+        let value = reader::pointer(member, &pointer[1 + first.len()..])?;
+        (value != "null").then_some(value)
+    })
 }
 
 /// The first of `names` an HTTP event has (not `null`), as JSON text.
@@ -185,13 +195,17 @@ fn first_member<'a>(members: &[(Cow<'_, str>, &'a str)], names: &[&str]) -> &'a 
 
 /// The hash of what identifies an HTTP request: the canonical object
 /// `{"body","caller","method","path","query"}` (members in canonical order).
-fn http_request_hash(members: &[(Cow<'_, str>, &str)], caller: Option<&str>) -> Result<Arc<str>, String> {
+fn http_request_hash(
+    members: &[(Cow<'_, str>, &str)],
+    context: &[(Cow<'_, str>, &str)],
+    caller: Option<&str>,
+) -> Result<Arc<str>, String> {
     // REST APIs and ALB carry `httpMethod` and `path`; HTTP APIs and function URLs
     // `requestContext.http.method` and `rawPath`.
     let method = match reader::get(members, "httpMethod") {
         Some(method) => method,
-        None => reader::get(members, "requestContext")
-            .and_then(|context| reader::pointer(context, "/http/method"))
+        None => reader::get(context, "http")
+            .and_then(|http| reader::member(http, "method"))
             .unwrap_or("null"),
     };
     let path = first_member(members, &["rawPath", "path"]);
@@ -203,8 +217,9 @@ fn http_request_hash(members: &[(Cow<'_, str>, &str)], caller: Option<&str>) -> 
             "rawQueryString",
         ],
     );
-    let mut request = String::with_capacity(256);
-    request.push_str("{\"body\":");
+    // Hashed as it is written: the request's canonical JSON is never held whole.
+    let mut request = Sha256::new();
+    request.update(b"{\"body\":");
     push_http_body(&mut request, members)?;
     for (name, part) in [
         (",\"caller\":", caller.unwrap_or("null")),
@@ -212,32 +227,58 @@ fn http_request_hash(members: &[(Cow<'_, str>, &str)], caller: Option<&str>) -> 
         (",\"path\":", path),
         (",\"query\":", query),
     ] {
-        request.push_str(name);
+        request.update(name.as_bytes());
         push_canonical(&mut request, part)?;
     }
-    request.push('}');
-    Ok(sha256_hex(&request))
+    request.update(b"}");
+    Ok(hex_digest(request))
+}
+
+/// Where canonical JSON is written: a text, or a hash computed as it is written.
+trait Sink {
+    fn push(&mut self, text: &str);
+}
+
+impl Sink for String {
+    fn push(&mut self, text: &str) {
+        self.push_str(text);
+    }
+}
+
+impl Sink for Sha256 {
+    fn push(&mut self, text: &str) {
+        self.update(text.as_bytes());
+    }
 }
 
 /// Appends the canonical form of a part of the event.
-fn push_canonical(out: &mut String, text: &str) -> Result<(), String> {
-    json_canonical::with_canonical(text, |canonical| out.push_str(canonical))
+fn push_canonical(out: &mut impl Sink, text: &str) -> Result<(), String> {
+    json_canonical::with_canonical(text, |canonical| out.push(canonical))
         .map_err(|_| "the event is not valid JSON".to_owned())
 }
 
 /// Appends the body of an HTTP event in canonical form: the JSON it holds, otherwise the body
 /// as a JSON string (base64-encoded bodies are taken as they are); `null` when there is none.
-fn push_http_body(out: &mut String, members: &[(Cow<'_, str>, &str)]) -> Result<(), String> {
+fn push_http_body(out: &mut impl Sink, members: &[(Cow<'_, str>, &str)]) -> Result<(), String> {
     let Some(body) = reader::get(members, "body") else {
-        out.push_str("null");
+        out.push("null");
         return Ok(());
     };
     let base64 = reader::get(members, "isBase64Encoded") == Some("true");
-    if !base64 && body.starts_with('"') {
-        if let Ok(text) = serde_json::from_str::<String>(body) {
-            if json_canonical::with_canonical(&text, |json| out.push_str(json)).is_ok() {
-                return Ok(());
-            }
+    if !base64 && body.len() >= 2 && body.starts_with('"') {
+        // The body's text, unescaped in a buffer the thread keeps.
+        thread_local! {
+            static BODY: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
+        }
+        let mut text = BODY.take();
+        text.clear();
+        let canonical = reader::unescape(&body[1..body.len() - 1], &mut text).is_ok()
+            && json_canonical::with_canonical(&text, |json| out.push(json)).is_ok();
+        if text.capacity() <= 64 * 1024 {
+            BODY.set(text);
+        }
+        if canonical {
+            return Ok(());
         }
     }
     push_canonical(out, body)

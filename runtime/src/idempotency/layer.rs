@@ -12,8 +12,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tower::{Layer, Service};
 
+use super::protocol::{Lease, Outcome};
 use super::{Begin, Idempotency, IdempotencyError, MissingKey, ReleaseOnDrop};
-use crate::handler::{InvocationError, RawEvent};
+use crate::handler::{InvocationError, RawEvent, RawResponse};
 use crate::ready::now_or_never;
 
 /// The header a replayed HTTP response carries.
@@ -167,7 +168,7 @@ where
                     if let Some(lease) = lease.take() {
                         let done = match &result {
                             Ok(response) => {
-                                let outcome = idempotency.outcome(&lease, response);
+                                let outcome = outcome(idempotency, &lease, response);
                                 now_or_never(idempotency.finish(lease, outcome))
                             }
                             Err(_) => now_or_never(idempotency.release(lease)),
@@ -264,7 +265,7 @@ async fn remote<S, R>(
 ) -> Result<R, InvocationError>
 where
     S: Service<LambdaEvent<RawEvent>, Response = R, Error = InvocationError>,
-    R: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned + 'static,
 {
     let begun = idempotency
         .begin(&key, &event.context.request_id, event.context.deadline)
@@ -280,7 +281,7 @@ where
             };
             match &result {
                 Ok(response) => {
-                    let outcome = idempotency.outcome(&lease, response);
+                    let outcome = outcome(&idempotency, &lease, response);
                     idempotency.finish(lease, outcome).await;
                 }
                 Err(_) => idempotency.release(lease).await,
@@ -288,6 +289,15 @@ where
             result
         }
         Err(error) => refuse(error, key.http),
+    }
+}
+
+/// What becomes of `response` (see [`Idempotency::outcome`]): a response Keel's layers carry is
+/// its JSON already (see [`JsonResponse`](crate::handler::JsonResponse)), stored as it is.
+fn outcome<R: Serialize + 'static>(idempotency: &Idempotency, lease: &Lease, response: &R) -> Outcome {
+    match (response as &dyn std::any::Any).downcast_ref::<RawResponse>() {
+        Some(raw) => idempotency.outcome_of_json(lease, raw.get()),
+        None => idempotency.outcome(lease, response),
     }
 }
 
@@ -326,17 +336,102 @@ fn refuse<R: DeserializeOwned>(error: IdempotencyError, http: bool) -> Result<R,
     Err(error.into())
 }
 
-/// Adds `Idempotent-Replayed: true` to a stored HTTP response.
+/// Adds `Idempotent-Replayed: true` to a stored HTTP response: written into its text, which is
+/// otherwise replayed as stored (its `headers` object, or a new one).
 fn mark_replayed(data: &str) -> String {
+    const MEMBER: &str = "\"idempotent-replayed\":\"true\"";
+    let offset = |part: &str| part.as_ptr() as usize - data.as_ptr() as usize;
+    let Some(members) = crate::json::reader::members(data) else {
+        return data.to_owned();
+    };
+    if crate::json::reader::get(&members, "statusCode").is_none() {
+        return data.to_owned();
+    }
+    let (at, insert): (usize, &[&str]) = match crate::json::reader::get(&members, "headers") {
+        Some(headers) if headers.starts_with('{') => {
+            let names = crate::json::reader::members(headers).unwrap_or_default();
+            if names
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case(REPLAYED_HEADER))
+            {
+                return mark_replayed_in_tree(data);
+            }
+            match names.is_empty() {
+                true => (offset(headers) + 1, &[MEMBER]),
+                false => (offset(headers) + 1, &[MEMBER, ","]),
+            }
+        }
+        Some(_) => return mark_replayed_in_tree(data),
+        // Right after the opening brace: `statusCode` follows, so a comma separates them.
+        None => match data.find('{') {
+            Some(brace) => (brace + 1, &["\"headers\":{", MEMBER, "},"]),
+            None => return data.to_owned(),
+        },
+    };
+    let mut marked = String::with_capacity(data.len() + 64);
+    marked.push_str(&data[..at]);
+    insert.iter().for_each(|part| marked.push_str(part));
+    marked.push_str(&data[at..]);
+    marked
+}
+
+/// [`mark_replayed`] through a parsed tree, for the shapes it does not write into directly.
+fn mark_replayed_in_tree(data: &str) -> String {
     let Ok(mut response) = serde_json::from_str::<Value>(data) else {
         return data.to_owned();
     };
-    let Some(object) = response.as_object_mut().filter(|o| o.contains_key("statusCode")) else {
+    let Some(object) = response.as_object_mut() else {
         return data.to_owned();
     };
     let headers = object.entry("headers").or_insert_with(|| json!({}));
+    if !headers.is_object() {
+        *headers = json!({});
+    }
     if let Some(headers) = headers.as_object_mut() {
+        headers.retain(|name, _| !name.eq_ignore_ascii_case(REPLAYED_HEADER));
         headers.insert(REPLAYED_HEADER.to_ascii_lowercase(), "true".into());
     }
     response.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replayed_http_response_is_marked_and_otherwise_as_stored() {
+        let marked = |data: &str| serde_json::from_str::<Value>(&mark_replayed(data)).expect("still JSON");
+        let cases = [
+            (
+                r#"{"statusCode":201,"headers":{"content-type":"application/json"},"body":"{\"id\":1}"}"#,
+                json!({"statusCode": 201, "headers": {"content-type": "application/json", "idempotent-replayed": "true"}, "body": "{\"id\":1}"}),
+            ),
+            (
+                r#" { "statusCode" : 200 , "headers" : { } } "#,
+                json!({"statusCode": 200, "headers": {"idempotent-replayed": "true"}}),
+            ),
+            (
+                r#"{"statusCode":200,"body":"x"}"#,
+                json!({"statusCode": 200, "headers": {"idempotent-replayed": "true"}, "body": "x"}),
+            ),
+            (
+                r#"{"statusCode":200,"headers":null}"#,
+                json!({"statusCode": 200, "headers": {"idempotent-replayed": "true"}}),
+            ),
+            (
+                r#"{"statusCode":200,"headers":{"Idempotent-Replayed":"false"}}"#,
+                json!({"statusCode": 200, "headers": {"idempotent-replayed": "true"}}),
+            ),
+        ];
+        for (stored, expected) in cases {
+            assert_eq!(marked(stored), expected, "{stored}");
+        }
+        // Not an HTTP response: replayed as stored.
+        for stored in [r#"{"seats":2}"#, "7", r#""text""#] {
+            assert_eq!(mark_replayed(stored), stored);
+        }
+        // Only the headers change: the body's text is kept byte for byte.
+        let stored = r#"{"statusCode":201,"body":"{ \"b\" : 1,\"a\":2 }"}"#;
+        assert!(mark_replayed(stored).ends_with(r#","statusCode":201,"body":"{ \"b\" : 1,\"a\":2 }"}"#));
+    }
 }

@@ -14,7 +14,10 @@ use super::store::{Acquire, IdempotencyStore, Now, Record, Status, StoreError};
 const EXPIRY_CHECKS_PER_WRITE: usize = 2;
 
 /// Records in a map guarded by a mutex: the embedded default when no table is configured, and
-/// the store of fast tests. Every operation is one "round trip", counted by
+/// the store of fast tests. Stored responses are written one after another in blocks of 64
+/// KiB, not each in an allocation of its own: a store that keeps a response per
+/// request would otherwise scatter them through the heap, between the allocations of the
+/// requests that follow, and slow every allocation down. Every operation is one "round trip", counted by
 /// [`MemoryStore::round_trips`]. Records live only as long as the process (one execution
 /// environment), so duplicates arriving at other environments are not detected: configure a
 /// DynamoDB table (`KEEL_IDEMPOTENCY_TABLE`) in production.
@@ -29,7 +32,9 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Records {
-    by_id: HashMap<Arc<str>, Record, foldhash::fast::RandomState>,
+    /// Each record (its `data` always `None`) and where its response is.
+    by_id: HashMap<Arc<str>, (Record, Option<TextRef>), foldhash::fast::RandomState>,
+    texts: Texts,
     /// Ids in the order they were written, each with the time (epoch ms) from which its record
     /// may have expired.
     expiry: VecDeque<(u64, Arc<str>)>,
@@ -50,11 +55,12 @@ impl Records {
                 return;
             };
             if let Entry::Occupied(entry) = self.by_id.entry(id) {
-                if entry.get().is_live(now) {
-                    let from = may_expire_from(entry.get());
+                if entry.get().0.is_live(now) {
+                    let from = may_expire_from(&entry.get().0);
                     self.expiry.push_back((from, entry.key().clone()));
                 } else {
-                    entry.remove();
+                    let (_, text) = entry.remove();
+                    self.texts.remove(text);
                 }
             }
         }
@@ -102,15 +108,24 @@ impl MemoryStore {
 impl MemoryStore {
     pub(crate) fn acquire_now(&self, record: &Record, now: Now) -> Result<Acquire, StoreError> {
         let mut records = self.records();
-        match records.by_id.entry(record.id.clone()) {
-            Entry::Occupied(existing) if existing.get().is_live(now) => {
-                return Ok(Acquire::Exists(existing.get().clone()))
+        let Records { by_id, texts, .. } = &mut *records;
+        let stored = (
+            Record {
+                data: None,
+                ..record.clone()
+            },
+            None,
+        );
+        match by_id.entry(record.id.clone()) {
+            Entry::Occupied(existing) if existing.get().0.is_live(now) => {
+                return Ok(Acquire::Exists(texts.record(existing.get())))
             }
             Entry::Occupied(mut expired) => {
-                expired.insert(record.clone());
+                let (_, text) = expired.insert(stored);
+                texts.remove(text);
             }
             Entry::Vacant(free) => {
-                free.insert(record.clone());
+                free.insert(stored);
             }
         }
         records
@@ -128,11 +143,13 @@ impl MemoryStore {
         expiration: u64,
     ) -> Result<(), StoreError> {
         let mut records = self.records();
-        match records.by_id.get_mut(id) {
-            Some(record) if *record.owner == *owner => {
+        let Records { by_id, texts, .. } = &mut *records;
+        match by_id.get_mut(id) {
+            Some((record, text)) if *record.owner == *owner => {
                 record.status = Status::Completed;
-                record.data = data;
                 record.expiration = expiration;
+                texts.remove(text.take());
+                *text = data.map(|data| texts.insert(&data));
                 Ok(())
             }
             _ => Err(StoreError::NotOwner),
@@ -142,8 +159,10 @@ impl MemoryStore {
     pub(crate) fn release_now(&self, id: &str, owner: &str) -> Result<(), StoreError> {
         let mut records = self.records();
         match records.by_id.get(id) {
-            Some(record) if *record.owner == *owner => {
-                records.by_id.remove(id);
+            Some((record, _)) if *record.owner == *owner => {
+                if let Some((_, text)) = records.by_id.remove(id) {
+                    records.texts.remove(text);
+                }
                 Ok(())
             }
             _ => Err(StoreError::NotOwner),
@@ -151,7 +170,113 @@ impl MemoryStore {
     }
 
     pub(crate) fn get_now(&self, id: &str) -> Option<Record> {
-        self.records().by_id.get(id).cloned()
+        let records = self.records();
+        records.by_id.get(id).map(|stored| records.texts.record(stored))
+    }
+}
+
+/// The bytes of the blocks stored responses are written in: a few dozen responses each.
+const TEXT_BLOCK_BYTES: usize = 64 * 1024;
+
+/// Stored responses, one after another in blocks of [`TEXT_BLOCK_BYTES`] (a longer one has a
+/// block of its own). A block is freed once none of its responses is stored any longer; records
+/// expire in about the order they were written, so blocks empty in turn.
+#[derive(Debug, Default)]
+struct Texts {
+    /// By block number; a freed block is empty until its number is used again.
+    blocks: Vec<Block>,
+    /// Numbers of freed blocks.
+    free: Vec<u32>,
+    /// The block being written.
+    current: Option<u32>,
+}
+
+#[derive(Debug, Default)]
+struct Block {
+    text: String,
+    /// How many stored responses it holds.
+    live: usize,
+}
+
+/// Where a stored response is.
+#[derive(Clone, Copy, Debug)]
+struct TextRef {
+    block: u32,
+    start: u32,
+    len: u32,
+}
+
+impl Texts {
+    fn insert(&mut self, text: &str) -> TextRef {
+        let fits = |block: &Block| block.text.capacity() - block.text.len() >= text.len();
+        let number = match self.current {
+            Some(current) if fits(&self.blocks[current as usize]) => current,
+            _ => {
+                let number = self.new_block(text.len().max(TEXT_BLOCK_BYTES));
+                if text.len() <= TEXT_BLOCK_BYTES {
+                    // The block written before is freed once empty, as any other.
+                    let previous = self.current.replace(number);
+                    if let Some(previous) = previous.filter(|p| self.blocks[*p as usize].live == 0) {
+                        self.free_block(previous);
+                    }
+                }
+                number
+            }
+        };
+        let block = &mut self.blocks[number as usize];
+        let start = block.text.len();
+        block.text.push_str(text);
+        block.live += 1;
+        TextRef {
+            block: number,
+            start: start as u32,
+            len: text.len() as u32,
+        }
+    }
+
+    fn new_block(&mut self, bytes: usize) -> u32 {
+        let block = Block {
+            text: String::with_capacity(bytes),
+            live: 0,
+        };
+        match self.free.pop() {
+            Some(number) => {
+                self.blocks[number as usize] = block;
+                number
+            }
+            None => {
+                self.blocks.push(block);
+                (self.blocks.len() - 1) as u32
+            }
+        }
+    }
+
+    fn free_block(&mut self, number: u32) {
+        self.blocks[number as usize] = Block::default();
+        self.free.push(number);
+    }
+
+    /// Forgets a stored response (none: nothing to do).
+    fn remove(&mut self, text: Option<TextRef>) {
+        let Some(text) = text else { return };
+        let block = &mut self.blocks[text.block as usize];
+        block.live -= 1;
+        if block.live == 0 && self.current != Some(text.block) {
+            self.free_block(text.block);
+        }
+    }
+
+    fn get(&self, text: TextRef) -> &str {
+        let start = text.start as usize;
+        &self.blocks[text.block as usize].text[start..start + text.len as usize]
+    }
+
+    /// A stored record, with its response.
+    fn record(&self, (record, text): &(Record, Option<TextRef>)) -> Record {
+        Record {
+            data: text.map(|text| Arc::from(self.get(text))),
+            ..record.clone()
+        }
     }
 }
 
@@ -194,6 +319,72 @@ mod tests {
             validation: "v".into(),
             data: None,
         }
+    }
+
+    #[tokio::test]
+    async fn responses_are_kept_in_blocks_freed_once_empty() {
+        let store = MemoryStore::new();
+        let at = Now::from_millis(1_000);
+        let response = |i: usize| format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(1000));
+        for i in 0..200 {
+            let id = format!("r{i}");
+            store
+                .acquire(&record(&id, Status::InProgress, 10, 5_000), at)
+                .await
+                .unwrap();
+            store
+                .complete(&id, "owner", Some(response(i).into()), 10)
+                .await
+                .unwrap();
+        }
+        let blocks = |store: &MemoryStore| {
+            store
+                .records()
+                .texts
+                .blocks
+                .iter()
+                .filter(|b| b.text.capacity() > 0)
+                .count()
+        };
+        assert_eq!(
+            blocks(&store),
+            200 * 1024 / TEXT_BLOCK_BYTES + 1,
+            "about 63 responses a block"
+        );
+        for i in [0, 57, 199] {
+            let read = store.get(&format!("r{i}")).await.unwrap().unwrap();
+            assert_eq!(read.data.as_deref(), Some(response(i).as_str()));
+            assert_eq!(read.status, Status::Completed);
+        }
+        // A response too large for a block has one of its own; an absent one takes none.
+        let large = "y".repeat(TEXT_BLOCK_BYTES + 1);
+        store
+            .acquire(&record("large", Status::InProgress, 10, 5_000), at)
+            .await
+            .unwrap();
+        store
+            .complete("large", "owner", Some(large.as_str().into()), 10)
+            .await
+            .unwrap();
+        store
+            .acquire(&record("none", Status::InProgress, 10, 5_000), at)
+            .await
+            .unwrap();
+        store.complete("none", "owner", None, 10).await.unwrap();
+        assert_eq!(
+            store.get("large").await.unwrap().unwrap().data.as_deref(),
+            Some(large.as_str())
+        );
+        assert_eq!(store.get("none").await.unwrap().unwrap().data, None);
+        // Released records free their blocks (the one being written stays).
+        for id in (0..200)
+            .map(|i| format!("r{i}"))
+            .chain(["large".to_owned(), "none".to_owned()])
+        {
+            store.release(&id, "owner").await.unwrap();
+        }
+        assert!(store.is_empty());
+        assert_eq!(blocks(&store), 1, "only the block being written");
     }
 
     #[tokio::test]

@@ -236,14 +236,18 @@ impl Idempotency {
     /// stored — a response that does not serialize cannot be replayed, and an HTTP answer of
     /// 429 or 5xx says "try again", so a retry must run again rather than be told the same.
     pub(crate) fn outcome<T: Serialize>(&self, lease: &Lease, response: &T) -> Outcome {
-        let response = match serde_json::to_string(response) {
-            Ok(response) => response,
+        match serde_json::to_string(response) {
+            Ok(response) => self.outcome_of_json(lease, &response),
             Err(error) => {
                 tracing::warn!(error = %error, "the response cannot be stored: it does not serialize");
-                return Outcome::Release;
+                Outcome::Release
             }
-        };
-        if lease.http && !is_replayable_answer(&response) {
+        }
+    }
+
+    /// [`outcome`](Self::outcome) of a response already serialized: its JSON text.
+    pub(crate) fn outcome_of_json(&self, lease: &Lease, response: &str) -> Outcome {
+        if lease.http && !is_replayable_answer(response) {
             tracing::debug!("an HTTP 429 or 5xx answer is not stored: a retry runs again");
             return Outcome::Release;
         }
@@ -399,9 +403,11 @@ pub(crate) enum Outcome {
     Release,
 }
 
-/// Whether an HTTP response (its JSON) may be replayed: any status but 429 and 5xx.
+/// Whether an HTTP response (its JSON, as serialized) may be replayed: any status but 429 and
+/// 5xx.
 fn is_replayable_answer(response: &str) -> bool {
-    let status = crate::json::reader::member(response, "statusCode").and_then(|s| s.parse::<u16>().ok());
+    let status =
+        crate::json::reader::first_member(response, "statusCode").and_then(|s| s.parse::<u16>().ok());
     !matches!(status, Some(429 | 500..=599))
 }
 

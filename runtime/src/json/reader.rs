@@ -48,6 +48,67 @@ pub(super) fn plain_len(bytes: &[u8]) -> usize {
             .unwrap_or(bytes.len() - plain)
 }
 
+/// Appends the text of a string literal's contents `escaped` (between its quotes) to `out`,
+/// its escapes resolved: runs without a backslash are copied whole. Fails, as `serde_json`
+/// does, on an unknown escape, a lone surrogate or a raw control character.
+pub(crate) fn unescape(escaped: &str, out: &mut String) -> Result<(), Invalid> {
+    let bytes = escaped.as_bytes();
+    let mut pos = 0;
+    loop {
+        let run = plain_len(&bytes[pos..]);
+        out.push_str(&escaped[pos..pos + run]);
+        pos += run;
+        let Some(&byte) = bytes.get(pos) else {
+            return Ok(());
+        };
+        if byte != b'\\' {
+            // A quote or a control character inside the contents.
+            return Err(Invalid);
+        }
+        let escape = *bytes.get(pos + 1).ok_or(Invalid)?;
+        pos += 2;
+        let resolved = match escape {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let unit = hex4(bytes, pos)?;
+                pos += 4;
+                match unit {
+                    0xD800..=0xDBFF => {
+                        if bytes.get(pos..pos + 2) != Some(b"\\u") {
+                            return Err(Invalid);
+                        }
+                        let low = hex4(bytes, pos + 2)?;
+                        if !(0xDC00..=0xDFFF).contains(&low) {
+                            return Err(Invalid);
+                        }
+                        pos += 6;
+                        char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)).ok_or(Invalid)?
+                    }
+                    _ => char::from_u32(unit).ok_or(Invalid)?,
+                }
+            }
+            _ => return Err(Invalid),
+        };
+        out.push(resolved);
+    }
+}
+
+/// The four hexadecimal digits at `at`, as a number.
+fn hex4(bytes: &[u8], at: usize) -> Result<u32, Invalid> {
+    let digits = bytes.get(at..at + 4).ok_or(Invalid)?;
+    digits.iter().try_fold(0u32, |value, &digit| {
+        let digit = char::from(digit).to_digit(16).ok_or(Invalid)?;
+        Ok(value * 16 + digit)
+    })
+}
+
 /// Where a string literal lies in the text (quotes included), and whether it holds escapes.
 pub(super) struct StringLiteral {
     pub(super) start: usize,
@@ -130,9 +191,9 @@ impl<'a> Reader<'a> {
         if !literal.escaped {
             return Ok(Cow::Borrowed(&self.text[literal.start + 1..literal.end - 1]));
         }
-        serde_json::from_str::<String>(&self.text[literal.start..literal.end])
-            .map(Cow::Owned)
-            .map_err(|_| Invalid)
+        let mut unescaped = String::with_capacity(literal.end - literal.start);
+        unescape(&self.text[literal.start + 1..literal.end - 1], &mut unescaped)?;
+        Ok(Cow::Owned(unescaped))
     }
 
     /// Reads a string literal without unescaping it (escapes are checked only when unescaping).
@@ -261,7 +322,10 @@ impl<'a> Reader<'a> {
 /// `text` is not an object.
 pub(crate) fn members(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
     let mut members = Vec::new();
-    for_each_member(text, |name, value| members.push((name, value)))?;
+    for_each_member(text, |name, value| {
+        members.push((name, value));
+        true
+    })?;
     Some(members)
 }
 
@@ -272,13 +336,28 @@ pub(crate) fn member<'a>(text: &'a str, name: &str) -> Option<&'a str> {
         if member == name {
             found = Some(value);
         }
+        true
     })?;
     found
 }
 
-/// Calls `visit` with each member (name, value text) of the JSON object `text`, in order;
-/// `None` when `text` is not an object.
-fn for_each_member<'a>(text: &'a str, mut visit: impl FnMut(Cow<'a, str>, &'a str)) -> Option<()> {
+/// The value of the first member `name` of the JSON object `text`, read no further: for texts
+/// that hold each name once (a serialized response).
+pub(crate) fn first_member<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let mut found = None;
+    for_each_member(text, |member, value| {
+        let matched = member == name;
+        if matched {
+            found = Some(value);
+        }
+        !matched
+    })?;
+    found
+}
+
+/// Calls `visit` with each member (name, value text) of the JSON object `text`, in order, while
+/// it returns `true`; `None` when `text` is not an object (as far as it was read).
+fn for_each_member<'a>(text: &'a str, mut visit: impl FnMut(Cow<'a, str>, &'a str) -> bool) -> Option<()> {
     let mut reader = Reader::new(text);
     if reader.peek_value().ok()? != b'{' {
         return None;
@@ -291,7 +370,9 @@ fn for_each_member<'a>(text: &'a str, mut visit: impl FnMut(Cow<'a, str>, &'a st
         reader.peek_value().ok()?;
         let name = reader.string().ok()?;
         reader.expect(b':').ok()?;
-        visit(name, reader.skip().ok()?);
+        if !visit(name, reader.skip().ok()?) {
+            return Some(());
+        }
         if !reader.separator(b'}').ok()? {
             return Some(());
         }
@@ -359,6 +440,26 @@ mod tests {
         assert!(pointer(text, "no-slash").is_none());
         assert_eq!(pointer(" [] ", ""), Some("[]"));
         assert!(pointer("[]", "/0").is_none());
+    }
+
+    #[test]
+    fn unescaping_agrees_with_serde_json() {
+        let cases = [
+            r#""plain""#,
+            r#""a\"b\\c\/d\b\f\n\r\t""#,
+            r#""caf\u00e9 \ud83d\ude00 \u0000""#,
+            r#""{\"notes\":\"x\",\"n\":1}""#,
+            r#""lone \ud83d""#,
+            r#""bad \x""#,
+            r#""short \u12""#,
+            r#""low first \ude00\ud83d""#,
+        ];
+        for literal in cases {
+            let mut ours = String::new();
+            let ours = unescape(&literal[1..literal.len() - 1], &mut ours).map(|()| ours);
+            let theirs = serde_json::from_str::<String>(literal).map_err(|_| Invalid);
+            assert_eq!(ours, theirs, "{literal}");
+        }
     }
 
     #[test]

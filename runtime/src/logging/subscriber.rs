@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
+use std::ops::Range;
 use std::time::SystemTime;
 
 use serde_json::Value;
@@ -71,7 +72,7 @@ impl StructuredLogLayer {
         &self,
         level: Level,
         message: &str,
-        event_fields: &[(Cow<'static, str>, String)],
+        event_fields: &FieldVisitor<'_>,
         ctx: &Context<'_, S>,
         event: &Event<'_>,
     ) -> String
@@ -79,25 +80,29 @@ impl StructuredLogLayer {
         S: Subscriber + for<'lookup> LookupSpan<'lookup>,
     {
         let mut line = Line::begin(self, level, message);
-        let mut written: Vec<Cow<'static, str>> = Vec::new();
-        for span in ctx
-            .event_scope(event)
-            .into_iter()
-            .flat_map(|scope| scope.from_root())
-        {
+        let scope = || {
+            ctx.event_scope(event)
+                .into_iter()
+                .flat_map(|scope| scope.from_root())
+        };
+        let outer_has = |depth: usize, key: &str| {
+            scope()
+                .take(depth)
+                .any(|outer| outer.extensions().get::<SpanFields>().is_some_and(|f| f.has(key)))
+        };
+        for (depth, span) in scope().enumerate() {
             let extensions = span.extensions();
             let Some(fields) = extensions.get::<SpanFields>() else {
                 continue;
             };
+            // A span holds each key once (see `SpanFields::set`).
             for (key, value) in &fields.0 {
-                let taken = event_fields.iter().any(|(k, _)| k == key) || written.contains(key);
-                if !taken {
+                if !event_fields.has(key) && !outer_has(depth, key) {
                     line.field(key, value);
-                    written.push(key.clone());
                 }
             }
         }
-        for (key, value) in event_fields {
+        for (key, value) in event_fields.fields() {
             line.field(key, value);
         }
         line.finish()
@@ -114,7 +119,11 @@ impl Line {
     fn begin(layer: &StructuredLogLayer, level: Level, message: &str) -> Self {
         let timestamp = humantime::format_rfc3339_millis(SystemTime::now());
         let format = layer.config.format;
-        let mut text = String::with_capacity(320 + layer.process_fields.len());
+        let mut text = SPARE_LINE
+            .try_with(|spare| spare.take())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| String::with_capacity(320 + layer.process_fields.len()));
         match format {
             LogFormat::Json => {
                 text.push_str("{\"timestamp\":\"");
@@ -161,6 +170,20 @@ impl Line {
     }
 }
 
+thread_local! {
+    /// The last line written, emptied: the next line is written in it.
+    static SPARE_LINE: std::cell::Cell<Option<String>> = const { std::cell::Cell::new(None) };
+}
+
+/// Writes `line` to `output`, then keeps its memory for the thread's next line.
+fn write_line(output: &crate::output::Output, mut line: String) {
+    output.write_line(&line);
+    if line.capacity() <= KEEP_BUFFER_BYTES {
+        line.clear();
+        let _ = SPARE_LINE.try_with(|spare| spare.set(Some(line)));
+    }
+}
+
 /// Appends `text` to a Text-format line with line breaks, tabs and other control characters
 /// escaped (`\n`, `\t`, `\u{1b}`): a value can never start a line of its own.
 fn push_escaped(line: &mut String, text: &str) {
@@ -193,49 +216,137 @@ struct InvocationLog {
 struct SpanFields(Vec<(Cow<'static, str>, String)>);
 
 impl SpanFields {
-    fn set(&mut self, key: Cow<'static, str>, value: String) {
+    fn set(&mut self, key: Cow<'static, str>, value: &str) {
         match self.0.iter_mut().find(|(k, _)| *k == key) {
-            Some(slot) => slot.1 = value,
-            None => self.0.push((key, value)),
+            Some(slot) => {
+                slot.1.clear();
+                slot.1.push_str(value);
+            }
+            None => self.0.push((key, value.to_owned())),
         }
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == key)
     }
 }
 
-/// Collects an event's or span's fields as rendered JSON values, redacting as it goes.
+/// Collects an event's or span's fields as rendered JSON values, redacting as it goes: the
+/// values are written one after another into one buffer. Its buffers are the thread's, kept
+/// between events (see [`Buffers`]).
 struct FieldVisitor<'a> {
     redactor: &'a Redactor,
+    buffers: Buffers,
+}
+
+/// The memory a [`FieldVisitor`] writes in: taken from the thread when a visitor starts and
+/// given back, emptied, when it ends, so that a warm thread renders events without allocating.
+#[derive(Default)]
+struct Buffers {
+    /// The message, redacted; `None` until recorded.
     message: Option<String>,
-    fields: Vec<(Cow<'static, str>, String)>,
+    /// The rendered values, one after another.
+    values: String,
+    /// Each field's name and where its value lies in `values`.
+    fields: Vec<(Cow<'static, str>, Range<usize>)>,
+    /// Where a `Debug` or `Display` value is formatted before it is redacted.
+    formatted: String,
+}
+
+/// Buffers larger than this are not kept for the next event.
+const KEEP_BUFFER_BYTES: usize = 16 * 1024;
+
+thread_local! {
+    static SPARE_BUFFERS: std::cell::Cell<Option<Buffers>> = const { std::cell::Cell::new(None) };
+}
+
+impl Drop for FieldVisitor<'_> {
+    fn drop(&mut self) {
+        let mut buffers = std::mem::take(&mut self.buffers);
+        if buffers.values.capacity() > KEEP_BUFFER_BYTES || buffers.formatted.capacity() > KEEP_BUFFER_BYTES {
+            return;
+        }
+        if let Some(message) = &mut buffers.message {
+            message.clear();
+        }
+        buffers.values.clear();
+        buffers.fields.clear();
+        buffers.formatted.clear();
+        // During the thread's teardown the spare is gone: the buffers are dropped.
+        let _ = SPARE_BUFFERS.try_with(|spare| spare.set(Some(buffers)));
+    }
 }
 
 impl<'a> FieldVisitor<'a> {
     fn new(redactor: &'a Redactor) -> Self {
-        Self {
-            redactor,
-            message: None,
-            fields: Vec::new(),
-        }
+        let buffers = SPARE_BUFFERS
+            .try_with(|spare| spare.take())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        Self { redactor, buffers }
     }
 
-    fn push_raw(&mut self, field: &Field, rendered: String) {
-        self.fields.push((Cow::Borrowed(field.name()), rendered));
+    /// The message recorded, if any.
+    fn message(&self) -> &str {
+        self.buffers.message.as_deref().unwrap_or_default()
+    }
+
+    /// Sets the message to `text`, redacted.
+    fn set_message(&mut self, text: &str) {
+        let redacted = self.redactor.redact_text(text);
+        let message = self.buffers.message.get_or_insert_with(String::new);
+        message.clear();
+        message.push_str(&redacted);
+    }
+
+    /// The fields, in the order recorded.
+    fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
+        let buffers = &self.buffers;
+        buffers
+            .fields
+            .iter()
+            .map(|(key, range)| (key.as_ref(), &buffers.values[range.clone()]))
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.buffers.fields.iter().any(|(k, _)| k == key)
+    }
+
+    /// The fields as a span keeps them.
+    fn span_fields(&self) -> Vec<(Cow<'static, str>, String)> {
+        self.fields()
+            .zip(&self.buffers.fields)
+            .map(|((_, value), (key, _))| (key.clone(), value.to_owned()))
+            .collect()
+    }
+
+    /// Records a field whose value `render` writes, as JSON.
+    fn push_rendered(&mut self, key: Cow<'static, str>, render: impl FnOnce(&mut String)) {
+        let values = &mut self.buffers.values;
+        let start = values.len();
+        render(values);
+        let end = values.len();
+        self.buffers.fields.push((key, start..end));
     }
 
     fn push_text(&mut self, field: &Field, text: &str) {
         if field.name() == "message" {
-            self.message = Some(self.redactor.redact_text(text).into_owned());
+            self.set_message(text);
             return;
         }
-        let mut rendered = String::with_capacity(text.len() + 2);
+        let key = Cow::Borrowed(field.name());
         if self.redactor.is_sensitive(field.name()) {
-            json::push_str(&mut rendered, MASK);
+            self.push_rendered(key, |values| json::push_str(values, MASK));
         } else if let Some(value) = self.redactor.redact_json_text(text) {
             // A JSON document stays one: written as JSON, not as a string holding it.
-            rendered = value.to_string();
+            self.push_rendered(key, |values| {
+                let _ = write!(values, "{value}");
+            });
         } else {
-            json::push_str(&mut rendered, &self.redactor.redact_non_json(text));
+            let redacted = self.redactor.redact_non_json(text);
+            self.push_rendered(key, |values| json::push_str(values, &redacted));
         }
-        self.push_raw(field, rendered);
     }
 }
 
@@ -245,7 +356,11 @@ impl Visit for FieldVisitor<'_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.push_text(field, &format!("{value:?}"));
+        let mut formatted = std::mem::take(&mut self.buffers.formatted);
+        formatted.clear();
+        let _ = write!(formatted, "{value:?}");
+        self.push_text(field, &formatted);
+        self.buffers.formatted = formatted;
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
@@ -275,8 +390,9 @@ impl Visit for FieldVisitor<'_> {
             .collect();
         if !chain.is_empty() {
             let key = format!("{}.source_chain", field.name());
-            self.fields
-                .push((Cow::Owned(key), Value::Array(chain).to_string()));
+            self.push_rendered(Cow::Owned(key), |values| {
+                let _ = write!(values, "{}", Value::Array(chain));
+            });
         }
     }
 }
@@ -286,7 +402,9 @@ impl FieldVisitor<'_> {
         if self.redactor.is_sensitive(field.name()) {
             self.push_text(field, MASK);
         } else {
-            self.push_raw(field, value.to_string());
+            self.push_rendered(Cow::Borrowed(field.name()), |values| {
+                let _ = write!(values, "{value}");
+            });
         }
     }
 }
@@ -348,7 +466,7 @@ where
         let mut visitor = FieldVisitor::new(&self.config.redactor);
         attrs.record(&mut visitor);
         let mut extensions = span.extensions_mut();
-        extensions.insert(SpanFields(visitor.fields));
+        extensions.insert(SpanFields(visitor.span_fields()));
         if is_invocation_span(attrs.metadata()) {
             let sampled = self.config.sample_rate > 0.0 && fastrand::f64() < self.config.sample_rate;
             extensions.insert(InvocationLog {
@@ -366,8 +484,8 @@ where
         values.record(&mut visitor);
         let mut extensions = span.extensions_mut();
         if let Some(fields) = extensions.get_mut::<SpanFields>() {
-            for (key, value) in visitor.fields {
-                fields.set(key, value);
+            for (key, range) in &visitor.buffers.fields {
+                fields.set(key.clone(), &visitor.buffers.values[range.clone()]);
             }
         }
     }
@@ -401,27 +519,27 @@ where
 
         let mut visitor = FieldVisitor::new(&self.config.redactor);
         event.record(&mut visitor);
-        let message = visitor.message.take().unwrap_or_default();
-        if is_runtime_echo(event.metadata(), &message) {
+        let message = visitor.message();
+        if is_runtime_echo(event.metadata(), message) {
             return;
         }
-        let line = self.render(level, &message, &visitor.fields, &ctx, event);
+        let line = self.render(level, message, &visitor, &ctx, event);
         // Rendered before taking the span's write lock below: rendering reads the extensions.
         let eviction_note = (level == Level::ERROR && evicted > 0).then(|| {
             let note = format!(
                 "{evicted} earlier DEBUG lines of this invocation were evicted from the log buffer (capacity {})",
                 self.config.debug_buffer
             );
-            self.render(Level::WARN, &note, &[], &ctx, event)
+            self.render(Level::WARN, &note, &FieldVisitor::new(&self.config.redactor), &ctx, event)
         });
 
         let Some(span) = invocation.filter(|_| buffer_it || level == Level::ERROR) else {
-            self.config.output.write_line(&line);
+            write_line(&self.config.output, line);
             return;
         };
         let mut extensions = span.extensions_mut();
         let Some(log) = extensions.get_mut::<InvocationLog>() else {
-            self.config.output.write_line(&line);
+            write_line(&self.config.output, line);
             return;
         };
         if buffer_it {
@@ -435,13 +553,13 @@ where
         if level == Level::ERROR {
             log.failing = true;
             if let Some(note) = eviction_note {
-                self.config.output.write_line(&note);
+                write_line(&self.config.output, note);
                 log.evicted = 0;
             }
             for buffered in log.buffer.drain(..) {
-                self.config.output.write_line(&buffered);
+                write_line(&self.config.output, buffered);
             }
         }
-        self.config.output.write_line(&line);
+        write_line(&self.config.output, line);
     }
 }

@@ -77,11 +77,16 @@ where
             let mut results = Vec::new();
             for event in events {
                 let ready = service.ready().await.expect("Keel services are always ready");
-                results.push(ready.call(event).await);
+                results.push(ready.call(event).await.map(|raw| typed(&raw)));
             }
             results
         })
     })
+}
+
+/// A response Keel's layers carry (JSON text) as the handler's response type.
+pub(crate) fn typed<R: DeserializeOwned>(raw: &keel_runtime::RawResponse) -> R {
+    serde_json::from_str(raw.get()).expect("a response Keel carried reads as the handler's type")
 }
 
 /// The captured lines that are log records (not EMF), parsed.

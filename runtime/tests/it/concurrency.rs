@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_lambda_events::apigw::ApiGatewayV2httpResponse;
 use keel_runtime::concurrency::{ConcurrencyGuard, SLOT_TABLE};
 use keel_runtime::{
-    service_fn, BoxError, Context, InvocationError, Keel, KeelService, LambdaEvent, RawEvent,
+    service_fn, BoxError, Context, InvocationError, Keel, KeelService, LambdaEvent, RawEvent, RawResponse,
 };
 use keel_tests::Moto;
 use serde_json::{json, Value};
@@ -62,7 +62,7 @@ impl Inside {
 /// returns how many were refused.
 async fn thirty_at_once<S>(service: impl Fn() -> S) -> u32
 where
-    S: Service<LambdaEvent<RawEvent>, Response = u32, Error = InvocationError> + Send + 'static,
+    S: Service<LambdaEvent<RawEvent>, Response = RawResponse, Error = InvocationError> + Send + 'static,
     S::Future: Send,
 {
     let deadline = now_ms() + 60_000;
@@ -263,6 +263,7 @@ async fn slots_are_freed_after_errors_and_panics_and_http_refusals_are_429() {
     let _inside = entered.acquire().await.unwrap();
     let mut second = http.clone();
     let refused = second.ready().await.unwrap().call(api_event("b")).await.unwrap();
+    let refused: ApiGatewayV2httpResponse = crate::common::typed(&refused);
     assert_eq!(refused.status_code, 429);
     assert_eq!(refused.headers["retry-after"], "1");
     let body: Value = match refused.body {

@@ -110,7 +110,8 @@ async fn call(
     service: &mut Svc,
     event: LambdaEvent<RawEvent>,
 ) -> Result<ApiGatewayV2httpResponse, InvocationError> {
-    service.ready().await.unwrap().call(event).await
+    let response = service.ready().await.unwrap().call(event).await?;
+    Ok(serde_json::from_str(response.get()).expect("an HTTP response"))
 }
 
 fn body(response: &ApiGatewayV2httpResponse) -> Value {
