@@ -14,10 +14,10 @@ use super::store::{Acquire, IdempotencyStore, Now, Record, Status, StoreError};
 const EXPIRY_CHECKS_PER_WRITE: usize = 2;
 
 /// Records in a map guarded by a mutex: the embedded default when no table is configured, and
-/// the store of fast tests. Stored responses are written one after another in blocks of 64
-/// KiB, not each in an allocation of its own: a store that keeps a response per
-/// request would otherwise scatter them through the heap, between the allocations of the
-/// requests that follow, and slow every allocation down. Every operation is one "round trip", counted by
+/// the store of fast tests. Stored responses are written one after another in blocks of 1
+/// MiB, not each in an allocation of its own: a store that keeps a response per request would
+/// otherwise scatter them through the heap, between the allocations of the requests that
+/// follow, and slow every allocation down. Every operation is one "round trip", counted by
 /// [`MemoryStore::round_trips`]. Records live only as long as the process (one execution
 /// environment), so duplicates arriving at other environments are not detected: configure a
 /// DynamoDB table (`KEEL_IDEMPOTENCY_TABLE`) in production.
@@ -175,8 +175,9 @@ impl MemoryStore {
     }
 }
 
-/// The bytes of the blocks stored responses are written in: a few dozen responses each.
-const TEXT_BLOCK_BYTES: usize = 64 * 1024;
+/// The bytes of the blocks stored responses are written in: several hundred responses each, and
+/// large enough for the allocator to map each apart from its heap.
+const TEXT_BLOCK_BYTES: usize = 1024 * 1024;
 
 /// Stored responses, one after another in blocks of [`TEXT_BLOCK_BYTES`] (a longer one has a
 /// block of its own). A block is freed once none of its responses is stored any longer; records
@@ -325,7 +326,12 @@ mod tests {
     async fn responses_are_kept_in_blocks_freed_once_empty() {
         let store = MemoryStore::new();
         let at = Now::from_millis(1_000);
-        let response = |i: usize| format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(1000));
+        let response = |i: usize| {
+            format!(
+                "{{\"n\":{i:03},\"pad\":\"{}\"}}",
+                "x".repeat(TEXT_BLOCK_BYTES / 10 - 24)
+            )
+        };
         for i in 0..200 {
             let id = format!("r{i}");
             store
@@ -346,10 +352,11 @@ mod tests {
                 .filter(|b| b.text.capacity() > 0)
                 .count()
         };
+        let per_block = TEXT_BLOCK_BYTES / response(0).len();
         assert_eq!(
             blocks(&store),
-            200 * 1024 / TEXT_BLOCK_BYTES + 1,
-            "about 63 responses a block"
+            200_usize.div_ceil(per_block),
+            "{per_block} responses a block"
         );
         for i in [0, 57, 199] {
             let read = store.get(&format!("r{i}")).await.unwrap().unwrap();
