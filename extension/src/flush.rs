@@ -93,9 +93,8 @@ impl Default for Notices {
     }
 }
 
-/// The body of a notice.
+/// The body of a notice (other fields are ignored: a later runtime may say more).
 #[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Notice {
     request_id: String,
     handed: u32,
