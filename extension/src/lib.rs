@@ -14,8 +14,11 @@
 //!   (SNS → DLQ → log, as in the function), and drained within the SHUTDOWN deadline: what
 //!   cannot be published in time is written whole to the log.
 //! - [`http`]: both listeners read bodies up to a cap, and answer `413` past it.
-//! - [`flush`]: by default the extension lets Lambda freeze the environment only once the
-//!   invocation's runtime is done and the relay has published what it was handed.
+//! - [`flush`]: by default the extension lets Lambda freeze the environment as soon as the
+//!   function says the invocation is over (Keel's runtime posts `/invocations/done` to the relay
+//!   after the response) and handed nothing over, or once what it handed is published;
+//!   telemetry's `platform.runtimeDone` remains the fallback (functions without Keel's runtime,
+//!   timeouts, crashes).
 //!
 //! The binary registers for INVOKE and SHUTDOWN and subscribes to the Telemetry API
 //! (`platform` and `function` records, schema `2022-12-13`).

@@ -7,7 +7,7 @@
 //! | `KEEL_TELEMETRY_ADDR` | where the Telemetry API listener listens, and the host Lambda sends to | `sandbox.localdomain:9125` |
 //! | `KEEL_RELAY_CAPACITY` | envelopes the relay holds before it answers 503 | `1024` |
 //! | `KEEL_RELAY_MAX_BYTES` | bytes of envelopes (as JSON) the relay holds before it answers 503 | `16777216` (16 MiB) |
-//! | `KEEL_EXTENSION_FLUSH` | `end`: publish what the function relayed before Lambda may freeze the environment after each invocation; `lazy`: whenever the environment runs (see `keel_extension::flush`) | `end` |
+//! | `KEEL_EXTENSION_FLUSH` | `end`: let Lambda freeze the environment after each invocation as soon as the function says it is over (its notice) and nothing was handed, or once what it handed is published; telemetry's `platform.runtimeDone` remains the fallback (functions without Keel's runtime, timeouts, crashes); `runtime-done`: wait for telemetry's `platform.runtimeDone` every time, then for the relay (the behaviour before notices); `lazy`: no wait, publish whenever the environment runs (see `keel_extension::flush`) | `end` |
 //! | `KEEL_ERROR_TOPIC_ARN` / `KEEL_DLQ_URL` | where envelopes are published | log only |
 //! | `AWS_LAMBDA_MAX_CONCURRENCY` | (set by Lambda) invocations at once: with more than 1, only the lines that name their request go into a crash's envelope | `1` |
 //!
@@ -21,12 +21,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
-use keel_extension::flush::{EndOfInvocation, FlushMode};
+use keel_extension::flush::{EndOfInvocation, FlushMode, Notices};
 use keel_extension::http;
 use keel_extension::relay::{self, Limits, ShutdownHandle};
 use keel_extension::telemetry::{self, Telemetry, SUBSCRIBED_BATCH_BYTES};
 use keel_runtime::clock;
-use keel_runtime::routing::{ErrorRouting, DEFAULT_RELAY_ADDR};
+use keel_runtime::routing::{ErrorRouting, DEFAULT_RELAY_ADDR, NOTICE_PATH};
 use keel_runtime::{BoxError, ConfigError, Keel};
 use lambda_extension::{service_fn, Extension, LambdaEvent, NextEvent};
 use tokio::net::TcpListener;
@@ -37,7 +37,7 @@ const DEFAULT_TELEMETRY_ADDR: &str = "sandbox.localdomain:9125";
 /// What the events processor needs.
 struct Events {
     shutdown: Mutex<ShutdownHandle>,
-    /// Set with [`FlushMode::End`] once telemetry is subscribed.
+    /// Set with [`FlushMode::End`] or [`FlushMode::RuntimeDone`] once telemetry is subscribed.
     end_of_invocation: OnceLock<EndOfInvocation>,
 }
 
@@ -108,11 +108,17 @@ async fn run() -> Result<(), BoxError> {
     }
     let relay_listener = TcpListener::bind(relay_addr).await?;
     let relay_queue = queue.clone();
+    // The function's end-of-invocation notices come to the relay's listener too.
+    let notices = Arc::new(Notices::new());
+    let relay_notices = notices.clone();
     tokio::spawn(http::serve(
         relay_listener,
         relay::LISTENER,
         move |method, path, body: Bytes| {
-            let answer = relay_queue.answer(method, &path, &body);
+            let answer = match path == NOTICE_PATH {
+                true => relay_notices.answer(method, &body),
+                false => relay_queue.answer(method, &path, &body),
+            };
             async move { answer }
         },
     ));
@@ -155,12 +161,11 @@ async fn run() -> Result<(), BoxError> {
         .await?;
     if telemetry_listener {
         match subscribe(&registered.extension_id, &telemetry_addr, flush).await {
-            Ok(()) if flush == FlushMode::End => {
-                let _ = events
-                    .end_of_invocation
-                    .set(EndOfInvocation::new(telemetry, queue));
+            Ok(()) => {
+                if let Some(end) = EndOfInvocation::for_mode(flush, telemetry, queue, notices) {
+                    let _ = events.end_of_invocation.set(end);
+                }
             }
-            Ok(()) => {}
             Err(error) => {
                 tracing::warn!(error = %error, "the Telemetry API subscription failed; no platform metrics");
             }
@@ -193,7 +198,7 @@ impl Events {
                 };
                 let deadline = Instant::now() + left;
                 let ended = end.wait(&invoke.request_id, deadline).await;
-                tracing::debug!(request_id = %invoke.request_id, runtime_done = ended.runtime_done, settled = ended.settled, "invocation over");
+                tracing::debug!(request_id = %invoke.request_id, notice = ended.notice, runtime_done = ended.runtime_done, settled = ended.settled, "invocation over");
             }
             NextEvent::Shutdown(event) => {
                 // External extensions share 2 s.
@@ -208,10 +213,10 @@ impl Events {
 }
 
 /// Subscribes to the Telemetry API (`platform` and `function` records, schema `2022-12-13`),
-/// delivered to `listener` (`host:port`): every 25 ms (the shortest) when invocations wait for
-/// their `platform.runtimeDone`, else every 100 ms.
+/// delivered to `listener` (`host:port`): every 25 ms (the shortest) when invocations may wait
+/// for their `platform.runtimeDone`, else every 100 ms.
 async fn subscribe(extension_id: &str, listener: &str, flush: FlushMode) -> Result<(), BoxError> {
-    let timeout_ms = if flush == FlushMode::End { 25 } else { 100 };
+    let timeout_ms = if flush == FlushMode::Lazy { 100 } else { 25 };
     let api = var("AWS_LAMBDA_RUNTIME_API").ok_or("AWS_LAMBDA_RUNTIME_API is not set")?;
     let api = api.trim_start_matches("http://").trim_end_matches('/');
     let body = serde_json::json!({

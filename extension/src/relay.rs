@@ -283,8 +283,19 @@ impl Publisher {
                 break;
             };
             let bytes = text.len();
+            let started = Instant::now();
             let published = match serde_json::from_slice::<Envelope>(&text) {
-                Ok(envelope) => self.publish(&envelope).await,
+                Ok(envelope) => {
+                    let published = self.publish(&envelope).await;
+                    tracing::debug!(
+                        envelope_id = %envelope.id,
+                        request_id = %envelope.request_id,
+                        published,
+                        publish_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                        "a relayed envelope is out of the queue"
+                    );
+                    published
+                }
                 // Checked when it was queued: cannot happen; said rather than dropped unseen.
                 Err(error) => {
                     tracing::error!(error = %error, envelope = %String::from_utf8_lossy(&text), "keel.routed_error: an envelope in the relay's queue could not be read");

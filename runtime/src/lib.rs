@@ -353,7 +353,11 @@ impl Keel {
             }
         };
         let service: KeelService<H, T> = self.wrap(&metrics, handler);
-        Runtime::new(service).run_concurrent().await
+        // After each response is posted, the extension is told the invocation is over.
+        Runtime::new(service)
+            .layer(self.routing.invocation_over())
+            .run_concurrent()
+            .await
     }
 }
 

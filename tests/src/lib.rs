@@ -7,7 +7,11 @@
 //! - [`ApiGateway`]: API Gateway's HTTP API on 127.0.0.1, turning plain HTTP requests into
 //!   payload 2.0 events for a function under the emulator;
 //! - [`SqsEventSource`]: Lambda's SQS event source mapping, feeding a queue's batches to a
-//!   function.
+//!   function;
+//! - [`TelemetryStandIn`]: Lambda's Telemetry API, between a function and an extension and the
+//!   emulator, delivering each invocation's `platform.runtimeDone` a set delay after its
+//!   response, and noting when the runtime posted it and when the extension asked for its next
+//!   event.
 //!
 //! Every process is started in its own process group, asked to stop when its guard is dropped
 //! (also when a test fails) and killed by PID if it does not, and dies with the test process.
@@ -24,6 +28,7 @@ mod emulator;
 mod event_source;
 mod moto;
 mod process;
+pub mod telemetry_stand_in;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,6 +38,7 @@ pub use emulator::{Emulator, FunctionProcess, Invocation};
 pub use event_source::{Delivery, SqsEventSource};
 pub use moto::{BookingStack, CountRequests, Moto, BOOKING_QUEUE_MAX_RECEIVE_COUNT};
 pub use process::Process;
+pub use telemetry_stand_in::TelemetryStandIn;
 
 /// What can go wrong while setting up the stand-ins.
 #[derive(Debug, thiserror::Error)]

@@ -1,12 +1,8 @@
-//! The delivery chain: SNS topic → SQS dead-letter queue → log line, and the relay to the Keel
-//! extension in front of it.
+//! The delivery chain: SNS topic → SQS dead-letter queue → log line (the relay to the Keel
+//! extension in front of it is [`super::relay`]).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 use super::envelope::Envelope;
@@ -230,35 +226,6 @@ fn attributes_size(envelope: &Envelope) -> usize {
     .iter()
     .map(|(name, value)| name.len() + "String".len() + value.len())
     .sum()
-}
-
-/// Hands an envelope to the extension's relay: `POST /envelopes`, taken on `202 Accepted`.
-/// Anything else (nobody listening, a full queue, no answer within `timeout`) is an error, and
-/// the caller publishes itself.
-pub(crate) async fn hand_over(addr: SocketAddr, body: String, timeout: Duration) -> Result<(), String> {
-    let exchange = async {
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        let connection = tokio::spawn(connection);
-        let request = hyper::Request::post("/envelopes")
-            .header(hyper::header::HOST, addr.to_string())
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
-        let response = sender.send_request(request).await.map_err(|e| e.to_string());
-        connection.abort();
-        match response?.status() {
-            hyper::StatusCode::ACCEPTED => Ok(()),
-            status => Err(format!("the relay answered {status}")),
-        }
-    };
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .unwrap_or_else(|_| Err(format!("the relay did not answer within {timeout:?}")))
 }
 
 /// The event of an envelope, redacted: its JSON, or its text when it is not JSON (masked whole

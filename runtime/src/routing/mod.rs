@@ -12,6 +12,11 @@
 //! 3. when that fails, the SQS dead-letter queue (`KEEL_DLQ_URL`), with the same attributes;
 //! 4. when that fails too, an ERROR log line `keel.routed_error` holding the whole envelope.
 //!
+//! The relay is reached over one kept-alive connection ([`RelayClient`]), which also carries the
+//! notice [`InvocationOverLayer`] sends after each response (`Keel::run` installs it when there
+//! is a relay): the invocation is over, and this many envelopes were handed over for it, so the
+//! extension can let Lambda freeze the environment without waiting for telemetry.
+//!
 //! Each envelope is counted where it landed, in `RoutedError{sink}`. Publishing stays within
 //! the invocation's remaining time (half of it for the topic, the rest for the queue). The
 //! handler's error is returned to Lambda unchanged, after routing.
@@ -33,6 +38,8 @@
 
 mod deliver;
 mod envelope;
+mod invocation_over;
+mod relay;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -47,6 +54,8 @@ use tower::{Layer, Service};
 
 pub use deliver::{Sink, MAX_ERROR_MESSAGE_BYTES, MAX_MESSAGE_BYTES};
 pub use envelope::{Envelope, Source};
+pub use invocation_over::{InvocationOverFuture, InvocationOverLayer, InvocationOverService};
+pub use relay::{RelayClient, RelayError, ENVELOPES_PATH, HANDED_ENTRIES, NOTICE_PATH};
 
 use crate::classify::{self, is_back_pressure, Classification, Classifier, Classify, ErrorClass};
 use crate::clock;
@@ -71,7 +80,7 @@ pub struct ErrorRouting {
     service: String,
     function: FunctionInfo,
     sinks: Sinks,
-    relay: Option<SocketAddr>,
+    relay: Option<RelayClient>,
     redactor: Redactor,
     classifiers: Vec<Classifier>,
     fallback_budget: Duration,
@@ -105,7 +114,7 @@ impl ErrorRouting {
             |v| v.parse::<SocketAddr>().ok(),
         )?;
         let mut routing = Self::new(service);
-        routing.relay = relay;
+        routing.relay = relay.map(RelayClient::new);
         if let Some(fields) = var("KEEL_REDACT_FIELDS") {
             routing.redactor = Redactor::from_list(&fields);
         }
@@ -151,11 +160,17 @@ impl ErrorRouting {
     }
 
     /// Hands envelopes to the Keel extension listening on `addr` (publishing directly when it
-    /// does not acknowledge).
+    /// does not acknowledge), over one kept-alive connection (see [`RelayClient`]).
     #[must_use]
     pub fn relay(mut self, addr: SocketAddr) -> Self {
-        self.relay = Some(addr);
+        self.relay = Some(RelayClient::new(addr));
         self
+    }
+
+    /// The client of the extension's relay, when one is configured: the
+    /// [`InvocationOverLayer`] sends its notices through it.
+    pub fn relay_client(&self) -> Option<&RelayClient> {
+        self.relay.as_ref()
     }
 
     /// Publishes directly, without the extension's relay.
@@ -306,14 +321,15 @@ impl ErrorRouting {
     /// `RoutedError{sink}` counts each envelope once, where it finally landed: an envelope the
     /// relay took is counted by the extension when it publishes it, not here.
     pub async fn route(&self, envelope: &Envelope, deadline_ms: u64) -> Sink {
-        if let Some(addr) = self.relay {
-            match deliver::hand_over(addr, deliver::message_body(envelope), RELAY_TIMEOUT).await {
+        if let Some(relay) = &self.relay {
+            let body = deliver::message_body(envelope);
+            match relay.hand_over(&envelope.request_id, body, RELAY_TIMEOUT).await {
                 Ok(()) => {
                     tracing::debug!(envelope_id = %envelope.id, "the routed error was handed to the extension's relay");
                     return Sink::Relay;
                 }
                 Err(reason) => tracing::warn!(
-                    relay = %addr,
+                    relay = %relay.addr(),
                     reason = %reason,
                     "the extension's relay did not take the routed error; publishing it directly"
                 ),
@@ -351,6 +367,15 @@ impl ErrorRoutingLayer {
     /// A layer that routes nothing (routing not configured).
     pub fn disabled() -> Self {
         Self { routing: None }
+    }
+
+    /// The layer, for `lambda_runtime::Runtime::layer`, that tells the Keel extension each
+    /// invocation is over through this routing's relay; a pass-through when there is none.
+    pub fn invocation_over(&self) -> InvocationOverLayer {
+        match self.routing.as_ref().and_then(|routing| routing.relay_client()) {
+            Some(relay) => InvocationOverLayer::new(relay.clone()),
+            None => InvocationOverLayer::disabled(),
+        }
     }
 }
 

@@ -12,4 +12,5 @@ mod idempotency;
 mod logging;
 mod metrics;
 mod redaction;
+mod relay_client;
 mod routing;

@@ -8,6 +8,7 @@ mod booking_routes;
 mod booking_worker;
 mod canary_hook;
 mod extension;
+mod extension_notice;
 mod harness;
 mod idempotency;
 mod idempotency_store;
