@@ -296,8 +296,7 @@ fn http_api(c: &mut Criterion) {
             ("routing", Layers::Routing, true),
         ];
         for (name, layers, fresh) in variants {
-            let keel = keel(layers, output.clone());
-            let subscriber = tracing_subscriber::registry().with(keel.log_layer());
+            let subscriber = tracing_subscriber::registry().with(keel(layers, output.clone()).log_layer());
             let replayed = template.clone().into_bytes();
             tracing::subscriber::with_default(subscriber, || {
                 group.bench_function(format!("{name}/{output_name}"), |b| {
@@ -306,7 +305,8 @@ fn http_api(c: &mut Criterion) {
                         let mut done = 0;
                         while done < iterations {
                             // A new store (and service), set up outside the timed part.
-                            let mut service = keel.service(service_fn(create_booking));
+                            let mut service =
+                                keel(layers, output.clone()).service(service_fn(create_booking));
                             let batch = (iterations - done).min(STORE_RECORDS);
                             // The first answer, stored for the replays.
                             invoke(&runtime, &mut service, &replayed);

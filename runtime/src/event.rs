@@ -36,10 +36,19 @@ pub(crate) fn is_http_members(members: &Members<'_>) -> bool {
     has("requestContext") && (has("httpMethod") || has("routeKey") || has("rawPath"))
 }
 
-/// Whether the JSON text `event` is an HTTP request event (API Gateway REST or HTTP API, ALB,
-/// function URL).
-pub(crate) fn is_http(event: &str) -> bool {
-    members(event).is_some_and(|members| is_http_members(&members))
+/// Whether the response to an HTTP event (its top-level `members`) may carry `cookies`: payload
+/// format 2.0 (HTTP APIs, function URLs), whose events have no top-level `httpMethod` (REST APIs'
+/// and ALB's do). A REST API answers 502 to a response that has them.
+pub(crate) fn takes_cookies(members: &Members<'_>) -> bool {
+    reader::get(members, "httpMethod").is_none()
+}
+
+/// What an answer to the JSON text `event` is: `None` when it is not an HTTP request event (API
+/// Gateway REST or HTTP API, ALB, function URL), else whether its response may carry `cookies`
+/// (see [`takes_cookies`]).
+pub(crate) fn http_answer(event: &str) -> Option<bool> {
+    let members = members(event)?;
+    is_http_members(&members).then(|| takes_cookies(&members))
 }
 
 /// The text a found value stands for: a JSON string decoded, any other value as written.
@@ -68,9 +77,11 @@ mod tests {
         assert_eq!(header(listed.as_deref(), "idempotency-key"), Ok(r#""k1""#));
         assert!(header(listed.as_deref(), "x-empty").is_err());
         assert!(header(members("{}").as_deref(), "x").is_err());
-        assert!(is_http(event));
-        assert!(!is_http(r#"{"Records": []}"#));
-        assert!(!is_http("[1]"));
+        assert_eq!(http_answer(event), Some(true));
+        let rest = r#"{"httpMethod": "GET", "path": "/", "requestContext": {}}"#;
+        assert_eq!(http_answer(rest), Some(false), "no cookies in a REST API's answer");
+        assert!(http_answer(r#"{"Records": []}"#).is_none());
+        assert!(http_answer("[1]").is_none());
     }
 
     #[test]

@@ -80,13 +80,21 @@ impl std::fmt::Debug for Output {
     }
 }
 
-/// Writes `line` and its newline to a line-buffered writer, and flushes.
+/// Writes `line` and its newline to a line-buffered writer in one write (the two copied together
+/// into a buffer the thread keeps), and flushes.
 fn write_whole_line(writer: &mut impl Write, line: &str) {
+    thread_local! {
+        static BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    let mut buffer = BUFFER.take();
+    buffer.clear();
+    buffer.extend_from_slice(line.as_bytes());
+    buffer.push(b'\n');
     // The output closed under us: nothing better to do than drop the line.
-    let _ = writer
-        .write_all(line.as_bytes())
-        .and_then(|()| writer.write_all(b"\n"))
-        .and_then(|()| writer.flush());
+    let _ = writer.write_all(&buffer).and_then(|()| writer.flush());
+    if buffer.capacity() <= 64 * 1024 {
+        BUFFER.set(buffer);
+    }
 }
 
 /// The lines written to an in-memory [`Output`].

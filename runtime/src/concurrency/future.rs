@@ -110,9 +110,10 @@ fn refuse<R: DeserializeOwned>(error: ConcurrencyError, event: &RawValue) -> Res
         ConcurrencyError::Rejected { .. } => (429, "ConcurrencyLimitReached"),
         ConcurrencyError::Store(_) => (503, "ConcurrencyStoreUnavailable"),
     };
-    if crate::event::is_http(event.get()) {
+    if let Some(cookies) = crate::event::http_answer(event.get()) {
+        let retry_after = error.retry_after();
         if let Some(response) =
-            crate::http::refusal(error.error_type(), status, code, &error, error.retry_after())
+            crate::http::refusal(error.error_type(), status, code, &error, retry_after, cookies)
         {
             return Ok(response);
         }

@@ -52,6 +52,8 @@ pub(crate) struct RequestKey {
     pub(crate) validation: Arc<str>,
     /// Whether the event is an HTTP request (its errors and replays are HTTP responses).
     pub(crate) http: bool,
+    /// Whether its HTTP response may carry `cookies` (see `event::takes_cookies`).
+    pub(crate) cookies: bool,
 }
 
 /// Computes the record id and validation hash of `event`.
@@ -123,6 +125,7 @@ pub(crate) fn request_key(
         id: record_id(prefix, &key_hash),
         validation,
         http: http.is_some(),
+        cookies: http.is_some_and(event::takes_cookies),
     })
 }
 
@@ -186,7 +189,7 @@ fn caller<'a>(context: &[(Cow<'_, str>, &'a str)]) -> Option<&'a str> {
 }
 
 /// The first of `names` an HTTP event has (not `null`), as JSON text.
-fn first_member<'a>(members: &[(Cow<'_, str>, &'a str)], names: &[&str]) -> &'a str {
+fn first_present<'a>(members: &[(Cow<'_, str>, &'a str)], names: &[&str]) -> &'a str {
     names
         .iter()
         .find_map(|name| reader::get(members, name).filter(|v| *v != "null"))
@@ -208,8 +211,8 @@ fn http_request_hash(
             .and_then(|http| reader::member(http, "method"))
             .unwrap_or("null"),
     };
-    let path = first_member(members, &["rawPath", "path"]);
-    let query = first_member(
+    let path = first_present(members, &["rawPath", "path"]);
+    let query = first_present(
         members,
         &[
             "multiValueQueryStringParameters",
@@ -290,6 +293,7 @@ pub(crate) fn work_key(key: &Value, payload: &Value, prefix: &str) -> RequestKey
         id: record_id(prefix, &sha256_hex(&canonical(key))),
         validation: sha256_hex(&canonical(payload)),
         http: false,
+        cookies: false,
     }
 }
 

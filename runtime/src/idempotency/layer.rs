@@ -214,8 +214,9 @@ where
                     handler: service.call(event),
                 });
             }
-            let http = crate::event::is_http(event.payload.get());
-            return Err(refuse(IdempotencyError::MissingKey(reason), http));
+            let answer = crate::event::http_answer(event.payload.get());
+            let (http, cookies) = (answer.is_some(), answer == Some(true));
+            return Err(refuse(IdempotencyError::MissingKey(reason), http, cookies));
         }
     };
     // In-memory records are claimed at once; a remote store (or a wait for an in-progress
@@ -251,7 +252,7 @@ where
             lease: ReleaseOnDrop::new(idempotency, lease),
             idempotency: idempotency.clone(),
         }),
-        Err(error) => Err(refuse(error, key.http)),
+        Err(error) => Err(refuse(error, key.http, key.cookies)),
     }
 }
 
@@ -288,7 +289,7 @@ where
             }
             result
         }
-        Err(error) => refuse(error, key.http),
+        Err(error) => refuse(error, key.http, key.cookies),
     }
 }
 
@@ -320,16 +321,22 @@ impl From<IdempotencyError> for InvocationError {
     }
 }
 
-/// The answer to a refused request: an HTTP response for HTTP events (when the handler's
-/// response type is an HTTP response), otherwise the error.
-fn refuse<R: DeserializeOwned>(error: IdempotencyError, http: bool) -> Result<R, InvocationError> {
+/// The answer to a refused request: an HTTP response for HTTP events (when the response type
+/// takes one: always behind `Keel`, whose layers carry JSON text), otherwise the error.
+fn refuse<R: DeserializeOwned>(
+    error: IdempotencyError,
+    http: bool,
+    cookies: bool,
+) -> Result<R, InvocationError> {
     if http {
         let (status, code) = error.http_status();
         let retry_after = match &error {
             IdempotencyError::InProgress { retry_after } => Some(*retry_after),
             _ => None,
         };
-        if let Some(response) = crate::http::refusal(error.error_type(), status, code, &error, retry_after) {
+        if let Some(response) =
+            crate::http::refusal(error.error_type(), status, code, &error, retry_after, cookies)
+        {
             return Ok(response);
         }
     }

@@ -109,23 +109,24 @@ impl MemoryStore {
     pub(crate) fn acquire_now(&self, record: &Record, now: Now) -> Result<Acquire, StoreError> {
         let mut records = self.records();
         let Records { by_id, texts, .. } = &mut *records;
-        let stored = (
-            Record {
+        let store = |texts: &mut Texts| {
+            let text = record.data.as_deref().map(|data| texts.insert(data));
+            let without_data = Record {
                 data: None,
                 ..record.clone()
-            },
-            None,
-        );
+            };
+            (without_data, text)
+        };
         match by_id.entry(record.id.clone()) {
             Entry::Occupied(existing) if existing.get().0.is_live(now) => {
                 return Ok(Acquire::Exists(texts.record(existing.get())))
             }
             Entry::Occupied(mut expired) => {
-                let (_, text) = expired.insert(stored);
+                let (_, text) = expired.insert(store(texts));
                 texts.remove(text);
             }
             Entry::Vacant(free) => {
-                free.insert(stored);
+                free.insert(store(texts));
             }
         }
         records
@@ -181,15 +182,16 @@ const TEXT_BLOCK_BYTES: usize = 1024 * 1024;
 
 /// Stored responses, one after another in blocks of [`TEXT_BLOCK_BYTES`] (a longer one has a
 /// block of its own). A block is freed once none of its responses is stored any longer; records
-/// expire in about the order they were written, so blocks empty in turn.
+/// expire in about the order they were written, so blocks empty in turn (the block being written
+/// is kept until the next one starts).
 #[derive(Debug, Default)]
 struct Texts {
     /// By block number; a freed block is empty until its number is used again.
     blocks: Vec<Block>,
     /// Numbers of freed blocks.
-    free: Vec<u32>,
+    free: Vec<usize>,
     /// The block being written.
-    current: Option<u32>,
+    current: Option<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -202,65 +204,65 @@ struct Block {
 /// Where a stored response is.
 #[derive(Clone, Copy, Debug)]
 struct TextRef {
-    block: u32,
-    start: u32,
-    len: u32,
+    block: usize,
+    start: usize,
+    len: usize,
 }
 
 impl Texts {
     fn insert(&mut self, text: &str) -> TextRef {
         let fits = |block: &Block| block.text.capacity() - block.text.len() >= text.len();
         let number = match self.current {
-            Some(current) if fits(&self.blocks[current as usize]) => current,
+            Some(current) if fits(&self.blocks[current]) => current,
             _ => {
                 let number = self.new_block(text.len().max(TEXT_BLOCK_BYTES));
                 if text.len() <= TEXT_BLOCK_BYTES {
                     // The block written before is freed once empty, as any other.
                     let previous = self.current.replace(number);
-                    if let Some(previous) = previous.filter(|p| self.blocks[*p as usize].live == 0) {
+                    if let Some(previous) = previous.filter(|p| self.blocks[*p].live == 0) {
                         self.free_block(previous);
                     }
                 }
                 number
             }
         };
-        let block = &mut self.blocks[number as usize];
+        let block = &mut self.blocks[number];
         let start = block.text.len();
         block.text.push_str(text);
         block.live += 1;
         TextRef {
             block: number,
-            start: start as u32,
-            len: text.len() as u32,
+            start,
+            len: text.len(),
         }
     }
 
-    fn new_block(&mut self, bytes: usize) -> u32 {
+    fn new_block(&mut self, bytes: usize) -> usize {
         let block = Block {
             text: String::with_capacity(bytes),
             live: 0,
         };
         match self.free.pop() {
             Some(number) => {
-                self.blocks[number as usize] = block;
+                self.blocks[number] = block;
                 number
             }
             None => {
                 self.blocks.push(block);
-                (self.blocks.len() - 1) as u32
+                self.blocks.len() - 1
             }
         }
     }
 
-    fn free_block(&mut self, number: u32) {
-        self.blocks[number as usize] = Block::default();
+    fn free_block(&mut self, number: usize) {
+        self.blocks[number] = Block::default();
         self.free.push(number);
     }
 
     /// Forgets a stored response (none: nothing to do).
     fn remove(&mut self, text: Option<TextRef>) {
         let Some(text) = text else { return };
-        let block = &mut self.blocks[text.block as usize];
+        let block = &mut self.blocks[text.block];
         block.live -= 1;
         if block.live == 0 && self.current != Some(text.block) {
             self.free_block(text.block);
@@ -268,8 +270,7 @@ impl Texts {
     }
 
     fn get(&self, text: TextRef) -> &str {
-        let start = text.start as usize;
-        &self.blocks[text.block as usize].text[start..start + text.len as usize]
+        &self.blocks[text.block].text[text.start..text.start + text.len]
     }
 
     /// A stored record, with its response.

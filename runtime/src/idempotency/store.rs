@@ -38,8 +38,8 @@ impl Status {
 /// One idempotency record, as the table stores it (key attribute `id`, TTL attribute
 /// `expiration`).
 ///
-/// Its texts are shared (`Arc<str>`): the record, the store's copy, the cache and the
-/// invocation that owns it hold one allocation each.
+/// Its texts are shared (`Arc<str>`): the record, the cache and the invocation that owns it hold
+/// one allocation each (`MemoryStore` keeps its own copy of the response, see there).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     /// `<prefix>#<sha256 of the canonical key>`.

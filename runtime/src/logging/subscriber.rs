@@ -243,7 +243,7 @@ struct FieldVisitor<'a> {
 /// given back, emptied, when it ends, so that a warm thread renders events without allocating.
 #[derive(Default)]
 struct Buffers {
-    /// The message, redacted; `None` until recorded.
+    /// The message, redacted (empty until recorded; `None` in buffers never used).
     message: Option<String>,
     /// The rendered values, one after another.
     values: String,
@@ -263,7 +263,11 @@ thread_local! {
 impl Drop for FieldVisitor<'_> {
     fn drop(&mut self) {
         let mut buffers = std::mem::take(&mut self.buffers);
-        if buffers.values.capacity() > KEEP_BUFFER_BYTES || buffers.formatted.capacity() > KEEP_BUFFER_BYTES {
+        let message = buffers.message.as_ref().map_or(0, String::capacity);
+        if [buffers.values.capacity(), buffers.formatted.capacity(), message]
+            .iter()
+            .any(|&bytes| bytes > KEEP_BUFFER_BYTES)
+        {
             return;
         }
         if let Some(message) = &mut buffers.message {
@@ -315,9 +319,11 @@ impl<'a> FieldVisitor<'a> {
 
     /// The fields as a span keeps them.
     fn span_fields(&self) -> Vec<(Cow<'static, str>, String)> {
-        self.fields()
-            .zip(&self.buffers.fields)
-            .map(|((_, value), (key, _))| (key.clone(), value.to_owned()))
+        let buffers = &self.buffers;
+        buffers
+            .fields
+            .iter()
+            .map(|(key, range)| (key.clone(), buffers.values[range.clone()].to_owned()))
             .collect()
     }
 
@@ -547,6 +553,9 @@ where
                 log.buffer.pop_front();
                 log.evicted += 1;
             }
+            // Held until the invocation ends: no more memory than the line needs.
+            let mut line = line;
+            line.shrink_to_fit();
             log.buffer.push_back(line);
             return;
         }

@@ -90,8 +90,6 @@ fn a_warm_invocation_stays_within_its_allocation_budget() {
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let payload = json!({"seats": 2, "resource_id": "room-1"});
 
-    let counted = counted;
-
     let mut bare = service_fn(handler);
     let bare_allocations = metrics::with_local_recorder(&metrics::NoopRecorder, || {
         counted(&mut || {
