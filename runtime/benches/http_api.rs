@@ -35,53 +35,13 @@ use keel_runtime::idempotency::Idempotency;
 use keel_runtime::output::{CapturedLines, Output};
 use keel_runtime::routing::ErrorRouting;
 use keel_runtime::{service_fn, BoxError, Context, FunctionInfo, Keel, LambdaEvent, RawEvent};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use tower::{Service, ServiceExt};
 use tracing_subscriber::layer::SubscriberExt;
 
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct Booking {
-    booking_id: String,
-    resource_id: String,
-    customer_id: String,
-    start: String,
-    end: String,
-    seats: u32,
-    email: String,
-    notes: String,
-    extras: Vec<Extra>,
-}
+mod booking;
 
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct Extra {
-    code: String,
-    quantity: u32,
-    price_cents: u64,
-}
-
-/// The booking document the request carries: about 1 KB of JSON.
-fn booking_body() -> String {
-    let extras: Vec<Value> = (0..8)
-        .map(|i| json!({"code": format!("EXTRA-{i:02}"), "quantity": i + 1, "price_cents": 1250 * (i + 1)}))
-        .collect();
-    let body = json!({
-        "booking_id": "bk-6f1c2d3e4a5b6c7d",
-        "resource_id": "room-042",
-        "customer_id": "cust-1234567890",
-        "start": "2026-12-01T10:00:00Z",
-        "end": "2026-12-01T12:00:00Z",
-        "seats": 4,
-        "email": "guest@example.com",
-        "notes": "Window seat if possible; arriving by train, may be 10 minutes late. ".repeat(4),
-        "extras": extras,
-    })
-    .to_string();
-    assert!((900..1400).contains(&body.len()), "{} bytes", body.len());
-    body
-}
+use booking::{booking_json, Booking};
 
 /// The idempotency key's placeholder in [`event_template`]: replaced by a fresh key of the
 /// same length for every request.
@@ -131,7 +91,7 @@ fn event_template() -> String {
             "time": "01/Dec/2026:10:00:00 +0000",
             "timeEpoch": 1_796_119_200_000u64
         },
-        "body": booking_body(),
+        "body": booking_json(),
         "isBase64Encoded": false
     })
     .to_string()

@@ -15,51 +15,15 @@ use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use keel_runtime::output::Output;
 use keel_runtime::{service_fn, BoxError, Context, FunctionInfo, Keel, LambdaEvent, RawEvent};
-use serde::Deserialize;
-use serde_json::Value;
 use tower::{Service, ServiceExt};
 use tracing_subscriber::layer::SubscriberExt;
 
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct Booking {
-    booking_id: String,
-    resource_id: String,
-    customer_id: String,
-    start: String,
-    end: String,
-    seats: u32,
-    email: String,
-    notes: String,
-    extras: Vec<Extra>,
-}
+mod booking;
 
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct Extra {
-    code: String,
-    quantity: u32,
-    price_cents: u64,
-}
+use booking::Booking;
 
 fn booking_json() -> Vec<u8> {
-    let extras: Vec<Value> = (0..8)
-        .map(|i| serde_json::json!({"code": format!("EXTRA-{i:02}"), "quantity": i + 1, "price_cents": 1250 * (i + 1)}))
-        .collect();
-    let document = serde_json::json!({
-        "booking_id": "bk-6f1c2d3e4a5b6c7d",
-        "resource_id": "room-042",
-        "customer_id": "cust-1234567890",
-        "start": "2026-12-01T10:00:00Z",
-        "end": "2026-12-01T12:00:00Z",
-        "seats": 4,
-        "email": "guest@example.com",
-        "notes": "Window seat if possible; arriving by train, may be 10 minutes late. ".repeat(4),
-        "extras": extras,
-    });
-    let bytes = serde_json::to_vec(&document).expect("serializable");
-    assert!((900..1400).contains(&bytes.len()), "{} bytes", bytes.len());
-    bytes
+    booking::booking_json().into_bytes()
 }
 
 async fn handler(event: LambdaEvent<Booking>) -> Result<u32, BoxError> {

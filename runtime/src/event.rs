@@ -79,7 +79,11 @@ mod tests {
         assert!(header(members("{}").as_deref(), "x").is_err());
         assert_eq!(http_answer(event), Some(true));
         let rest = r#"{"httpMethod": "GET", "path": "/", "requestContext": {}}"#;
-        assert_eq!(http_answer(rest), Some(false), "no cookies in a REST API's answer");
+        assert_eq!(
+            http_answer(rest),
+            Some(false),
+            "no cookies in a REST API's answer"
+        );
         assert!(http_answer(r#"{"Records": []}"#).is_none());
         assert!(http_answer("[1]").is_none());
     }
