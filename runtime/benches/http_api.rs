@@ -20,7 +20,7 @@
 //! Log lines and EMF documents go to `/dev/null` (`*/null` benchmarks: a write per line, as on
 //! Lambda) and to memory (`*/memory`: emptied every iteration, untimed). Every request but the
 //! replays carries a fresh idempotency key (written outside the timed part); the in-memory
-//! store is replaced, untimed, every [`STORE_RECORDS`] requests, so that it holds a busy
+//! store is replaced, untimed, every `STORE_RECORDS` requests, so that it holds a busy
 //! environment's worth.
 
 use std::hint::black_box;
@@ -34,14 +34,14 @@ use keel_runtime::concurrency::ConcurrencyGuard;
 use keel_runtime::idempotency::Idempotency;
 use keel_runtime::output::{CapturedLines, Output};
 use keel_runtime::routing::ErrorRouting;
-use keel_runtime::{service_fn, BoxError, Context, FunctionInfo, Keel, LambdaEvent, RawEvent};
+use keel_runtime::{service_fn, BoxError, Keel, LambdaEvent, RawEvent};
 use serde_json::json;
 use tower::{Service, ServiceExt};
 use tracing_subscriber::layer::SubscriberExt;
 
 mod booking;
 
-use booking::{booking_json, Booking};
+use booking::{booking_json, current_thread, live, Booking, STORE_RECORDS};
 
 /// The idempotency key's placeholder in [`event_template`]: replaced by a fresh key of the
 /// same length for every request.
@@ -153,18 +153,6 @@ async fn create_booking(
     Ok(response)
 }
 
-/// The context of a live invocation (its deadline far ahead).
-fn live() -> Context {
-    let mut context = Context::default();
-    context.request_id = "8476a536-e9f4-11e8-9739-2dfe598c3fcd".into();
-    context.deadline = u64::MAX / 2;
-    context
-}
-
-/// How many records the store holds at most in first-request benchmarks: a busy execution
-/// environment's worth (about three requests a second over the default one-hour TTL).
-const STORE_RECORDS: u64 = 10_000;
-
 /// Which of Keel's layers a benchmark turns on, beyond logs and EMF.
 #[derive(Clone, Copy)]
 enum Layers {
@@ -175,15 +163,7 @@ enum Layers {
 }
 
 fn keel(layers: Layers, output: Output) -> Keel {
-    let function = FunctionInfo {
-        name: "booking-api".into(),
-        version: "$LATEST".into(),
-        memory_size: 1024,
-    };
-    let keel = Keel::new("booking-api")
-        .output(output)
-        .logs(|l| l.function(function.clone()))
-        .metrics(|m| m.function(function));
+    let keel = booking::booking_api(output);
     let idempotent = || {
         keel.clone()
             .idempotency(Idempotency::memory().key_from_header("Idempotency-Key"))
@@ -215,10 +195,7 @@ fn outputs() -> [(&'static str, Output, Option<CapturedLines>); 2] {
 
 fn http_api(c: &mut Criterion) {
     let template = event_template();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let runtime = current_thread();
     let mut group = c.benchmark_group("http_api");
     let mut events = Events::new(&template);
 

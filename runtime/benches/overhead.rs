@@ -14,13 +14,13 @@ use std::hint::black_box;
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use keel_runtime::output::Output;
-use keel_runtime::{service_fn, BoxError, Context, FunctionInfo, Keel, LambdaEvent, RawEvent};
+use keel_runtime::{service_fn, BoxError, LambdaEvent, RawEvent};
 use tower::{Service, ServiceExt};
 use tracing_subscriber::layer::SubscriberExt;
 
 mod booking;
 
-use booking::Booking;
+use booking::{current_thread, live, Booking, STORE_RECORDS};
 
 fn booking_json() -> Vec<u8> {
     booking::booking_json().into_bytes()
@@ -37,28 +37,6 @@ async fn handler(event: LambdaEvent<Booking>) -> Result<u32, BoxError> {
         .record(booking.extras.iter().map(|e| e.price_cents as f64).sum::<f64>());
     tracing::info!(resource_id = %booking.resource_id, "booking priced");
     Ok(booking.seats)
-}
-
-fn context() -> Context {
-    let mut context = Context::default();
-    context.request_id = "8476a536-e9f4-11e8-9739-2dfe598c3fcd".into();
-    context.xray_trace_id =
-        Some("Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700;Parent=9a9197af755a6419;Sampled=1".into());
-    context
-}
-
-/// The context of a live invocation (its deadline far ahead).
-fn live() -> Context {
-    let mut context = context();
-    context.deadline = u64::MAX / 2;
-    context
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime")
 }
 
 /// The bare handler on the booking document, deserialized straight from its bytes.
@@ -85,15 +63,7 @@ fn overhead(c: &mut Criterion) {
     });
 
     let (output, captured) = Output::memory();
-    let function = FunctionInfo {
-        name: "booking-api".into(),
-        version: "$LATEST".into(),
-        memory_size: 1024,
-    };
-    let keel = Keel::new("booking-api")
-        .output(output)
-        .logs(|l| l.function(function.clone()))
-        .metrics(|m| m.function(function));
+    let keel = booking::booking_api(output);
     keel.metrics_layer().install_recorder().expect("first recorder");
     let subscriber = tracing_subscriber::registry().with(keel.log_layer());
     let mut wrapped = keel.service(service_fn(handler));
@@ -112,10 +82,6 @@ fn overhead(c: &mut Criterion) {
     });
     group.finish();
 }
-
-/// How many records the store holds at most in the first-request benchmarks: a busy execution
-/// environment's worth (about three requests a second over the default one-hour TTL).
-const STORE_RECORDS: u64 = 10_000;
 
 /// A bare handler versus the same handler behind `IdempotencyLayer` with a `MemoryStore`: a
 /// first request (a new key every iteration: hash, acquire, run, store the response) and a

@@ -97,6 +97,17 @@ async fn ended(waiting: tokio::task::JoinHandle<Ended>) -> Ended {
 }
 
 /// INVOKE of `request_id` arrives: the extension waits (10 s at most).
+/// Invokes `request_id`, has telemetry say it succeeded, and returns how the wait ended.
+async fn ended_after_success(setup: &Published, request_id: &'static str) -> Ended {
+    let waiting = invoke(&setup.end, request_id);
+    setup
+        .telemetry
+        .read(&runtime_done_with(request_id, "success"))
+        .await
+        .unwrap();
+    ended(waiting).await
+}
+
 fn invoke(end: &Arc<EndOfInvocation>, request_id: &'static str) -> tokio::task::JoinHandle<Ended> {
     let end = end.clone();
     tokio::spawn(async move {
@@ -291,14 +302,8 @@ async fn in_runtime_done_mode_notices_are_ignored() {
     let setup = published_in(FlushMode::RuntimeDone, true).await;
     // Already there when the wait starts: the default mode would end at once.
     notice(&setup.notices, "req-rd", 0);
-    let waiting = invoke(&setup.end, "req-rd");
-    setup
-        .telemetry
-        .read(&runtime_done_with("req-rd", "success"))
-        .await
-        .unwrap();
     assert_eq!(
-        ended(waiting).await,
+        ended_after_success(&setup, "req-rd").await,
         Ended {
             notice: false,
             runtime_done: true,
@@ -313,14 +318,8 @@ async fn in_runtime_done_mode_notices_are_ignored() {
 async fn without_a_notice_runtime_done_still_ends_the_wait() {
     // A function that does not run Keel's runtime sends no notice.
     let setup = published().await;
-    let waiting = invoke(&setup.end, "req-nn");
-    setup
-        .telemetry
-        .read(&runtime_done_with("req-nn", "success"))
-        .await
-        .unwrap();
     assert_eq!(
-        ended(waiting).await,
+        ended_after_success(&setup, "req-nn").await,
         Ended {
             notice: false,
             runtime_done: true,

@@ -132,7 +132,7 @@ impl RelayClient {
         body: String,
         timeout: Duration,
     ) -> Result<(), RelayError> {
-        let exchange = self.exchange(ENVELOPES_PATH, Bytes::from(body), StatusCode::ACCEPTED);
+        let exchange = self.exchange(ENVELOPES_PATH, Bytes::from(body));
         tokio::time::timeout(timeout, exchange)
             .await
             .unwrap_or(Err(RelayError::TimedOut(timeout)))?;
@@ -169,7 +169,7 @@ impl RelayClient {
             return Err(RelayError::Skipped);
         }
         let body = serde_json::json!({"request_id": request_id, "handed": handed}).to_string();
-        let exchange = self.exchange(NOTICE_PATH, Bytes::from(body), StatusCode::NO_CONTENT);
+        let exchange = self.exchange(NOTICE_PATH, Bytes::from(body));
         tokio::time::timeout(NOTICE_TIMEOUT, exchange)
             .await
             .unwrap_or(Err(RelayError::TimedOut(NOTICE_TIMEOUT)))?;
@@ -177,8 +177,9 @@ impl RelayClient {
     }
 
     /// `POST path` with `body` on the kept-alive connection (a new one if it is closed, and once
-    /// more on a new one if a used connection fails); `Ok` on `expected` (or another 2xx).
-    async fn exchange(&self, path: &str, body: Bytes, expected: StatusCode) -> Result<(), RelayError> {
+    /// more on a new one if a used connection fails); `Ok` on a 2xx answer (`202` for an
+    /// envelope, `204` for a notice).
+    async fn exchange(&self, path: &str, body: Bytes) -> Result<(), RelayError> {
         let mut connection = self.inner.connection.lock().await;
         // Whether the connection was used before this request (the relay may have closed it).
         let mut reused = true;
@@ -204,7 +205,7 @@ impl RelayClient {
                     // The answer's body is short (empty, or a reason): read to keep the
                     // connection usable.
                     let _ = http_body_util::BodyExt::collect(response.into_body()).await;
-                    return match status == expected || status.is_success() {
+                    return match status.is_success() {
                         true => Ok(()),
                         false => Err(RelayError::Status(status)),
                     };
