@@ -22,6 +22,10 @@
 //! replays carries a fresh idempotency key (written outside the timed part); the in-memory
 //! store is replaced, untimed, every `STORE_RECORDS` requests, so that it holds a busy
 //! environment's worth.
+//!
+//! `KEEL_BENCH_PAIRED=<variant>[:<requests>[:null]]` measures one variant paired with the bare
+//! handler instead, request by request (see [`paired`]): `cargo bench -p keel-runtime --bench
+//! http_api` with it set prints the medians and what Keel adds.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -198,6 +202,9 @@ fn http_api(c: &mut Criterion) {
     let runtime = current_thread();
     let mut group = c.benchmark_group("http_api");
     let mut events = Events::new(&template);
+    if let Ok(spec) = std::env::var("KEEL_BENCH_PAIRED") {
+        return paired(&spec, &template, &runtime);
+    }
 
     metrics::with_local_recorder(&metrics::NoopRecorder, || {
         let mut bare = service_fn(create_booking);
@@ -268,6 +275,85 @@ fn http_api(c: &mut Criterion) {
         }
     }
     group.finish();
+}
+
+/// The paired measurement (`KEEL_BENCH_PAIRED=<variant>[:<requests>[:null]]`, e.g.
+/// `idempotency_first:10000:null`; at most `STORE_RECORDS` requests, output in memory unless
+/// `null`): each request is served by the bare handler, then by Keel,
+/// in turn, and the medians of both and of their difference are printed. A machine whose speed
+/// drifts (a shared virtual machine) moves both alike, so what Keel adds holds steadier than
+/// between benchmarks run one after the other.
+fn paired(spec: &str, template: &str, runtime: &tokio::runtime::Runtime) {
+    let mut parts = spec.split(':');
+    let variant = parts.next().unwrap_or_default();
+    let requests: usize = parts
+        .next()
+        .map_or(10_000, |n| n.parse().expect("a number of requests"))
+        .clamp(1, STORE_RECORDS as usize);
+    let (layers, fresh) = match variant {
+        "logs_emf" => (Layers::LogsAndEmf, true),
+        "idempotency_first" => (Layers::Idempotency, true),
+        "idempotency_replay" => (Layers::Idempotency, false),
+        "guard" => (Layers::Guard, true),
+        "routing" => (Layers::Routing, true),
+        other => {
+            panic!("no variant {other:?}: logs_emf, idempotency_first, idempotency_replay, guard or routing")
+        }
+    };
+    let [null, memory] = outputs();
+    let (_, output, captured) = match parts.next() {
+        Some("null") => null,
+        _ => memory,
+    };
+    keel(Layers::LogsAndEmf, Output::memory().0)
+        .metrics_layer()
+        .install_recorder()
+        .expect("the first recorder");
+    let subscriber = tracing_subscriber::registry().with(keel(layers, output.clone()).log_layer());
+    let (mut events, mut bare_events) = (Events::new(template), Events::new(template));
+    let replayed = template.as_bytes().to_vec();
+    let mut bare = service_fn(create_booking);
+    let mut service = keel(layers, output).service(service_fn(create_booking));
+    let (mut bare_times, mut keel_times, mut added) = (Vec::new(), Vec::new(), Vec::new());
+    tracing::subscriber::with_default(subscriber, || {
+        invoke(runtime, &mut service, &replayed);
+        for _ in 0..requests {
+            let start = Instant::now();
+            metrics::with_local_recorder(&metrics::NoopRecorder, || {
+                tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+                    let payload: ApiGatewayV2httpRequest =
+                        serde_json::from_slice(bare_events.fresh()).expect("valid");
+                    let response = runtime
+                        .block_on(bare.call(LambdaEvent::new(payload, live())))
+                        .expect("ok");
+                    black_box(serde_json::to_vec(&response).expect("serializes"));
+                })
+            });
+            let bare_time = start.elapsed();
+            let bytes = if fresh { events.fresh() } else { &replayed };
+            let start = Instant::now();
+            black_box(invoke(runtime, &mut service, bytes));
+            let keel_time = start.elapsed();
+            if let Some(captured) = &captured {
+                captured.clear();
+            }
+            let nanos = |time: Duration| time.as_nanos() as i64;
+            bare_times.push(nanos(bare_time));
+            keel_times.push(nanos(keel_time));
+            added.push(nanos(keel_time) - nanos(bare_time));
+        }
+    });
+    let median = |times: &mut Vec<i64>| {
+        times.sort_unstable();
+        times[times.len() / 2] as f64 / 1000.0
+    };
+    println!(
+        "{spec}: bare {:.2} µs, Keel {:.2} µs, added {:.2} µs (medians over {} requests)",
+        median(&mut bare_times),
+        median(&mut keel_times),
+        median(&mut added),
+        added.len()
+    );
 }
 
 /// One invocation through `service`, from the event's bytes to the response's.

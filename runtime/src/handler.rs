@@ -105,6 +105,8 @@ fn install_hook() {
                 .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
             PANIC_LOCATION.with(|cell| *cell.borrow_mut() = location);
         } else {
+            // Lines held for this poll go out before the panic is reported, or the process ends.
+            crate::output::write_out_held_lines();
             previous(info);
         }
     }));

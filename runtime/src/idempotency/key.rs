@@ -9,7 +9,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::event;
-use crate::hash::{hex_digest, sha256_hex};
+use crate::hash::{sha256_hex, HexDigest};
 use crate::json::{canonical as json_canonical, reader};
 
 /// Which part of the event is the idempotency key.
@@ -89,21 +89,21 @@ pub(crate) fn request_key(
     // event.
     let request_hash = |role| match http {
         Some(members) => http_request_hash(members, &context, caller),
-        None => canonical_hash(event, role),
+        None => canonical_digest(event, role),
     };
-    // A key chosen by the caller is scoped to the caller, when the event says who it is.
-    let scoped_hash = |part: &str| match caller {
-        Some(caller) => {
-            let key_hash = canonical_hash(part, Role::Key)?;
-            let mut scoped = String::with_capacity(128);
-            scoped.push_str("{\"caller\":");
-            push_canonical(&mut scoped, caller)?;
-            scoped.push_str(",\"key\":\"");
-            scoped.push_str(&key_hash);
-            scoped.push_str("\"}");
-            Ok(sha256_hex(&scoped))
-        }
-        None => canonical_hash(part, Role::Key),
+    // A key chosen by the caller is scoped to the caller, when the event says who it is: the
+    // hash of `{"caller":…,"key":"<key hash>"}`, written straight into the hasher.
+    let scoped_hash = |part: &str| {
+        let key_hash = canonical_digest(part, Role::Key)?;
+        let Some(caller) = caller else {
+            return Ok(key_hash);
+        };
+        let mut scoped = Sha256::new_with_prefix(b"{\"caller\":");
+        push_canonical(&mut scoped, caller)?;
+        scoped.update(b",\"key\":\"");
+        scoped.update(key_hash.as_str().as_bytes());
+        scoped.update(b"\"}");
+        Ok::<_, String>(HexDigest::of(scoped))
     };
     let key_hash = match key {
         KeySource::Header(name) => scoped_hash(event::header(top.as_deref(), name)?)?,
@@ -115,15 +115,15 @@ pub(crate) fn request_key(
     };
     let validation = match payload {
         // The request is both the key and the payload: one hash serves both.
-        PayloadSource::Request if *key == KeySource::Request => Arc::clone(&key_hash),
+        PayloadSource::Request if *key == KeySource::Request => key_hash,
         PayloadSource::Request => request_hash(Role::Payload)?,
         PayloadSource::Pointer(pointer) => {
-            canonical_hash(reader::pointer(event, pointer).unwrap_or("null"), Role::Payload)?
+            canonical_digest(reader::pointer(event, pointer).unwrap_or("null"), Role::Payload)?
         }
     };
     Ok(RequestKey {
-        id: record_id(prefix, &key_hash),
-        validation,
+        id: record_id(prefix, key_hash.as_str()),
+        validation: Arc::from(validation.as_str()),
         http: http.is_some(),
         cookies: http.is_some_and(event::takes_cookies),
     })
@@ -141,7 +141,7 @@ enum Role {
 /// The event's top-level members, when they are needed: to find a header or the body of an
 /// HTTP event. Only an event that holds the text `"requestContext"` can be one, so other events
 /// are not walked twice.
-fn top_level_members<'a>(event: &'a str, key: &KeySource) -> Option<Vec<(Cow<'a, str>, &'a str)>> {
+fn top_level_members<'a>(event: &'a str, key: &KeySource) -> Option<reader::Members<'a>> {
     let may_be_http = memchr::memmem::find(event.as_bytes(), b"\"requestContext\"").is_some();
     if may_be_http || matches!(key, KeySource::Header(_)) {
         reader::members(event)
@@ -150,18 +150,18 @@ fn top_level_members<'a>(event: &'a str, key: &KeySource) -> Option<Vec<(Cow<'a,
     }
 }
 
-/// SHA-256 hex of the canonical form of a part of the event (already known to be JSON: the
-/// runtime read it).
-fn canonical_hash(text: &str, role: Role) -> Result<Arc<str>, String> {
+/// SHA-256 of the canonical form of a part of the event (already known to be JSON: the runtime
+/// read it).
+fn canonical_digest(text: &str, role: Role) -> Result<HexDigest, String> {
     json_canonical::with_canonical(text, |canonical| hash_part(canonical, role))
         .map_err(|_| "the event is not valid JSON".to_owned())?
 }
 
-fn hash_part(canonical: &str, role: Role) -> Result<Arc<str>, String> {
+fn hash_part(canonical: &str, role: Role) -> Result<HexDigest, String> {
     if role == Role::Key && canonical.trim_matches('"').trim().is_empty() {
         return Err("the idempotency key is empty".into());
     }
-    Ok(sha256_hex(canonical))
+    Ok(HexDigest::of_text(canonical))
 }
 
 /// Where an HTTP event says who its caller is, most specific first: a JWT authorizer's or a
@@ -202,7 +202,7 @@ fn http_request_hash(
     members: &[(Cow<'_, str>, &str)],
     context: &[(Cow<'_, str>, &str)],
     caller: Option<&str>,
-) -> Result<Arc<str>, String> {
+) -> Result<HexDigest, String> {
     // REST APIs and ALB carry `httpMethod` and `path`; HTTP APIs and function URLs
     // `requestContext.http.method` and `rawPath`.
     let method = match reader::get(members, "httpMethod") {
@@ -234,7 +234,7 @@ fn http_request_hash(
         push_canonical(&mut request, part)?;
     }
     request.update(b"}");
-    Ok(hex_digest(request))
+    Ok(HexDigest::of(request))
 }
 
 /// Where canonical JSON is written: a text, or a hash computed as it is written.

@@ -318,10 +318,15 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// An object's members (name, value text), in the order written: on the stack up to the size
+/// of the objects Lambda's events hold (an HTTP event's top level, its headers and request
+/// context).
+pub(crate) type Members<'a> = smallvec::SmallVec<[(Cow<'a, str>, &'a str); 16]>;
+
 /// The members of the JSON object `text` (name, value text), in the order written; `None` when
 /// `text` is not an object.
-pub(crate) fn members(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
-    let mut members = Vec::new();
+pub(crate) fn members(text: &str) -> Option<Members<'_>> {
+    let mut members = Members::new();
     for_each_member(text, |name, value| {
         members.push((name, value));
         true

@@ -30,6 +30,7 @@ pub const DEFAULT_DEBUG_BUFFER: usize = 50;
 /// | `KEEL_REDACT_FIELDS` | comma-separated field names whose values are masked as `***` (see [`Redactor`](crate::redact::Redactor)) | [`DEFAULT_REDACTED_FIELDS`](crate::redact::DEFAULT_REDACTED_FIELDS) |
 /// | `KEEL_LOG_BUFFER_SIZE` | DEBUG lines held per invocation and written only if it fails (0 = off) | `50` |
 /// | `AWS_LAMBDA_LOG_FORMAT` | `JSON` or `Text` | `JSON` |
+/// | `KEEL_LOG_WRITE` | `poll`: the lines of each poll of an invocation written together, in one write; `line`: each line at once (see [`output`](crate::output); it applies to the whole process) | `poll` |
 #[derive(Clone, Debug)]
 pub struct LogConfig {
     pub(crate) service: String,
@@ -93,6 +94,15 @@ impl LogConfig {
             }
         })? {
             config.format = format;
+        }
+        if let Some(each_line) = parse_var("KEEL_LOG_WRITE", "poll or line", |v| {
+            match v.to_ascii_lowercase().as_str() {
+                "poll" => Some(false),
+                "line" => Some(true),
+                _ => None,
+            }
+        })? {
+            crate::output::write_each_line(each_line);
         }
         Ok(config)
     }

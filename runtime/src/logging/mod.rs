@@ -222,6 +222,16 @@ where
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // The lines of this poll are written together when it ends.
+        crate::output::holding_lines(|| self.poll_held(cx))
+    }
+}
+
+impl<F, R> LoggingFuture<F>
+where
+    F: Future<Output = Result<R, InvocationError>>,
+{
+    fn poll_held(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<R, InvocationError>> {
         let this = self.project();
         let _entered = this.span.enter();
         let result = std::task::ready!(this.inner.poll(cx));

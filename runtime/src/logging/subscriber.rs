@@ -119,11 +119,8 @@ impl Line {
     fn begin(layer: &StructuredLogLayer, level: Level, message: &str) -> Self {
         let timestamp = humantime::format_rfc3339_millis(SystemTime::now());
         let format = layer.config.format;
-        let mut text = SPARE_LINE
-            .try_with(|spare| spare.take())
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| String::with_capacity(320 + layer.process_fields.len()));
+        let mut text = crate::output::spare_line();
+        text.reserve(320 + layer.process_fields.len());
         match format {
             LogFormat::Json => {
                 text.push_str("{\"timestamp\":\"");
@@ -167,20 +164,6 @@ impl Line {
             self.text.push('}');
         }
         self.text
-    }
-}
-
-thread_local! {
-    /// The last line written, emptied: the next line is written in it.
-    static SPARE_LINE: std::cell::Cell<Option<String>> = const { std::cell::Cell::new(None) };
-}
-
-/// Writes `line` to `output`, then keeps its memory for the thread's next line.
-fn write_line(output: &crate::output::Output, mut line: String) {
-    output.write_line(&line);
-    if line.capacity() <= KEEP_BUFFER_BYTES {
-        line.clear();
-        let _ = SPARE_LINE.try_with(|spare| spare.set(Some(line)));
     }
 }
 
@@ -540,12 +523,12 @@ where
         });
 
         let Some(span) = invocation.filter(|_| buffer_it || level == Level::ERROR) else {
-            write_line(&self.config.output, line);
+            self.config.output.write_owned_line(line);
             return;
         };
         let mut extensions = span.extensions_mut();
         let Some(log) = extensions.get_mut::<InvocationLog>() else {
-            write_line(&self.config.output, line);
+            self.config.output.write_owned_line(line);
             return;
         };
         if buffer_it {
@@ -562,13 +545,13 @@ where
         if level == Level::ERROR {
             log.failing = true;
             if let Some(note) = eviction_note {
-                write_line(&self.config.output, note);
+                self.config.output.write_owned_line(note);
                 log.evicted = 0;
             }
             for buffered in log.buffer.drain(..) {
-                write_line(&self.config.output, buffered);
+                self.config.output.write_owned_line(buffered);
             }
         }
-        write_line(&self.config.output, line);
+        self.config.output.write_owned_line(line);
     }
 }

@@ -186,6 +186,8 @@ impl EmfWriter {
                 self.write_batch(&prefix, batch);
             }
         }
+        crate::output::recycle_line(prefix.head);
+        crate::output::recycle_line(prefix.members);
         rejections
     }
 
@@ -245,7 +247,7 @@ impl EmfWriter {
         request_id: Option<&str>,
         timestamp_ms: u64,
     ) -> Prefix {
-        let mut head = String::with_capacity(if version.is_some() { 192 } else { 128 });
+        let mut head = crate::output::spare_line();
         head.push_str("{\"_aws\":{\"Timestamp\":");
         let _ = write!(head, "{timestamp_ms}");
         head.push_str(",\"CloudWatchMetrics\":[{\"Namespace\":");
@@ -258,7 +260,7 @@ impl EmfWriter {
         }
         head.push_str("],\"Metrics\":[");
 
-        let mut members = String::with_capacity(128);
+        let mut members = crate::output::spare_line();
         members.push('{');
         json::push_key(&mut members, "service");
         json::push_str(&mut members, &self.service);
@@ -287,8 +289,9 @@ impl EmfWriter {
     fn write_batch(&self, prefix: &Prefix, batch: &[(&Metric<'_>, &[f64])]) {
         let document = render(prefix, batch);
         if document.len() <= MAX_DOCUMENT_BYTES || batch.len() == 1 {
-            self.output.write_line(&document);
+            self.output.write_owned_line(document);
         } else {
+            crate::output::recycle_line(document);
             let (first, second) = batch.split_at(batch.len() / 2);
             self.write_batch(prefix, first);
             self.write_batch(prefix, second);
@@ -312,7 +315,8 @@ struct Prefix {
 }
 
 fn render(prefix: &Prefix, batch: &[(&Metric<'_>, &[f64])]) -> String {
-    let mut doc = String::with_capacity(prefix.head.len() + prefix.members.len() + batch.len() * 64);
+    let mut doc = crate::output::spare_line();
+    doc.reserve(prefix.head.len() + prefix.members.len() + batch.len() * 64);
     doc.push_str(&prefix.head);
     for (i, (metric, _)) in batch.iter().enumerate() {
         if i > 0 {

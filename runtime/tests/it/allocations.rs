@@ -53,15 +53,15 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 /// Allocations Keel may add to an invocation that logs two lines and records five metrics.
-const BUDGET: usize = 48;
+const BUDGET: usize = 42;
 
 /// Allocations Keel may add to the booking API's first request (logs, EMF and idempotency keyed
 /// by the `Idempotency-Key` header, records in memory).
-const HTTP_FIRST_BUDGET: usize = 64;
+const HTTP_FIRST_BUDGET: usize = 50;
 
 /// Allocations a replay of that request may make in all: it runs no handler, so fewer than the
 /// bare handler's own.
-const HTTP_REPLAY_ALLOCATIONS: usize = 48;
+const HTTP_REPLAY_ALLOCATIONS: usize = 32;
 
 async fn handler(event: LambdaEvent<Value>) -> Result<u64, BoxError> {
     let seats = event.payload["seats"].as_u64().unwrap_or(1);

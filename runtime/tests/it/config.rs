@@ -4,7 +4,7 @@
 
 use keel_runtime::{ConfigError, Keel};
 
-const VARIABLES: [&str; 12] = [
+const VARIABLES: [&str; 13] = [
     "KEEL_SERVICE",
     "KEEL_NAMESPACE",
     "KEEL_LOG_LEVEL",
@@ -12,6 +12,7 @@ const VARIABLES: [&str; 12] = [
     "KEEL_LOG_SAMPLE_RATE",
     "KEEL_LOG_BUFFER_SIZE",
     "AWS_LAMBDA_LOG_FORMAT",
+    "KEEL_LOG_WRITE",
     "KEEL_LOG_EVENT",
     "KEEL_FAULT_ERROR_RATE",
     "KEEL_FAULT_LATENCY_MS",
@@ -90,6 +91,7 @@ fn variables_are_read_and_bad_values_named() {
         ("KEEL_LOG_SAMPLE_RATE", "often"),
         ("KEEL_LOG_BUFFER_SIZE", "-1"),
         ("AWS_LAMBDA_LOG_FORMAT", "xml"),
+        ("KEEL_LOG_WRITE", "batch"),
         ("KEEL_NAMESPACE", "AWS/Lambda"),
         ("KEEL_LOG_EVENT", "yes please"),
         ("KEEL_FAULT_ERROR_RATE", "1.5"),
