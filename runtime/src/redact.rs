@@ -225,10 +225,11 @@ impl Redactor {
     /// one: `Card { … }`), or else everything up to the next `,` `;` `&` `)` `]` `}` or line
     /// end. Text without a sensitive name is returned as it is, without a copy.
     pub fn redact_text<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        if self.is_empty() {
+        let bytes = text.as_bytes();
+        // A value follows its name after `=` or `:`: text with neither holds none.
+        if self.is_empty() || memchr::memchr2(b'=', b':', bytes).is_none() {
             return Cow::Borrowed(text);
         }
-        let bytes = text.as_bytes();
         let mut out: Option<String> = None;
         let mut copied = 0;
         let mut at = 0;

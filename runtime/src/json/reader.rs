@@ -276,20 +276,36 @@ impl<'a> Reader<'a> {
         Ok(literal)
     }
 
+    /// Skips the string literal at the cursor (its opening quote): up to the next quote that no
+    /// backslash escapes, found with a vectorized search. Only the structure is checked, as in
+    /// [`skip`](Self::skip): the texts navigated were read by `serde_json` first.
+    #[inline]
+    fn skip_string(&mut self) -> Result<(), Invalid> {
+        let bytes = self.bytes();
+        let mut at = self.pos + 1;
+        loop {
+            at += memchr::memchr2(b'"', b'\\', bytes.get(at..).ok_or(Invalid)?).ok_or(Invalid)?;
+            if bytes[at] == b'"' {
+                self.pos = at + 1;
+                return Ok(());
+            }
+            // A backslash and the byte it escapes.
+            at += 2;
+        }
+    }
+
     /// Skips one value (checking only its structure) and returns its text.
     pub(super) fn skip(&mut self) -> Result<&'a str, Invalid> {
         let first = self.peek_value()?;
         let start = self.pos;
         match first {
-            b'"' => {
-                self.raw_string()?;
-            }
+            b'"' => self.skip_string()?,
             b'{' | b'[' => {
                 let mut depth = 0usize;
                 loop {
                     match self.bytes().get(self.pos).ok_or(Invalid)? {
                         b'"' => {
-                            self.raw_string()?;
+                            self.skip_string()?;
                             continue;
                         }
                         b'{' | b'[' => depth += 1,
