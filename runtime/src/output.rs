@@ -135,9 +135,13 @@ pub(crate) fn spare_line() -> String {
         .unwrap_or_default()
 }
 
-/// Keeps the memory of `line` for [`spare_line`] (a few lines of up to 16 KiB).
+/// Largest buffer a thread keeps for its next line (or, in the logging layer, its next event's
+/// fields); a larger one is freed.
+pub(crate) const KEEP_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Keeps the memory of `line` for [`spare_line`] (a few lines of up to [`KEEP_BUFFER_BYTES`]).
 pub(crate) fn recycle_line(mut line: String) {
-    if line.capacity() > 16 * 1024 || line.capacity() == 0 {
+    if line.capacity() > KEEP_BUFFER_BYTES || line.capacity() == 0 {
         return;
     }
     line.clear();

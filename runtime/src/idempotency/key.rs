@@ -56,6 +56,14 @@ pub(crate) struct RequestKey {
     pub(crate) cookies: bool,
 }
 
+impl RequestKey {
+    /// What an answer to its event is: `None` when it is not an HTTP request, else whether the
+    /// response may carry `cookies` (as `event::http_answer` says).
+    pub(crate) fn http_answer(&self) -> Option<bool> {
+        self.http.then_some(self.cookies)
+    }
+}
+
 /// Computes the record id and validation hash of `event`.
 ///
 /// Only the parts that make the key and the payload are read closely: the event's text is

@@ -215,8 +215,7 @@ where
                 });
             }
             let answer = crate::event::http_answer(event.payload.get());
-            let (http, cookies) = (answer.is_some(), answer == Some(true));
-            return Err(refuse(IdempotencyError::MissingKey(reason), http, cookies));
+            return Err(refuse(IdempotencyError::MissingKey(reason), answer));
         }
     };
     // In-memory records are claimed at once; a remote store (or a wait for an in-progress
@@ -252,7 +251,7 @@ where
             lease: ReleaseOnDrop::new(idempotency, lease),
             idempotency: idempotency.clone(),
         }),
-        Err(error) => Err(refuse(error, key.http, key.cookies)),
+        Err(error) => Err(refuse(error, key.http_answer())),
     }
 }
 
@@ -289,7 +288,7 @@ where
             }
             result
         }
-        Err(error) => refuse(error, key.http, key.cookies),
+        Err(error) => refuse(error, key.http_answer()),
     }
 }
 
@@ -321,14 +320,14 @@ impl From<IdempotencyError> for InvocationError {
     }
 }
 
-/// The answer to a refused request: an HTTP response for HTTP events (when the response type
-/// takes one: always behind `Keel`, whose layers carry JSON text), otherwise the error.
+/// The answer to a refused request: an HTTP response for HTTP events (`http_answer` is
+/// `Some(cookies)`, see `event::http_answer`) when the response type takes one — always behind
+/// `Keel`, whose layers carry JSON text — otherwise the error.
 fn refuse<R: DeserializeOwned>(
     error: IdempotencyError,
-    http: bool,
-    cookies: bool,
+    http_answer: Option<bool>,
 ) -> Result<R, InvocationError> {
-    if http {
+    if let Some(cookies) = http_answer {
         let (status, code) = error.http_status();
         let retry_after = match &error {
             IdempotencyError::InProgress { retry_after } => Some(*retry_after),

@@ -18,6 +18,7 @@ use tracing_subscriber::registry::LookupSpan;
 use super::config::{LogConfig, LogFormat};
 use super::INVOCATION_SPAN;
 use crate::json;
+use crate::output::KEEP_BUFFER_BYTES;
 use crate::redact::{Redactor, MASK};
 
 /// Writes `tracing` events as structured lines; see the [module docs](super).
@@ -235,9 +236,6 @@ struct Buffers {
     /// Where a `Debug` or `Display` value is formatted before it is redacted.
     formatted: String,
 }
-
-/// Buffers larger than this are not kept for the next event.
-const KEEP_BUFFER_BYTES: usize = 16 * 1024;
 
 thread_local! {
     static SPARE_BUFFERS: std::cell::Cell<Option<Buffers>> = const { std::cell::Cell::new(None) };
