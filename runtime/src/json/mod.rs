@@ -2,6 +2,7 @@
 //! that render a log line or an EMF document), a [`reader`] to navigate a JSON text, and its
 //! [`canonical`] form (what idempotency keys and payload hashes are made of).
 
+mod blocks;
 pub(crate) mod canonical;
 pub(crate) mod reader;
 

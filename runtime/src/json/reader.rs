@@ -3,101 +3,90 @@
 
 use std::borrow::Cow;
 
+use super::blocks::{escaped, inside_quotes, Classes, Mask, BLOCK};
+
 /// Deepest nesting accepted: `serde_json`'s parser refuses a 128th level.
 pub(super) const MAX_DEPTH: usize = 127;
 
-/// Bytes that end the plain run of a string literal: the closing quote, a backslash, and the
-/// control characters JSON strings may not hold unescaped.
-static SPECIAL_IN_STRING: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut byte = 0;
-    while byte < 0x20 {
-        table[byte] = true;
-        byte += 1;
-    }
-    table[b'"' as usize] = true;
-    table[b'\\' as usize] = true;
-    table
-};
-
 /// How many bytes at the start of `bytes` a string literal holds as they are: up to its closing
-/// quote, a backslash or a control character. Eight bytes at a time, then byte by byte.
+/// quote, a backslash or a control character. A block at a time.
 #[inline]
 pub(super) fn plain_len(bytes: &[u8]) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // A high bit set where a byte of `x` may be zero (exact for the first such byte).
-    let zero_bytes = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-    let mut plain = 0;
-    for chunk in bytes.chunks_exact(8) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let word = u64::from_le_bytes(word);
-        let special = zero_bytes(word ^ (ONES * u64::from(b'"')))
-            | zero_bytes(word ^ (ONES * u64::from(b'\\')))
-            | (word.wrapping_sub(ONES * 0x20) & !word & HIGH);
+    let mut at = 0;
+    while at < bytes.len() {
+        let classes = Classes::at(bytes, at);
+        let special = classes.quote | classes.backslash | classes.control;
         if special != 0 {
-            break;
+            return at + special.trailing_zeros() as usize;
         }
-        plain += 8;
+        at += BLOCK;
     }
-    plain
-        + bytes[plain..]
-            .iter()
-            .position(|&byte| SPECIAL_IN_STRING[usize::from(byte)])
-            .unwrap_or(bytes.len() - plain)
+    bytes.len()
 }
 
 /// Appends the text of a string literal's contents `escaped` (between its quotes) to `out`,
-/// its escapes resolved: runs without a backslash are copied whole. Fails, as `serde_json`
-/// does, on an unknown escape, a lone surrogate or a raw control character.
+/// its escapes resolved: the runs between escapes, found a block at a time, are copied whole.
+/// Fails, as `serde_json` does, on an unknown escape, a lone surrogate or a raw control
+/// character.
 pub(crate) fn unescape(escaped: &str, out: &mut String) -> Result<(), Invalid> {
     let bytes = escaped.as_bytes();
-    let mut pos = 0;
-    loop {
-        let run = plain_len(&bytes[pos..]);
-        out.push_str(&escaped[pos..pos + run]);
-        pos += run;
-        let Some(&byte) = bytes.get(pos) else {
-            return Ok(());
-        };
-        if byte != b'\\' {
-            // A quote or a control character inside the contents.
-            return Err(Invalid);
-        }
-        let escape = *bytes.get(pos + 1).ok_or(Invalid)?;
-        pos += 2;
-        let resolved = match escape {
-            b'"' => '"',
-            b'\\' => '\\',
-            b'/' => '/',
-            b'b' => '\u{8}',
-            b'f' => '\u{c}',
-            b'n' => '\n',
-            b'r' => '\r',
-            b't' => '\t',
-            b'u' => {
-                let unit = hex4(bytes, pos)?;
-                pos += 4;
-                match unit {
-                    0xD800..=0xDBFF => {
-                        if bytes.get(pos..pos + 2) != Some(b"\\u") {
-                            return Err(Invalid);
-                        }
-                        let low = hex4(bytes, pos + 2)?;
-                        if !(0xDC00..=0xDFFF).contains(&low) {
-                            return Err(Invalid);
-                        }
-                        pos += 6;
-                        char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)).ok_or(Invalid)?
-                    }
-                    _ => char::from_u32(unit).ok_or(Invalid)?,
-                }
+    // Where the run not yet copied starts.
+    let mut pos = 0usize;
+    for block in (0..bytes.len()).step_by(BLOCK) {
+        let classes = Classes::at(bytes, block);
+        let mut special = classes.quote | classes.backslash | classes.control;
+        loop {
+            // What an escape that ran into this block covered is done.
+            special &= Mask::MAX
+                .checked_shl(pos.saturating_sub(block).min(BLOCK) as u32)
+                .unwrap_or(0);
+            if special == 0 {
+                break;
             }
-            _ => return Err(Invalid),
-        };
-        out.push(resolved);
+            let at = block + special.trailing_zeros() as usize;
+            out.push_str(&escaped[pos..at]);
+            if bytes[at] != b'\\' {
+                // A quote or a control character inside the contents.
+                return Err(Invalid);
+            }
+            let (resolved, len) = resolve_escape(bytes, at)?;
+            out.push(resolved);
+            pos = at + len;
+        }
     }
+    out.push_str(&escaped[pos..]);
+    Ok(())
+}
+
+/// The character the escape at `at` (its backslash) stands for, and its length.
+fn resolve_escape(bytes: &[u8], at: usize) -> Result<(char, usize), Invalid> {
+    let resolved = match *bytes.get(at + 1).ok_or(Invalid)? {
+        b'"' => '"',
+        b'\\' => '\\',
+        b'/' => '/',
+        b'b' => '\u{8}',
+        b'f' => '\u{c}',
+        b'n' => '\n',
+        b'r' => '\r',
+        b't' => '\t',
+        b'u' => {
+            let unit = hex4(bytes, at + 2)?;
+            if !(0xD800..=0xDBFF).contains(&unit) {
+                return Ok((char::from_u32(unit).ok_or(Invalid)?, 6));
+            }
+            if bytes.get(at + 6..at + 8) != Some(b"\\u") {
+                return Err(Invalid);
+            }
+            let low = hex4(bytes, at + 8)?;
+            if !(0xDC00..=0xDFFF).contains(&low) {
+                return Err(Invalid);
+            }
+            let pair = char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)).ok_or(Invalid)?;
+            return Ok((pair, 12));
+        }
+        _ => return Err(Invalid),
+    };
+    Ok((resolved, 2))
 }
 
 /// The four hexadecimal digits at `at`, as a number.
@@ -277,21 +266,55 @@ impl<'a> Reader<'a> {
     }
 
     /// Skips the string literal at the cursor (its opening quote): up to the next quote that no
-    /// backslash escapes, found with a vectorized search. Only the structure is checked, as in
+    /// backslash escapes, a block at a time. Only the structure is checked, as in
     /// [`skip`](Self::skip): the texts navigated were read by `serde_json` first.
     #[inline]
     fn skip_string(&mut self) -> Result<(), Invalid> {
         let bytes = self.bytes();
+        let mut carry = false;
         let mut at = self.pos + 1;
-        loop {
-            at += memchr::memchr2(b'"', b'\\', bytes.get(at..).ok_or(Invalid)?).ok_or(Invalid)?;
-            if bytes[at] == b'"' {
-                self.pos = at + 1;
+        while at < bytes.len() {
+            let classes = Classes::at(bytes, at);
+            let quotes = classes.quote & !escaped(classes.backslash, &mut carry);
+            if quotes != 0 {
+                self.pos = at + quotes.trailing_zeros() as usize + 1;
                 return Ok(());
             }
-            // A backslash and the byte it escapes.
-            at += 2;
+            at += BLOCK;
         }
+        Err(Invalid)
+    }
+
+    /// Skips the object or array at the cursor: its brackets outside string literals are
+    /// counted a block at a time.
+    fn skip_container(&mut self) -> Result<(), Invalid> {
+        let bytes = self.bytes();
+        let (mut carry, mut in_string): (bool, Mask) = (false, 0);
+        let mut depth = 0usize;
+        let mut at = self.pos;
+        while at < bytes.len() {
+            let classes = Classes::at(bytes, at);
+            let quotes = classes.quote & !escaped(classes.backslash, &mut carry);
+            let strings = inside_quotes(quotes) ^ in_string;
+            // All ones when the block ends inside a string literal.
+            in_string = Mask::MIN.wrapping_sub(strings >> (BLOCK - 1));
+            let mut brackets = (classes.open | classes.close) & !strings;
+            while brackets != 0 {
+                let bit = brackets & brackets.wrapping_neg();
+                if classes.open & bit != 0 {
+                    depth += 1;
+                } else {
+                    depth = depth.checked_sub(1).ok_or(Invalid)?;
+                    if depth == 0 {
+                        self.pos = at + bit.trailing_zeros() as usize + 1;
+                        return Ok(());
+                    }
+                }
+                brackets ^= bit;
+            }
+            at += BLOCK;
+        }
+        Err(Invalid)
     }
 
     /// Skips one value (checking only its structure) and returns its text.
@@ -300,24 +323,7 @@ impl<'a> Reader<'a> {
         let start = self.pos;
         match first {
             b'"' => self.skip_string()?,
-            b'{' | b'[' => {
-                let mut depth = 0usize;
-                loop {
-                    match self.bytes().get(self.pos).ok_or(Invalid)? {
-                        b'"' => {
-                            self.skip_string()?;
-                            continue;
-                        }
-                        b'{' | b'[' => depth += 1,
-                        b'}' | b']' => depth -= 1,
-                        _ => {}
-                    }
-                    self.pos += 1;
-                    if depth == 0 {
-                        break;
-                    }
-                }
-            }
+            b'{' | b'[' => self.skip_container()?,
             _ => {
                 while let Some(byte) = self.bytes().get(self.pos) {
                     if matches!(byte, b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t') {
@@ -481,6 +487,34 @@ mod tests {
             let theirs = serde_json::from_str::<String>(literal).map_err(|_| Invalid);
             assert_eq!(ours, theirs, "{literal}");
         }
+    }
+
+    #[test]
+    fn long_texts_are_read_across_blocks() {
+        // Escapes, quotes and brackets at every offset around the blocks' edges.
+        for pad in 0..70 {
+            let text = "x".repeat(pad);
+            let value = serde_json::json!({
+                "a": format!("{text}\\\"}}]{text}\u{e9}\n\\"),
+                "b": [format!("{text}{{\"\\"), {"c": text.clone() + "\u{1f600}"}],
+                "d": text,
+            });
+            let json = value.to_string();
+            let listed = members(&json).unwrap();
+            let names: Vec<&str> = listed.iter().map(|(name, _)| name.as_ref()).collect();
+            assert_eq!(names, ["a", "b", "d"], "{json}");
+            for (name, raw) in &listed {
+                let parsed: serde_json::Value = serde_json::from_str(raw).unwrap();
+                assert_eq!(parsed, value[name.as_ref()], "{json}");
+            }
+            let literal = serde_json::to_string(&value["a"]).unwrap();
+            let mut ours = String::new();
+            unescape(&literal[1..literal.len() - 1], &mut ours).unwrap();
+            assert_eq!(ours, value["a"], "{literal}");
+            assert_eq!(plain_len(format!("{json}\"").as_bytes()), 1);
+        }
+        assert!(members(r#"{"a": "never closed \" }"#).is_none());
+        assert!(members(r#"{"a": [1, {"b": 2}"#).is_none());
     }
 
     #[test]
