@@ -156,16 +156,15 @@ where
     fn call(&mut self, event: LambdaEvent<RawEvent>) -> Self::Future {
         let cold_start = !self.settings.warm.swap(true, Ordering::Relaxed);
         let context = &event.context;
+        // Every field known now is given at once: a span's fields are rendered as they are
+        // recorded, and each later record renders again.
         let span = tracing::info_span!(
             INVOCATION_SPAN,
             function_request_id = %context.request_id,
-            xray_trace_id = field::Empty,
+            xray_trace_id = context.xray_trace_id.as_deref(),
             cold_start,
             correlation_id = field::Empty,
         );
-        if let Some(trace_id) = &context.xray_trace_id {
-            span.record("xray_trace_id", trace_id.as_str());
-        }
         {
             let _entered = span.enter();
             if let Some(source) = &self.settings.correlation_id {

@@ -81,24 +81,25 @@ impl StructuredLogLayer {
         S: Subscriber + for<'lookup> LookupSpan<'lookup>,
     {
         let mut line = Line::begin(self, level, message);
-        let scope = || {
-            ctx.event_scope(event)
-                .into_iter()
-                .flat_map(|scope| scope.from_root())
-        };
-        let outer_has = |depth: usize, key: &str| {
-            scope()
-                .take(depth)
-                .any(|outer| outer.extensions().get::<SpanFields>().is_some_and(|f| f.has(key)))
-        };
-        for (depth, span) in scope().enumerate() {
+        // The event's spans, outermost first, looked up once.
+        let spans: smallvec::SmallVec<[_; 4]> = ctx
+            .event_scope(event)
+            .into_iter()
+            .flat_map(|scope| scope.from_root())
+            .collect();
+        for (depth, span) in spans.iter().enumerate() {
             let extensions = span.extensions();
             let Some(fields) = extensions.get::<SpanFields>() else {
                 continue;
             };
-            // A span holds each key once (see `SpanFields::set`).
+            // A span holds each key once (see `SpanFields::set`); an outer span's value wins.
             for (key, value) in &fields.0 {
-                if !event_fields.has(key) && !outer_has(depth, key) {
+                let outer_has = || {
+                    spans[..depth]
+                        .iter()
+                        .any(|outer| outer.extensions().get::<SpanFields>().is_some_and(|f| f.has(key)))
+                };
+                if !event_fields.has(key) && !outer_has() {
                     line.field(key, value);
                 }
             }

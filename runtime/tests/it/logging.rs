@@ -46,6 +46,31 @@ fn every_line_carries_the_invocation_context() {
 }
 
 #[test]
+fn a_handler_span_adds_its_fields_and_the_outer_value_of_a_repeated_name_wins() {
+    async fn in_span(_: LambdaEvent<Value>) -> Result<String, BoxError> {
+        let span = tracing::info_span!("pricing", step = "quote", cold_start = "overridden");
+        let _entered = span.enter();
+        tracing::info!(seats = 2, "booking priced");
+        Ok("ok".into())
+    }
+    let (keel, lines) = keel();
+    invoke(&keel, service_fn(in_span), vec![event("req-1", json!({}))]);
+    let logs = logs(&lines);
+    assert_eq!(logs.len(), 1, "{logs:#?}");
+    let line = &logs[0];
+    assert_eq!(
+        (
+            &line["step"],
+            &line["cold_start"],
+            &line["function_request_id"],
+            &line["seats"]
+        ),
+        (&json!("quote"), &json!(true), &json!("req-1"), &json!(2)),
+        "{line}"
+    );
+}
+
+#[test]
 fn debug_lines_are_written_only_for_a_failing_invocation() {
     let (keel, lines) = keel();
     let results = invoke(
