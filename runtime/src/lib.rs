@@ -4,7 +4,7 @@
 //! release engineering need, as [tower] middleware:
 //!
 //! - [`logging`]: one JSON line per log event with the Lambda context (`function_request_id`,
-//!   `cold_start`, `xray_trace_id`, `correlation_id`, …), DEBUG lines buffered until an error,
+//!   `xray_trace_id`, `cold_start`, `correlation_id`, …), DEBUG lines buffered until an error,
 //!   per-invocation debug sampling, redaction of sensitive fields;
 //! - [`metrics`]: every `metrics::counter!/gauge!/histogram!` call of an invocation written as
 //!   CloudWatch Embedded Metric Format when it ends, valid by construction, from a

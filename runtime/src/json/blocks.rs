@@ -118,7 +118,7 @@ mod words {
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     const HIGH: u64 = 0x8080_8080_8080_8080;
 
-    /// The high bit of each byte of `word` that is zero (exactly: no borrow runs between bytes).
+    /// The high bit of each byte of `word` that is zero (exactly: no carry runs between bytes).
     fn zero_bytes(word: u64) -> u64 {
         !(((word & LOW7) + LOW7) | word) & HIGH
     }
@@ -190,6 +190,17 @@ mod tests {
             let block = text.as_slice().try_into().unwrap();
             assert_eq!(classify(block), reference(&text), "{text:?}");
             assert_eq!(words::classify(block), reference(&text), "{text:?}");
+        }
+        // Every byte value in every position, among a few neighbours.
+        for filler in [b' ', b'"', b'\\', b'{', 0x00, 0x1f, 0x7f, 0x80, 0xff] {
+            for position in 0..BLOCK {
+                for byte in 0..=u8::MAX {
+                    let mut block = [filler; BLOCK];
+                    block[position] = byte;
+                    assert_eq!(classify(&block), reference(&block), "{block:?}");
+                    assert_eq!(words::classify(&block), reference(&block), "{block:?}");
+                }
+            }
         }
         let short = Classes::at(b"ab\"{", 1);
         assert_eq!(short, reference(b"b\"{"), "past the end, spaces");

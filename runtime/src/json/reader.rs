@@ -24,12 +24,12 @@ pub(super) fn plain_len(bytes: &[u8]) -> usize {
     bytes.len()
 }
 
-/// Appends the text of a string literal's contents `escaped` (between its quotes) to `out`,
+/// Appends the text of a string literal's `contents` (between its quotes) to `out`,
 /// its escapes resolved: the runs between escapes, found a block at a time, are copied whole.
 /// Fails, as `serde_json` does, on an unknown escape, a lone surrogate or a raw control
 /// character.
-pub(crate) fn unescape(escaped: &str, out: &mut String) -> Result<(), Invalid> {
-    let bytes = escaped.as_bytes();
+pub(crate) fn unescape(contents: &str, out: &mut String) -> Result<(), Invalid> {
+    let bytes = contents.as_bytes();
     // Where the run not yet copied starts.
     let mut pos = 0usize;
     for block in (0..bytes.len()).step_by(BLOCK) {
@@ -44,7 +44,7 @@ pub(crate) fn unescape(escaped: &str, out: &mut String) -> Result<(), Invalid> {
                 break;
             }
             let at = block + special.trailing_zeros() as usize;
-            out.push_str(&escaped[pos..at]);
+            out.push_str(&contents[pos..at]);
             if bytes[at] != b'\\' {
                 // A quote or a control character inside the contents.
                 return Err(Invalid);
@@ -54,7 +54,7 @@ pub(crate) fn unescape(escaped: &str, out: &mut String) -> Result<(), Invalid> {
             pos = at + len;
         }
     }
-    out.push_str(&escaped[pos..]);
+    out.push_str(&contents[pos..]);
     Ok(())
 }
 
@@ -511,7 +511,8 @@ mod tests {
             let mut ours = String::new();
             unescape(&literal[1..literal.len() - 1], &mut ours).unwrap();
             assert_eq!(ours, value["a"], "{literal}");
-            assert_eq!(plain_len(format!("{json}\"").as_bytes()), 1);
+            assert_eq!(plain_len(format!("{text}\\{text}").as_bytes()), pad);
+            assert_eq!(plain_len(text.as_bytes()), pad);
         }
         assert!(members(r#"{"a": "never closed \" }"#).is_none());
         assert!(members(r#"{"a": [1, {"b": 2}"#).is_none());
