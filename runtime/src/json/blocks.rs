@@ -28,6 +28,19 @@ pub(super) struct Classes {
 }
 
 impl Classes {
+    /// The bytes that end the plain run of a string literal's contents: its closing quote, a
+    /// backslash, a control character.
+    #[inline(always)]
+    pub(super) fn ends_plain_run(&self) -> Mask {
+        self.quote | self.backslash | self.control
+    }
+
+    /// The quotes no backslash escapes (see [`escaped`] for `carry`).
+    #[inline(always)]
+    pub(super) fn unescaped_quotes(&self, carry: &mut bool) -> Mask {
+        self.quote & !escaped(self.backslash, carry)
+    }
+
     /// The bytes of `bytes[at..]` (at most [`BLOCK`]), classified.
     #[inline(always)]
     pub(super) fn at(bytes: &[u8], at: usize) -> Self {

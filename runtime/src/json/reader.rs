@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use super::blocks::{escaped, inside_quotes, Classes, Mask, BLOCK};
+use super::blocks::{inside_quotes, Classes, Mask, BLOCK};
 
 /// Deepest nesting accepted: `serde_json`'s parser refuses a 128th level.
 pub(super) const MAX_DEPTH: usize = 127;
@@ -15,7 +15,7 @@ pub(super) fn plain_len(bytes: &[u8]) -> usize {
     let mut at = 0;
     while at < bytes.len() {
         let classes = Classes::at(bytes, at);
-        let special = classes.quote | classes.backslash | classes.control;
+        let special = classes.ends_plain_run();
         if special != 0 {
             return at + special.trailing_zeros() as usize;
         }
@@ -34,7 +34,7 @@ pub(crate) fn unescape(contents: &str, out: &mut String) -> Result<(), Invalid> 
     let mut pos = 0usize;
     for block in (0..bytes.len()).step_by(BLOCK) {
         let classes = Classes::at(bytes, block);
-        let mut special = classes.quote | classes.backslash | classes.control;
+        let mut special = classes.ends_plain_run();
         loop {
             // What an escape that ran into this block covered is done.
             special &= Mask::MAX
@@ -275,7 +275,7 @@ impl<'a> Reader<'a> {
         let mut at = self.pos + 1;
         while at < bytes.len() {
             let classes = Classes::at(bytes, at);
-            let quotes = classes.quote & !escaped(classes.backslash, &mut carry);
+            let quotes = classes.unescaped_quotes(&mut carry);
             if quotes != 0 {
                 self.pos = at + quotes.trailing_zeros() as usize + 1;
                 return Ok(());
@@ -294,7 +294,7 @@ impl<'a> Reader<'a> {
         let mut at = self.pos;
         while at < bytes.len() {
             let classes = Classes::at(bytes, at);
-            let quotes = classes.quote & !escaped(classes.backslash, &mut carry);
+            let quotes = classes.unescaped_quotes(&mut carry);
             let strings = inside_quotes(quotes) ^ in_string;
             // All ones when the block ends inside a string literal.
             in_string = Mask::MIN.wrapping_sub(strings >> (BLOCK - 1));
